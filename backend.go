@@ -1,0 +1,206 @@
+// Package apaleo is a HashiCorp Vault secrets engine that holds apaleo OAuth 2.0 app
+// credentials and hands out short-lived access tokens: client credentials for apaleo
+// "simple clients", and refresh-token credentials authorized through the authorization
+// code flow for "connect clients".
+package apaleo
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/locksutil"
+	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/sync/singleflight"
+)
+
+// Version is the plugin's version, set at build time with
+// -ldflags "-X github.com/apaleo-vault/vault-plugin-secrets-apaleo.Version=v1.2.3".
+var Version = "v0.0.0-dev"
+
+const (
+	configPrefix  = "config/"
+	credsPrefix   = "creds/"
+	pendingPrefix = "pending/"
+)
+
+type backend struct {
+	*framework.Backend
+
+	locks []*locksutil.LockEntry
+	// flights makes concurrent cold reads of one credential share one token request.
+	flights singleflight.Group
+
+	// In-memory copies of storage entries so a cache hit needs no storage round trip and
+	// no exclusive lock. Values are never mutated after they are stored: writers store a
+	// new value. Invalidate (replicated writes on standbys) and local writes keep them
+	// coherent; epoch guards against caching an entry read before a concurrent write.
+	configs sync.Map // name -> *apaleoConfig
+	creds   sync.Map // name -> *credential
+	cacheMu sync.Mutex
+	epoch   atomic.Uint64
+
+	clientsMu sync.Mutex
+	clients   map[string]*cachedClient // config name -> identity client
+
+	// Seams for tests.
+	now       func() time.Time
+	retry     retryPolicy
+	newClient func(clientSettings, func() time.Time) (identityServer, error)
+}
+
+type cachedClient struct {
+	settings clientSettings
+	server   identityServer
+}
+
+// Factory returns a configured instance of the backend.
+func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
+	b := newBackend()
+	if err := b.Setup(ctx, conf); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func newBackend() *backend {
+	b := &backend{
+		locks:   locksutil.CreateLocks(),
+		clients: map[string]*cachedClient{},
+		now:     time.Now,
+		retry:   defaultRetryPolicy,
+		newClient: func(s clientSettings, now func() time.Time) (identityServer, error) {
+			return newIdentityClient(s, now)
+		},
+	}
+	b.Backend = &framework.Backend{
+		Help:        strings.TrimSpace(backendHelp),
+		BackendType: logical.TypeLogical,
+		PathsSpecial: &logical.Paths{
+			SealWrapStorage: []string{configPrefix, credsPrefix, pendingPrefix},
+			Unauthenticated: []string{"callback"},
+		},
+		Paths: framework.PathAppend(
+			pathConfig(b),
+			pathCreds(b),
+			pathAuthCode(b),
+		),
+		Secrets:        []*framework.Secret{secretAccessToken(b)},
+		Invalidate:     b.invalidate,
+		PeriodicFunc:   b.periodic,
+		Clean:          b.clean,
+		RunningVersion: Version,
+	}
+	return b
+}
+
+// invalidate drops in-memory copies of entries another node changed.
+func (b *backend) invalidate(_ context.Context, key string) {
+	switch {
+	case strings.HasPrefix(key, configPrefix):
+		b.forgetConfig(strings.TrimPrefix(key, configPrefix))
+	case strings.HasPrefix(key, credsPrefix):
+		b.forgetCred(strings.TrimPrefix(key, credsPrefix))
+	}
+}
+
+// periodic runs about once a minute, on nodes that may write storage only.
+func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
+	if !b.canWrite() {
+		return nil
+	}
+	b.saveUnsaved(ctx, req.Storage)
+	return b.cleanPending(ctx, req)
+}
+
+func (b *backend) clean(context.Context) {
+	b.clientsMu.Lock()
+	defer b.clientsMu.Unlock()
+	for name, c := range b.clients {
+		if ic, ok := c.server.(*identityClient); ok {
+			ic.close()
+		}
+		delete(b.clients, name)
+	}
+}
+
+// locksFor returns the locks of keys in a fixed order, each once, so that callers that
+// lock several keys cannot deadlock each other.
+func (b *backend) locksFor(keys ...string) []*locksutil.LockEntry {
+	return locksutil.LocksForKeys(b.locks, keys)
+}
+
+// remember replaces (v != nil) or drops the in-memory copy of an entry. Every change
+// moves the epoch, so a reader that loaded an entry from storage before the change does
+// not cache its stale copy (see cacheIfUnchanged).
+func (b *backend) remember(m *sync.Map, name string, v any) {
+	b.cacheMu.Lock()
+	defer b.cacheMu.Unlock()
+	b.epoch.Add(1)
+	if v == nil {
+		m.Delete(name)
+	} else {
+		m.Store(name, v)
+	}
+}
+
+// cacheIfUnchanged stores an entry read from storage while the epoch was seen.
+func (b *backend) cacheIfUnchanged(seen uint64, m *sync.Map, name string, v any) {
+	b.cacheMu.Lock()
+	defer b.cacheMu.Unlock()
+	if b.epoch.Load() == seen {
+		m.Store(name, v)
+	}
+}
+
+func (b *backend) forgetConfig(name string) {
+	b.remember(&b.configs, name, nil)
+	b.clientsMu.Lock()
+	delete(b.clients, name)
+	b.clientsMu.Unlock()
+}
+
+func (b *backend) forgetCred(name string) {
+	b.remember(&b.creds, name, nil)
+}
+
+// identity returns the identity-server client of a config, reusing it (and its
+// connection pool) while the config's connection settings are unchanged.
+func (b *backend) identity(name string, cfg *apaleoConfig) (identityServer, error) {
+	b.clientsMu.Lock()
+	defer b.clientsMu.Unlock()
+	settings := cfg.settings()
+	if c, ok := b.clients[name]; ok && c.settings == settings {
+		return c.server, nil
+	}
+	srv, err := b.newClient(settings, b.now)
+	if err != nil {
+		return nil, err
+	}
+	b.clients[name] = &cachedClient{settings: settings, server: srv}
+	return srv, nil
+}
+
+// canWrite reports whether this node may write storage. Elsewhere (performance standbys
+// and secondaries) a handler that must write answers logical.ErrReadOnly, and Vault
+// forwards the request to the active node.
+func (b *backend) canWrite() bool {
+	if b.System() == nil {
+		return true
+	}
+	return b.WriteSafeReplicationState()
+}
+
+const backendHelp = `
+The apaleo secrets engine holds apaleo OAuth 2.0 app credentials and hands out
+short-lived access tokens, cached until they near expiry.
+
+Register an app with config/<name>. For apaleo "simple clients"
+(grant_type=client_credentials), read tokens from creds/<name>. For "connect
+clients" (grant_type=authorization_code), start authorize/<name>, let the hotel
+account admin open the returned auth_url, and read creds/<name> afterwards.
+Client secrets and refresh tokens never leave Vault.
+`

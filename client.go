@@ -1,0 +1,429 @@
+package apaleo
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/hashicorp/go-cleanhttp"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+)
+
+// client.go talks to apaleo's identity server. It knows nothing of Vault: the backend
+// hands it a clientSettings and gets tokens or *upstreamError back.
+
+const (
+	tokenPath      = "/connect/token"
+	authorizePath  = "/connect/authorize"
+	revocationPath = "/connect/revocation"
+
+	// defaultTokenLifetime is assumed when a token response carries no expires_in:
+	// apaleo's (IdentityServer's) access tokens live 3600 s.
+	defaultTokenLifetime = time.Hour
+)
+
+// clientSettings is what the identity client needs of a config.
+type clientSettings struct {
+	ClientID      string
+	ClientSecret  string
+	IdentityURL   string
+	CACertificate string
+	RedirectURI   string
+}
+
+// retryPolicy bounds the time spent on one logical token request.
+type retryPolicy struct {
+	Total      time.Duration // all attempts and waits together
+	PerAttempt time.Duration // one HTTP round trip
+	BaseDelay  time.Duration // first backoff, doubled per retry
+	MaxDelay   time.Duration
+	Attempts   int // at most this many attempts; 0 for as many as fit in Total
+}
+
+var defaultRetryPolicy = retryPolicy{
+	Total:      30 * time.Second,
+	PerAttempt: 10 * time.Second,
+	BaseDelay:  250 * time.Millisecond,
+	MaxDelay:   4 * time.Second,
+}
+
+// tokenResult is a token response, normalised.
+type tokenResult struct {
+	AccessToken  string
+	TokenType    string
+	RefreshToken string
+	IssuedAt     time.Time
+	Expiry       time.Time
+	Scopes       []string // as granted; the requested ones when the server does not say
+	AccountCode  string   // from the JWT's claims, when present
+	ClientID     string
+}
+
+// identityServer is what the backend calls; tests may substitute it.
+type identityServer interface {
+	ClientCredentials(ctx context.Context, scopes []string, p retryPolicy) (*tokenResult, error)
+	Refresh(ctx context.Context, refreshToken string, p retryPolicy) (*tokenResult, error)
+	Exchange(ctx context.Context, code, verifier string, scopes []string, p retryPolicy) (*tokenResult, error)
+	Revoke(ctx context.Context, refreshToken string, p retryPolicy) error
+	AuthCodeURL(state, verifier string, scopes []string) string
+}
+
+// identityClient is an identityServer over golang.org/x/oauth2.
+type identityClient struct {
+	settings   clientSettings
+	httpClient *http.Client
+	now        func() time.Time
+}
+
+func newIdentityClient(s clientSettings, now func() time.Time) (*identityClient, error) {
+	transport := cleanhttp.DefaultPooledTransport()
+	if s.CACertificate != "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM([]byte(s.CACertificate)) {
+			return nil, errors.New("ca_certificate holds no PEM certificate")
+		}
+		transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &identityClient{
+		settings: s,
+		// Per-attempt timeouts come from contexts; this only guards a body that never ends.
+		httpClient: &http.Client{Transport: transport, Timeout: 2 * time.Minute},
+		now:        now,
+	}, nil
+}
+
+func (c *identityClient) close() {
+	c.httpClient.CloseIdleConnections()
+}
+
+func (c *identityClient) endpoint(path string) string {
+	return strings.TrimRight(c.settings.IdentityURL, "/") + path
+}
+
+// ClientCredentials runs the client credentials grant with HTTP Basic client authentication.
+func (c *identityClient) ClientCredentials(ctx context.Context, scopes []string, p retryPolicy) (*tokenResult, error) {
+	cc := clientcredentials.Config{
+		ClientID:     c.settings.ClientID,
+		ClientSecret: c.settings.ClientSecret,
+		TokenURL:     c.endpoint(tokenPath),
+		Scopes:       scopes,
+		AuthStyle:    oauth2.AuthStyleInHeader,
+	}
+	return c.retrieve(ctx, p, scopes, func(ctx context.Context) (*oauth2.Token, error) {
+		return cc.Token(ctx)
+	})
+}
+
+// oauthConfig is the authorization-code client: apaleo's docs send client_id and
+// client_secret in the form body for the code exchange and refreshes.
+func (c *identityClient) oauthConfig(scopes []string) *oauth2.Config {
+	return &oauth2.Config{
+		ClientID:     c.settings.ClientID,
+		ClientSecret: c.settings.ClientSecret,
+		Endpoint: oauth2.Endpoint{
+			AuthURL:   c.endpoint(authorizePath),
+			TokenURL:  c.endpoint(tokenPath),
+			AuthStyle: oauth2.AuthStyleInParams,
+		},
+		RedirectURL: c.settings.RedirectURI,
+		Scopes:      scopes,
+	}
+}
+
+// Refresh runs the refresh token grant. The result's RefreshToken is the rotated one, or
+// the same one when the server did not rotate it.
+func (c *identityClient) Refresh(ctx context.Context, refreshToken string, p retryPolicy) (*tokenResult, error) {
+	cfg := c.oauthConfig(nil)
+	return c.retrieve(ctx, p, nil, func(ctx context.Context) (*oauth2.Token, error) {
+		return cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
+	})
+}
+
+// Exchange redeems an authorization code with its PKCE verifier.
+func (c *identityClient) Exchange(ctx context.Context, code, verifier string, scopes []string, p retryPolicy) (*tokenResult, error) {
+	cfg := c.oauthConfig(scopes)
+	return c.retrieve(ctx, p, scopes, func(ctx context.Context) (*oauth2.Token, error) {
+		return cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	})
+}
+
+// AuthCodeURL is the /connect/authorize URL an account admin opens.
+func (c *identityClient) AuthCodeURL(state, verifier string, scopes []string) string {
+	return c.oauthConfig(scopes).AuthCodeURL(state, oauth2.S256ChallengeOption(verifier))
+}
+
+// Revoke revokes a refresh token (RFC 7009).
+func (c *identityClient) Revoke(ctx context.Context, refreshToken string, p retryPolicy) error {
+	form := url.Values{"token": {refreshToken}, "token_type_hint": {"refresh_token"}}
+	_, err := withRetries(ctx, p, func(ctx context.Context) (struct{}, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint(revocationPath), strings.NewReader(form.Encode()))
+		if err != nil {
+			return struct{}{}, err
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.SetBasicAuth(url.QueryEscape(c.settings.ClientID), url.QueryEscape(c.settings.ClientSecret))
+		resp, err := c.httpClient.Do(req)
+		if err != nil {
+			return struct{}{}, classifyTransportError(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode/100 == 2 {
+			return struct{}{}, nil
+		}
+		return struct{}{}, upstreamFromStatus(resp, "")
+	})
+	return err
+}
+
+func (c *identityClient) retrieve(ctx context.Context, p retryPolicy, requested []string, fetch func(context.Context) (*oauth2.Token, error)) (*tokenResult, error) {
+	return withRetries(ctx, p, func(ctx context.Context) (*tokenResult, error) {
+		started := c.now()
+		tok, err := fetch(context.WithValue(ctx, oauth2.HTTPClient, c.httpClient))
+		if err != nil {
+			return nil, classifyOAuthError(err)
+		}
+		return newTokenResult(tok, started, requested), nil
+	})
+}
+
+func newTokenResult(tok *oauth2.Token, issued time.Time, requested []string) *tokenResult {
+	lifetime := defaultTokenLifetime
+	if tok.ExpiresIn > 0 {
+		lifetime = time.Duration(tok.ExpiresIn) * time.Second
+	}
+	res := &tokenResult{
+		AccessToken:  tok.AccessToken,
+		TokenType:    tok.Type(),
+		RefreshToken: tok.RefreshToken,
+		IssuedAt:     issued,
+		Expiry:       issued.Add(lifetime),
+		Scopes:       requested,
+	}
+	if s, ok := tok.Extra("scope").(string); ok && strings.TrimSpace(s) != "" {
+		res.Scopes = strings.Fields(s)
+	}
+	res.AccountCode, res.ClientID = tokenClaims(tok.AccessToken)
+	return res
+}
+
+// tokenClaims reads account_code and client_id from a JWT access token for display only.
+// The signature is not checked: the token came straight from the identity server over TLS,
+// and the plugin never makes an authorization decision on these claims.
+func tokenClaims(raw string) (accountCode, clientID string) {
+	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{
+		jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512,
+		jose.ES256, jose.ES384, jose.ES512, jose.EdDSA,
+	})
+	if err != nil {
+		return "", ""
+	}
+	var claims struct {
+		AccountCode string `json:"account_code"`
+		ClientID    string `json:"client_id"`
+	}
+	if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil {
+		return "", ""
+	}
+	return claims.AccountCode, claims.ClientID
+}
+
+// upstreamError is a failed call to the identity server. Its message never holds a
+// credential: it is built from the status, the OAuth error code and description only.
+type upstreamError struct {
+	Status      int           // HTTP status, 0 for transport errors
+	Code        string        // OAuth "error"
+	Description string        // OAuth "error_description"
+	RetryAfter  time.Duration // from a 429's Retry-After
+	Temporary   bool          // worth retrying
+	Timeout     bool
+	cause       string
+}
+
+func (e *upstreamError) Error() string {
+	var b strings.Builder
+	b.WriteString("apaleo identity server")
+	if e.Status != 0 {
+		fmt.Fprintf(&b, " answered HTTP %d", e.Status)
+	}
+	if e.Code != "" {
+		fmt.Fprintf(&b, ": %s", e.Code)
+		if e.Description != "" {
+			fmt.Fprintf(&b, " (%s)", e.Description)
+		}
+	} else if e.cause != "" {
+		fmt.Fprintf(&b, ": %s", e.cause)
+	}
+	if e.RetryAfter > 0 {
+		fmt.Fprintf(&b, "; retry after %s", e.RetryAfter.Round(time.Second))
+	}
+	return b.String()
+}
+
+func classifyOAuthError(err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) && re.Response != nil {
+		return upstreamFromStatus(re.Response, re.ErrorCode, re.ErrorDescription, snippet(re.Body))
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return classifyTransportError(err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return classifyTransportError(err)
+	}
+	// A 2xx that oauth2 could not use: unparsable JSON, no access_token.
+	return &upstreamError{Temporary: true, cause: "unusable token response: " + strings.TrimPrefix(err.Error(), "oauth2: ")}
+}
+
+func classifyTransportError(err error) error {
+	ue := &upstreamError{Temporary: true}
+	var ne net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		ue.Timeout = true
+		ue.cause = "no answer in time"
+	case errors.Is(err, context.Canceled):
+		ue.Temporary = false
+		ue.cause = "request cancelled"
+	default:
+		var ce *tls.CertificateVerificationError
+		var ua x509.UnknownAuthorityError
+		var hn x509.HostnameError
+		if errors.As(err, &ce) || errors.As(err, &ua) || errors.As(err, &hn) {
+			ue.Temporary = false
+			ue.cause = "TLS certificate not trusted (set ca_certificate for a private CA): " + rootCause(err)
+		} else {
+			ue.cause = rootCause(err)
+		}
+	}
+	return ue
+}
+
+// rootCause drops the wrapping url.Error, whose text repeats method and URL.
+func rootCause(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
+}
+
+func upstreamFromStatus(resp *http.Response, fields ...string) *upstreamError {
+	ue := &upstreamError{Status: resp.StatusCode}
+	if len(fields) > 0 {
+		ue.Code = fields[0]
+	}
+	if len(fields) > 1 {
+		ue.Description = fields[1]
+	}
+	if ue.Code == "" && len(fields) > 2 {
+		ue.cause = fields[2]
+	}
+	switch {
+	case resp.StatusCode == http.StatusTooManyRequests:
+		ue.Temporary = true
+		ue.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		if ue.Code == "" {
+			ue.Code = "rate_limited"
+		}
+	case resp.StatusCode >= 500:
+		ue.Temporary = true
+	}
+	return ue
+}
+
+// snippet is a short printable prefix of a non-OAuth error body.
+func snippet(body []byte) string {
+	s := strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, string(body))
+	s = strings.TrimSpace(s)
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	if s == "" {
+		return "empty body"
+	}
+	return "body: " + s
+}
+
+// parseRetryAfter reads delay-seconds or an HTTP date (RFC 9110 10.2.3).
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(v); err == nil {
+		if secs < 0 {
+			return 0
+		}
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 {
+			return d
+		}
+	}
+	return 0
+}
+
+// withRetries runs attempt until it succeeds, fails for good, or p.Total runs out.
+// 5xx, transport errors and 429 are retried; a 429's Retry-After is honoured when it
+// fits in the time left, otherwise the error says when to come back.
+func withRetries[T any](ctx context.Context, p retryPolicy, attempt func(context.Context) (T, error)) (T, error) {
+	var zero T
+	ctx, cancel := context.WithTimeout(ctx, p.Total)
+	defer cancel()
+	delay := p.BaseDelay
+	for n := 1; ; n++ {
+		actx, acancel := context.WithTimeout(ctx, p.PerAttempt)
+		v, err := attempt(actx)
+		acancel()
+		if err == nil {
+			return v, nil
+		}
+		var ue *upstreamError
+		if !errors.As(err, &ue) || !ue.Temporary {
+			return zero, err
+		}
+		if p.Attempts > 0 && n >= p.Attempts {
+			return zero, err
+		}
+		wait := delay + rand.N(delay/2+1)
+		if ue.RetryAfter > 0 {
+			wait = ue.RetryAfter
+		}
+		deadline, _ := ctx.Deadline()
+		if ctx.Err() != nil || time.Until(deadline) < wait {
+			return zero, fmt.Errorf("%w (gave up after %d attempt(s) in %s)", ue, n, p.Total)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return zero, fmt.Errorf("%w (gave up after %d attempt(s) in %s)", ue, n, p.Total)
+		case <-t.C:
+		}
+		if delay *= 2; delay > p.MaxDelay {
+			delay = p.MaxDelay
+		}
+	}
+}

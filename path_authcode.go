@@ -1,0 +1,459 @@
+package apaleo
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/oauth2"
+)
+
+// pendingTTL is how long an authorize/<name> state stays redeemable.
+const pendingTTL = 10 * time.Minute
+
+// pendingAuthorization is the storage entry pending/<sha256(state)>: one authorize/<name>
+// waiting for its callback. It is stored, not kept in memory, so a callback that lands
+// after a restart or on another node still finds it; only a hash of state names it.
+type pendingAuthorization struct {
+	Name        string    `json:"name"`
+	Config      string    `json:"config"`
+	Verifier    string    `json:"verifier"`
+	Scopes      []string  `json:"scopes"`
+	RedirectURI string    `json:"redirect_uri"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+func pathAuthCode(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "authorize/" + framework.GenericNameRegex("name"),
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "apaleo",
+				OperationVerb:   "authorize",
+			},
+			Fields: map[string]*framework.FieldSchema{
+				"name": {
+					Type:        framework.TypeLowerCaseString,
+					Description: "Name of the credential to create, e.g. the hotel account.",
+					Required:    true,
+				},
+				"config": {
+					Type:        framework.TypeLowerCaseString,
+					Description: "An authorization_code config.",
+					Required:    true,
+				},
+				"scopes": {
+					Type:        framework.TypeCommaStringSlice,
+					Description: "Optional narrower set of the config's scopes.",
+				},
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback:                    b.pathAuthorizeWrite,
+					Summary:                     "Start the authorization code flow for a credential: returns the URL the account admin opens.",
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+					Responses: map[int][]framework.Response{
+						http.StatusOK: {{Description: "OK", Fields: map[string]*framework.FieldSchema{
+							"auth_url":   {Type: framework.TypeString, Description: "URL the account admin opens to consent."},
+							"state":      {Type: framework.TypeString, Description: "State of this authorization."},
+							"expires_at": {Type: framework.TypeString, Description: "When the authorization expires (RFC 3339)."},
+						}}},
+					},
+				},
+			},
+			HelpSynopsis:    pathAuthorizeHelpSyn,
+			HelpDescription: pathAuthorizeHelpDesc,
+		},
+		{
+			Pattern: "callback",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "apaleo",
+				OperationSuffix: "callback",
+			},
+			Fields: map[string]*framework.FieldSchema{
+				"code":              {Type: framework.TypeString, Query: true, Description: "Authorization code."},
+				"state":             {Type: framework.TypeString, Query: true, Description: "State from authorize/<name>."},
+				"error":             {Type: framework.TypeString, Query: true, Description: "OAuth error from apaleo."},
+				"error_description": {Type: framework.TypeString, Query: true, Description: "OAuth error description from apaleo."},
+				"session_state":     {Type: framework.TypeString, Query: true, Description: "Ignored."},
+				"scope":             {Type: framework.TypeString, Query: true, Description: "Ignored."},
+				"iss":               {Type: framework.TypeString, Query: true, Description: "Ignored."},
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ReadOperation: &framework.PathOperation{
+					Callback:                    b.pathCallbackRead,
+					Summary:                     "Redirect target of apaleo's authorize endpoint (unauthenticated).",
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+			},
+			HelpSynopsis:    pathCallbackHelpSyn,
+			HelpDescription: pathCallbackHelpDesc,
+		},
+		{
+			Pattern: "exchange",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "apaleo",
+				OperationVerb:   "exchange",
+			},
+			Fields: map[string]*framework.FieldSchema{
+				"code":  {Type: framework.TypeString, Description: "Authorization code from the redirect.", Required: true},
+				"state": {Type: framework.TypeString, Description: "State from the redirect.", Required: true},
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback:                    b.pathExchangeWrite,
+					Summary:                     "Redeem an authorization code that was redirected to your own app.",
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+			},
+			HelpSynopsis:    pathExchangeHelpSyn,
+			HelpDescription: pathExchangeHelpDesc,
+		},
+	}
+}
+
+func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	cfgName := d.Get("config").(string)
+	if cfgName == "" {
+		return logical.ErrorResponse("config is required: the name of an authorization_code config"), nil
+	}
+	cfg, err := readConfig(ctx, req.Storage, cfgName)
+	if err != nil {
+		return nil, err
+	}
+	if cfg == nil {
+		return logical.ErrorResponse("config %q does not exist; create it with config/%s grant_type=authorization_code", cfgName, cfgName), nil
+	}
+	if cfg.GrantType != grantAuthorizationCode {
+		return logical.ErrorResponse("config %q has grant_type %q; authorize needs an authorization_code config", cfgName, cfg.GrantType), nil
+	}
+	if resp, err := b.checkCredName(ctx, req.Storage, name); resp != nil || err != nil {
+		return resp, err
+	}
+
+	scopes := cfg.Scopes
+	if raw, ok := d.GetOk("scopes"); ok {
+		asked, err := parseScopes(raw.([]string))
+		if err != nil {
+			return logical.ErrorResponse(err.Error()), nil
+		}
+		var wider []string
+		for _, s := range asked {
+			if !slices.Contains(cfg.Scopes, s) {
+				wider = append(wider, s)
+			}
+		}
+		if len(wider) > 0 {
+			return logical.ErrorResponse("scopes %q are not among config %q's scopes %q; ask for a subset", strings.Join(wider, " "), cfgName, strings.Join(cfg.Scopes, " ")), nil
+		}
+		if !slices.Contains(asked, "offline_access") {
+			asked = append(asked, "offline_access")
+		}
+		scopes = asked
+	}
+
+	state, err := randomString(32)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := b.identity(cfgName, cfg)
+	if err != nil {
+		return nil, err
+	}
+	p := &pendingAuthorization{
+		Name:        name,
+		Config:      cfgName,
+		Verifier:    oauth2.GenerateVerifier(),
+		Scopes:      scopes,
+		RedirectURI: cfg.RedirectURI,
+		ExpiresAt:   b.now().Add(pendingTTL).UTC(),
+	}
+	if err := writeJSON(ctx, req.Storage, pendingKey(state), p); err != nil {
+		return nil, err
+	}
+	b.Logger().Info("authorization started", "name", name, "config", cfgName, "expires_at", p.ExpiresAt)
+	return &logical.Response{Data: map[string]any{
+		"auth_url":   srv.AuthCodeURL(state, p.Verifier, scopes),
+		"state":      state,
+		"expires_at": p.ExpiresAt.Format(time.RFC3339),
+	}}, nil
+}
+
+// checkCredName refuses a credential name that a client-credentials config holds.
+func (b *backend) checkCredName(ctx context.Context, s logical.Storage, name string) (*logical.Response, error) {
+	if other, err := readConfig(ctx, s, name); err != nil {
+		return nil, err
+	} else if other != nil && other.GrantType == grantClientCredentials {
+		return logical.ErrorResponse("name %q is taken by client-credentials config/%s; names are unique across client-credentials configs and authorized credentials", name, name), nil
+	}
+	return nil, nil
+}
+
+// authError is a failed callback or exchange: a message for the admin and a status.
+type authError struct {
+	status int
+	msg    string
+}
+
+func (e *authError) Error() string { return e.msg }
+
+func badAuth(format string, args ...any) *authError {
+	return &authError{status: http.StatusBadRequest, msg: fmt.Sprintf(format, args...)}
+}
+
+func (b *backend) pathCallbackRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	state := d.Get("state").(string)
+	if oauthErr := d.Get("error").(string); oauthErr != "" {
+		// The admin declined or apaleo refused: the state is spent either way.
+		name := b.dropPending(ctx, req.Storage, state)
+		desc := d.Get("error_description").(string)
+		b.Logger().Info("authorization refused by apaleo", "name", name, "error", oauthErr)
+		msg := fmt.Sprintf("apaleo answered %s", oauthErr)
+		if desc != "" {
+			msg += ": " + desc
+		}
+		if name != "" {
+			msg += fmt.Sprintf(". Nothing was stored; start again with authorize/%s.", name)
+		}
+		return htmlResponse(http.StatusBadRequest, "Authorization failed", msg), nil
+	}
+	name, cred, err := b.completeAuthorization(ctx, req.Storage, state, d.Get("code").(string))
+	if err != nil {
+		var ae *authError
+		if errors.As(err, &ae) {
+			return htmlResponse(ae.status, "Authorization failed", ae.msg), nil
+		}
+		return nil, err
+	}
+	msg := fmt.Sprintf("Vault now holds the apaleo credential creds/%s", name)
+	if cred.AccountCode != "" {
+		msg += fmt.Sprintf(" for account %s", cred.AccountCode)
+	}
+	return htmlResponse(http.StatusOK, "apaleo connected", msg+". You can close this window."), nil
+}
+
+func (b *backend) pathExchangeWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name, cred, err := b.completeAuthorization(ctx, req.Storage, d.Get("state").(string), d.Get("code").(string))
+	if err != nil {
+		var ae *authError
+		if errors.As(err, &ae) {
+			if ae.status == http.StatusBadRequest {
+				return logical.ErrorResponse(ae.msg), nil
+			}
+			return nil, logical.CodedError(ae.status, ae.msg)
+		}
+		return nil, err
+	}
+	return &logical.Response{Data: map[string]any{
+		"name":         name,
+		"account_code": cred.AccountCode,
+		"scopes":       nonNil(cred.Scopes),
+		"expires_at":   cred.Token.ExpiresAt.UTC().Format(time.RFC3339),
+	}}, nil
+}
+
+// completeAuthorization redeems state and code: the pending authorization is consumed
+// first (so a state works once, whatever happens next), the code is exchanged with its
+// PKCE verifier, and the refresh token and first access token are stored as creds/<name>.
+func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, state, code string) (string, *credential, error) {
+	if state == "" {
+		return "", nil, badAuth("state is missing; open the auth_url from authorize/<name> again")
+	}
+	if code == "" {
+		return "", nil, badAuth("code is missing: apaleo's redirect carries it as ?code=")
+	}
+	if len(state) > maxValueLen || len(code) > maxValueLen {
+		return "", nil, badAuth("state or code is longer than %d bytes", maxValueLen)
+	}
+	if !b.canWrite() {
+		return "", nil, logical.ErrReadOnly
+	}
+	p, err := b.takePending(ctx, s, state)
+	if err != nil {
+		return "", nil, err
+	}
+
+	cfg, err := readConfig(ctx, s, p.Config)
+	if err != nil {
+		return "", nil, err
+	}
+	if cfg == nil || cfg.GrantType != grantAuthorizationCode {
+		return "", nil, badAuth("config %q no longer exists as an authorization_code config; nothing was stored", p.Config)
+	}
+	if cfg.RedirectURI != p.RedirectURI {
+		return "", nil, badAuth("config %q's redirect_uri changed since authorize/%s; start again with authorize/%s", p.Config, p.Name, p.Name)
+	}
+	srv, err := b.identity(p.Config, cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	res, err := srv.Exchange(ctx, code, p.Verifier, p.Scopes, b.retry)
+	if err != nil {
+		var ue *upstreamError
+		if errors.As(err, &ue) && !ue.Temporary {
+			return "", nil, badAuth("apaleo refused the authorization code: %v. Nothing was stored; start again with authorize/%s", err, p.Name)
+		}
+		return "", nil, &authError{status: http.StatusBadGateway, msg: fmt.Sprintf("exchanging the code failed: %v. Nothing was stored; start again with authorize/%s", err, p.Name)}
+	}
+	if res.RefreshToken == "" {
+		return "", nil, badAuth("apaleo returned no refresh token: the app needs the offline_access scope and offline access enabled by apaleo. Nothing was stored")
+	}
+
+	for _, l := range b.locksFor(configPrefix+p.Config, credsPrefix+p.Name) {
+		l.Lock()
+		defer l.Unlock()
+	}
+	if resp, err := b.checkCredName(ctx, s, p.Name); err != nil {
+		return "", nil, err
+	} else if resp != nil {
+		return "", nil, badAuth("%s", resp.Error())
+	}
+	old, err := readCred(ctx, s, p.Name)
+	if err != nil {
+		return "", nil, err
+	}
+	cred := &credential{
+		Config:       p.Config,
+		GrantType:    grantAuthorizationCode,
+		RefreshToken: res.RefreshToken,
+		Scopes:       res.Scopes,
+		AccountCode:  res.AccountCode,
+		CreatedAt:    b.now().UTC(),
+		Token:        newCachedToken(res, cfg.Generation),
+	}
+	if err := b.putCred(ctx, s, p.Name, cred); err != nil {
+		return "", nil, err
+	}
+	b.Logger().Info("credential authorized", "name", p.Name, "config", p.Config, "account_code", cred.AccountCode)
+	if old != nil && old.GrantType == grantAuthorizationCode && old.RefreshToken != "" && old.RefreshToken != cred.RefreshToken {
+		// The replaced refresh token would stay valid at apaleo: revoke it, best effort.
+		if err := b.revoke(ctx, s, old); err != nil {
+			b.Logger().Warn("revoking the replaced refresh token failed", "name", p.Name, "error", err)
+		}
+	}
+	return p.Name, cred, nil
+}
+
+// takePending consumes the pending authorization of state.
+func (b *backend) takePending(ctx context.Context, s logical.Storage, state string) (*pendingAuthorization, error) {
+	key := pendingKey(state)
+	l := b.locksFor(key)[0]
+	l.Lock()
+	defer l.Unlock()
+	var p pendingAuthorization
+	ok, err := readJSON(ctx, s, key, &p)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, badAuth("unknown or already used state: start again with authorize/<name>")
+	}
+	if err := s.Delete(ctx, key); err != nil {
+		return nil, err
+	}
+	if !b.now().Before(p.ExpiresAt) {
+		return nil, badAuth("the authorization for %q expired at %s; start again with authorize/%s", p.Name, p.ExpiresAt.Format(time.RFC3339), p.Name)
+	}
+	return &p, nil
+}
+
+// dropPending consumes state, if it is known, and returns its credential name.
+func (b *backend) dropPending(ctx context.Context, s logical.Storage, state string) string {
+	if state == "" || len(state) > maxValueLen || !b.canWrite() {
+		return ""
+	}
+	p, err := b.takePending(ctx, s, state)
+	if err != nil || p == nil {
+		return ""
+	}
+	return p.Name
+}
+
+// cleanPending deletes expired pending authorizations.
+func (b *backend) cleanPending(ctx context.Context, req *logical.Request) error {
+	keys, err := req.Storage.List(ctx, pendingPrefix)
+	if err != nil {
+		return err
+	}
+	now := b.now()
+	for _, k := range keys {
+		var p pendingAuthorization
+		if ok, err := readJSON(ctx, req.Storage, pendingPrefix+k, &p); err != nil || !ok {
+			continue
+		}
+		if !now.Before(p.ExpiresAt) {
+			if err := req.Storage.Delete(ctx, pendingPrefix+k); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func pendingKey(state string) string {
+	sum := sha256.Sum256([]byte(state))
+	return pendingPrefix + hex.EncodeToString(sum[:])
+}
+
+func randomString(n int) (string, error) {
+	buf := make([]byte, n)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(buf), nil
+}
+
+var callbackPage = template.Must(template.New("page").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{.Title}}</title>
+<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}</style>
+</head><body><h1>{{.Title}}</h1><p>{{.Message}}</p></body></html>
+`))
+
+func htmlResponse(status int, title, message string) *logical.Response {
+	var buf bytes.Buffer
+	_ = callbackPage.Execute(&buf, struct{ Title, Message string }{title, message})
+	return &logical.Response{Data: map[string]any{
+		logical.HTTPContentType: "text/html; charset=utf-8",
+		logical.HTTPStatusCode:  status,
+		logical.HTTPRawBody:     buf.Bytes(),
+	}}
+}
+
+const (
+	pathAuthorizeHelpSyn  = "Start the authorization code flow for an apaleo connect app."
+	pathAuthorizeHelpDesc = `
+Creates a pending authorization for credential <name> from an authorization_code
+config and returns auth_url: the hotel account admin opens it, consents, and apaleo
+redirects to the config's redirect_uri (callback, or your own app that calls
+exchange). The authorization uses state and PKCE (S256), expires after 10 minutes
+and can be used once. Afterwards creds/<name> returns access tokens.
+`
+	pathCallbackHelpSyn  = "Redirect target for apaleo's authorization code flow (unauthenticated)."
+	pathCallbackHelpDesc = `
+Register https://<vault>/v1/<mount>/callback as the redirect URI of the apaleo app.
+With a valid state it exchanges the code, stores the credential and answers a
+small HTML page; unknown, expired or reused state gets an error page.
+`
+	pathExchangeHelpSyn  = "Redeem an authorization code received by your own redirect URI."
+	pathExchangeHelpDesc = `
+For apps whose redirect_uri is the operator's own: pass the state and code from
+apaleo's redirect. Same effect as callback; returns name, account_code, scopes
+and expires_at.
+`
+)

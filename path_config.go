@@ -1,0 +1,541 @@
+package apaleo
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+const (
+	grantClientCredentials = "client_credentials"
+	grantAuthorizationCode = "authorization_code"
+
+	defaultIdentityURL = "https://identity.apaleo.com"
+	defaultMinTTL      = 15 * time.Minute
+
+	maxValueLen = 4 << 10  // any string field
+	maxCALen    = 64 << 10 // ca_certificate
+)
+
+// apaleoConfig is the storage entry config/<name>: one registered apaleo app.
+type apaleoConfig struct {
+	ClientID      string        `json:"client_id"`
+	ClientSecret  string        `json:"client_secret"`
+	GrantType     string        `json:"grant_type"`
+	Scopes        []string      `json:"scopes,omitempty"`
+	RedirectURI   string        `json:"redirect_uri,omitempty"`
+	IdentityURL   string        `json:"identity_url"`
+	CACertificate string        `json:"ca_certificate,omitempty"`
+	MinTTL        time.Duration `json:"min_ttl"`
+	// Generation changes whenever a field that shapes the tokens changes; cached access
+	// tokens of an older generation are never handed out.
+	Generation uint64 `json:"generation"`
+}
+
+func (c *apaleoConfig) settings() clientSettings {
+	return clientSettings{
+		ClientID:      c.ClientID,
+		ClientSecret:  c.ClientSecret,
+		IdentityURL:   c.IdentityURL,
+		CACertificate: c.CACertificate,
+		RedirectURI:   c.RedirectURI,
+	}
+}
+
+func pathConfig(b *backend) []*framework.Path {
+	return []*framework.Path{
+		{
+			Pattern: "config/" + framework.GenericNameRegex("name"),
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "apaleo",
+				OperationSuffix: "config",
+			},
+			Fields: map[string]*framework.FieldSchema{
+				"name": {
+					Type:        framework.TypeLowerCaseString,
+					Description: "Name of the config.",
+					Required:    true,
+				},
+				"client_id": {
+					Type:        framework.TypeString,
+					Description: "apaleo client id. Required on create.",
+				},
+				"client_secret": {
+					Type:         framework.TypeString,
+					Description:  "apaleo client secret. Required on create; write-only.",
+					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+				},
+				"grant_type": {
+					Type:          framework.TypeString,
+					Description:   `"client_credentials" (apaleo simple client) or "authorization_code" (apaleo connect client).`,
+					Default:       grantClientCredentials,
+					AllowedValues: []any{grantClientCredentials, grantAuthorizationCode},
+				},
+				"scopes": {
+					Type:        framework.TypeCommaStringSlice,
+					Description: "Scopes to request, separated by commas and/or spaces. offline_access is added for authorization_code.",
+				},
+				"redirect_uri": {
+					Type:        framework.TypeString,
+					Description: "Redirect URI registered with apaleo; required for authorization_code. Usually https://<vault>/v1/<mount>/callback.",
+				},
+				"identity_url": {
+					Type:        framework.TypeString,
+					Description: "Base URL of the identity server's /connect/* endpoints.",
+					Default:     defaultIdentityURL,
+				},
+				"ca_certificate": {
+					Type:        framework.TypeString,
+					Description: "PEM certificates trusted for identity_url, in addition to the system roots.",
+				},
+				"min_ttl": {
+					Type:        framework.TypeDurationSecond,
+					Description: "A cached access token is handed out only while it has more than min_ttl left (or more than half its lifetime, where that is shorter).",
+					Default:     int(defaultMinTTL.Seconds()),
+				},
+			},
+			ExistenceCheck: b.pathConfigExists,
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.CreateOperation: &framework.PathOperation{
+					Callback:                    b.pathConfigWrite,
+					Summary:                     "Register an apaleo app.",
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback:                    b.pathConfigWrite,
+					Summary:                     "Update an apaleo app; omitted fields keep their value.",
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+				logical.ReadOperation: &framework.PathOperation{
+					Callback: b.pathConfigRead,
+					Summary:  "Read an apaleo app's config (never its client_secret).",
+				},
+				logical.DeleteOperation: &framework.PathOperation{
+					Callback:                    b.pathConfigDelete,
+					Summary:                     "Delete an apaleo app's config.",
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+				},
+			},
+			HelpSynopsis:    pathConfigHelpSyn,
+			HelpDescription: pathConfigHelpDesc,
+		},
+		{
+			Pattern: "config/?$",
+			DisplayAttrs: &framework.DisplayAttributes{
+				OperationPrefix: "apaleo",
+				OperationSuffix: "configs",
+			},
+			Operations: map[logical.Operation]framework.OperationHandler{
+				logical.ListOperation: &framework.PathOperation{
+					Callback: b.pathConfigList,
+					Summary:  "List apaleo app configs.",
+				},
+			},
+			HelpSynopsis:    pathConfigListHelpSyn,
+			HelpDescription: pathConfigListHelpDesc,
+		},
+	}
+}
+
+func (b *backend) pathConfigExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
+	cfg, err := readConfig(ctx, req.Storage, d.Get("name").(string))
+	return cfg != nil, err
+}
+
+func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	cfg, err := b.config(ctx, req.Storage, d.Get("name").(string))
+	if err != nil || cfg == nil {
+		return nil, err
+	}
+	data := map[string]any{
+		"client_id":      cfg.ClientID,
+		"grant_type":     cfg.GrantType,
+		"scopes":         nonNil(cfg.Scopes),
+		"redirect_uri":   cfg.RedirectURI,
+		"identity_url":   cfg.IdentityURL,
+		"ca_certificate": cfg.CACertificate,
+		"min_ttl":        int64(cfg.MinTTL.Seconds()),
+	}
+	return &logical.Response{Data: data}, nil
+}
+
+func (b *backend) pathConfigList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	names, err := req.Storage.List(ctx, configPrefix)
+	if err != nil {
+		return nil, err
+	}
+	return logical.ListResponse(names), nil
+}
+
+func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	for _, l := range b.locksFor(configPrefix+name, credsPrefix+name) {
+		l.Lock()
+		defer l.Unlock()
+	}
+
+	old, err := readConfig(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := configFromRequest(old, d, req.Operation == logical.CreateOperation || old == nil)
+	if err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+
+	var cred *credential
+	if cfg.GrantType == grantClientCredentials {
+		if cred, err = readCred(ctx, req.Storage, name); err != nil {
+			return nil, err
+		}
+		if cred != nil && cred.GrantType != grantClientCredentials {
+			return logical.ErrorResponse("name %q is taken by an authorized credential (creds/%s); choose another config name", name, name), nil
+		}
+	}
+
+	if old == nil {
+		cfg.Generation = 1
+	} else if connectionChanged(old, cfg) {
+		cfg.Generation = old.Generation + 1
+	}
+	if err := writeJSON(ctx, req.Storage, configPrefix+name, cfg); err != nil {
+		return nil, err
+	}
+	b.remember(&b.configs, name, cfg)
+
+	// A client-credentials config is readable at creds/<name> from the start; a new
+	// generation drops the cached token.
+	if cfg.GrantType == grantClientCredentials && (cred == nil || cred.Token != nil && cred.Token.Generation != cfg.Generation) {
+		if err := b.putCred(ctx, req.Storage, name, &credential{Config: name, GrantType: grantClientCredentials}); err != nil {
+			return nil, err
+		}
+	}
+	b.Logger().Info("config written", "config", name, "grant_type", cfg.GrantType, "client_id", cfg.ClientID,
+		"identity_url", cfg.IdentityURL, "tokens_dropped", old != nil && cfg.Generation != old.Generation)
+	return nil, nil
+}
+
+func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	for _, l := range b.locksFor(configPrefix+name, credsPrefix+name) {
+		l.Lock()
+		defer l.Unlock()
+	}
+	cfg, err := readConfig(ctx, req.Storage, name)
+	if err != nil || cfg == nil {
+		return nil, err
+	}
+	if cfg.GrantType == grantAuthorizationCode {
+		users, err := b.credsUsing(ctx, req.Storage, name)
+		if err != nil {
+			return nil, err
+		}
+		if len(users) > 0 {
+			return logical.ErrorResponse("config %q is still used by authorized credentials %s; delete those creds/ first",
+				name, strings.Join(users, ", ")), nil
+		}
+	} else if err := b.deleteCred(ctx, req.Storage, name); err != nil {
+		return nil, err
+	}
+	if err := req.Storage.Delete(ctx, configPrefix+name); err != nil {
+		return nil, err
+	}
+	b.forgetConfig(name)
+	b.Logger().Info("config deleted", "config", name)
+	return nil, nil
+}
+
+// configFromRequest applies the request's fields to a copy of old (nil on create) and
+// validates the result. Nothing is stored here.
+func configFromRequest(old *apaleoConfig, d *framework.FieldData, create bool) (*apaleoConfig, error) {
+	cfg := &apaleoConfig{GrantType: grantClientCredentials, IdentityURL: defaultIdentityURL, MinTTL: defaultMinTTL}
+	if old != nil {
+		*cfg = *old
+		cfg.Scopes = slices.Clone(old.Scopes)
+	}
+
+	for _, f := range []struct {
+		key string
+		dst *string
+		max int
+	}{
+		{"client_id", &cfg.ClientID, maxValueLen},
+		{"client_secret", &cfg.ClientSecret, maxValueLen},
+		{"grant_type", &cfg.GrantType, maxValueLen},
+		{"redirect_uri", &cfg.RedirectURI, maxValueLen},
+		{"identity_url", &cfg.IdentityURL, maxValueLen},
+		{"ca_certificate", &cfg.CACertificate, maxCALen},
+	} {
+		v, ok, err := d.GetOkErr(f.key)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", f.key, err)
+		}
+		if !ok {
+			continue
+		}
+		s := v.(string)
+		if f.key != "ca_certificate" {
+			s = strings.TrimSpace(s)
+		}
+		if len(s) > f.max {
+			return nil, fmt.Errorf("%s is %d bytes long; the limit is %d", f.key, len(s), f.max)
+		}
+		*f.dst = s
+	}
+
+	if v, ok, err := d.GetOkErr("scopes"); err != nil {
+		return nil, fmt.Errorf("scopes: %v", err)
+	} else if ok {
+		scopes, err := parseScopes(v.([]string))
+		if err != nil {
+			return nil, err
+		}
+		cfg.Scopes = scopes
+	}
+	if v, ok, err := d.GetOkErr("min_ttl"); err != nil {
+		return nil, fmt.Errorf("min_ttl: %v; use a duration such as 15m or a number of seconds", err)
+	} else if ok {
+		secs := v.(int)
+		if secs < 0 {
+			return nil, fmt.Errorf("min_ttl must not be negative")
+		}
+		cfg.MinTTL = time.Duration(secs) * time.Second
+	}
+
+	if old != nil && old.GrantType != cfg.GrantType {
+		return nil, fmt.Errorf("grant_type cannot change from %q to %q; delete the config and create it anew", old.GrantType, cfg.GrantType)
+	}
+	if create {
+		if cfg.ClientID == "" {
+			return nil, errors.New("client_id is required")
+		}
+		if cfg.ClientSecret == "" {
+			return nil, errors.New("client_secret is required")
+		}
+	} else if cfg.ClientID == "" || cfg.ClientSecret == "" {
+		return nil, errors.New("client_id and client_secret must not be empty")
+	}
+	if err := validateText("client_id", cfg.ClientID); err != nil {
+		return nil, err
+	}
+	if err := validateText("client_secret", cfg.ClientSecret); err != nil {
+		return nil, err
+	}
+
+	switch cfg.GrantType {
+	case grantClientCredentials:
+		if cfg.RedirectURI != "" {
+			if err := validateRedirectURI(cfg.RedirectURI); err != nil {
+				return nil, err
+			}
+		}
+	case grantAuthorizationCode:
+		if cfg.RedirectURI == "" {
+			return nil, errors.New("redirect_uri is required for grant_type authorization_code: the https URL apaleo redirects the admin to, usually https://<vault>/v1/<mount>/callback")
+		}
+		if err := validateRedirectURI(cfg.RedirectURI); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(cfg.Scopes, "offline_access") {
+			cfg.Scopes = append(cfg.Scopes, "offline_access")
+		}
+	default:
+		return nil, fmt.Errorf("grant_type %q is not supported; use %q or %q", cfg.GrantType, grantClientCredentials, grantAuthorizationCode)
+	}
+
+	u, err := validateEndpointURL("identity_url", cfg.IdentityURL, false)
+	if err != nil {
+		return nil, err
+	}
+	cfg.IdentityURL = strings.TrimRight(u.String(), "/")
+
+	if cfg.CACertificate != "" {
+		if err := validatePEM(cfg.CACertificate); err != nil {
+			return nil, err
+		}
+	}
+	return cfg, nil
+}
+
+func connectionChanged(a, b *apaleoConfig) bool {
+	return a.ClientID != b.ClientID || a.ClientSecret != b.ClientSecret || a.IdentityURL != b.IdentityURL ||
+		a.CACertificate != b.CACertificate || !slices.Equal(a.Scopes, b.Scopes)
+}
+
+// parseScopes splits on commas and white space, keeps case and order, drops duplicates,
+// and checks RFC 6749's scope-token characters (%x21 / %x23-5B / %x5D-7E).
+func parseScopes(in []string) ([]string, error) {
+	var out []string
+	for _, part := range in {
+		for _, s := range strings.FieldsFunc(part, func(r rune) bool {
+			return r == ',' || r == ' ' || r == '\t' || r == '\n' || r == '\r'
+		}) {
+			if len(s) > maxValueLen {
+				return nil, fmt.Errorf("scope %.20q... is longer than %d bytes", s, maxValueLen)
+			}
+			for _, r := range s {
+				if r < 0x21 || r == 0x22 || r == 0x5c || r > 0x7e {
+					return nil, fmt.Errorf("scope %q has the character %q, which RFC 6749 does not allow in a scope", s, r)
+				}
+			}
+			if !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out, nil
+}
+
+// validateText refuses control characters, which no client id or secret contains.
+func validateText(field, s string) error {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return fmt.Errorf("%s contains a control character", field)
+		}
+	}
+	return nil
+}
+
+// validateEndpointURL accepts an absolute https URL, or plain http for loopback hosts,
+// without user info, query or fragment (query allowed when allowQuery).
+func validateEndpointURL(field, raw string, allowQuery bool) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a valid URL: %v", field, errors.Unwrap(err))
+	}
+	if !u.IsAbs() || u.Host == "" {
+		return nil, fmt.Errorf("%s must be an absolute URL such as https://host/path, got %q", field, raw)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !isLoopback(u.Hostname()) {
+			return nil, fmt.Errorf("%s must use https; plain http is allowed only for loopback hosts (127.0.0.1, ::1, localhost)", field)
+		}
+	default:
+		return nil, fmt.Errorf("%s must use https, got scheme %q", field, u.Scheme)
+	}
+	if u.User != nil {
+		return nil, fmt.Errorf("%s must not contain user info", field)
+	}
+	if u.Fragment != "" || strings.Contains(raw, "#") {
+		return nil, fmt.Errorf("%s must not contain a #fragment", field)
+	}
+	if !allowQuery && (u.RawQuery != "" || strings.Contains(raw, "?")) {
+		return nil, fmt.Errorf("%s must not contain a ?query", field)
+	}
+	return u, nil
+}
+
+func validateRedirectURI(raw string) error {
+	_, err := validateEndpointURL("redirect_uri", raw, true)
+	return err
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func validatePEM(s string) error {
+	rest := []byte(s)
+	certs := 0
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return fmt.Errorf("ca_certificate holds a %q PEM block; only CERTIFICATE blocks are accepted", block.Type)
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return fmt.Errorf("ca_certificate: certificate %d cannot be parsed: %v", certs+1, err)
+		}
+		certs++
+	}
+	if certs == 0 || strings.TrimSpace(string(rest)) != "" {
+		return errors.New("ca_certificate must be one or more PEM-encoded CERTIFICATE blocks")
+	}
+	return nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// Storage helpers.
+
+func readConfig(ctx context.Context, s logical.Storage, name string) (*apaleoConfig, error) {
+	var cfg apaleoConfig
+	ok, err := readJSON(ctx, s, configPrefix+name, &cfg)
+	if !ok || err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// config returns config <name>, from memory when it can.
+func (b *backend) config(ctx context.Context, s logical.Storage, name string) (*apaleoConfig, error) {
+	if v, ok := b.configs.Load(name); ok {
+		return v.(*apaleoConfig), nil
+	}
+	seen := b.epoch.Load()
+	cfg, err := readConfig(ctx, s, name)
+	if err == nil && cfg != nil {
+		b.cacheIfUnchanged(seen, &b.configs, name, cfg)
+	}
+	return cfg, err
+}
+
+func readJSON(ctx context.Context, s logical.Storage, key string, v any) (bool, error) {
+	entry, err := s.Get(ctx, key)
+	if err != nil || entry == nil {
+		return false, err
+	}
+	if err := entry.DecodeJSON(v); err != nil {
+		return false, fmt.Errorf("decoding %s: %w", key, err)
+	}
+	return true, nil
+}
+
+func writeJSON(ctx context.Context, s logical.Storage, key string, v any) error {
+	entry, err := logical.StorageEntryJSON(key, v)
+	if err != nil {
+		return err
+	}
+	return s.Put(ctx, entry)
+}
+
+const (
+	pathConfigHelpSyn  = "Register an apaleo OAuth 2.0 app."
+	pathConfigHelpDesc = `
+Stores an apaleo app's client credentials. grant_type client_credentials is an
+apaleo "simple client" (one per hotel account): read its tokens from creds/<name>.
+grant_type authorization_code is a "connect client": authorize credentials for
+hotel accounts with authorize/<name>. client_secret is write-only. Changing
+client_id, client_secret, identity_url, scopes or ca_certificate drops cached
+access tokens of this config.
+`
+	pathConfigListHelpSyn  = "List apaleo app configs."
+	pathConfigListHelpDesc = "Lists the names of all configs."
+)

@@ -1,0 +1,131 @@
+package apaleo
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/devidp"
+)
+
+// flakyStorage refuses writes under creds/ while failPuts is set.
+type flakyStorage struct {
+	logical.Storage
+	failPuts atomic.Bool
+}
+
+func (f *flakyStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+	if f.failPuts.Load() && strings.HasPrefix(e.Key, credsPrefix) {
+		return errors.New("storage unavailable (injected)")
+	}
+	return f.Storage.Put(ctx, e)
+}
+
+// TestRotation_StorageWriteFails: a refresh succeeds and rotates, then storing fails.
+// The rotated refresh token is held in memory, served, and stored at the next chance;
+// the old one is never used again.
+func TestRotation_StorageWriteFails(t *testing.T) {
+	e := newTestEnv(t)
+	flaky := &flakyStorage{Storage: e.storage}
+	e.storage = flaky
+	e.b = e.newBackend()
+	e.writeConnectConfig("connect", nil)
+	e.callback(e.authorize("hotel-ber", "connect"))
+	stored, _ := readCred(t.Context(), flaky.Storage, "hotel-ber")
+
+	e.clock.Add(50 * time.Minute)
+	flaky.failPuts.Store(true)
+	resp := e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
+	if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "run authorize/hotel-ber again") {
+		t.Fatalf("warnings %v", resp.Warnings)
+	}
+	if got, _ := readCred(t.Context(), flaky.Storage, "hotel-ber"); got.RefreshToken != stored.RefreshToken {
+		t.Fatal("storage changed although writes fail")
+	}
+
+	// The next refresh, once storage works again, stores the held token first and then
+	// refreshes with it: no invalid_grant.
+	e.clock.Add(50 * time.Minute)
+	flaky.failPuts.Store(false)
+	e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
+	st := e.idp.Stats()
+	if st.ByGrant["refresh_token"] != 2 || st.Errors["invalid_grant"] != 0 {
+		t.Fatalf("refreshes %d, invalid_grant %d", st.ByGrant["refresh_token"], st.Errors["invalid_grant"])
+	}
+	if got, _ := readCred(t.Context(), flaky.Storage, "hotel-ber"); got.RefreshToken == stored.RefreshToken {
+		t.Fatal("the rotated refresh token never reached storage")
+	}
+
+	// The periodic pass stores a held token too, without a read.
+	e.clock.Add(50 * time.Minute)
+	flaky.failPuts.Store(true)
+	e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
+	held, _ := e.b.creds.Load("hotel-ber")
+	flaky.failPuts.Store(false)
+	if err := e.b.periodic(t.Context(), &logical.Request{Storage: e.storage}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := readCred(t.Context(), flaky.Storage, "hotel-ber"); got.RefreshToken != held.(*credential).RefreshToken {
+		t.Fatal("the periodic pass did not store the held refresh token")
+	}
+}
+
+// TestRotation_LostAnswer: the server rotates but its answer never arrives. The old
+// refresh token is then refused; the read says to authorize again and keeps the
+// credential, and one authorize/<name> recovers.
+func TestRotation_LostAnswer(t *testing.T) {
+	e := newTestEnv(t)
+	e.writeConnectConfig("connect", nil)
+	e.callback(e.authorize("hotel-ber", "connect"))
+	e.clock.Add(61 * time.Minute)
+	e.idp.InjectFaults(devidp.Fault{DropAfterHandle: true})
+	msg := e.badRequest(logical.ReadOperation, "creds/hotel-ber", nil, "invalid_grant")
+	if !strings.Contains(msg, "run authorize/hotel-ber config=connect again") {
+		t.Fatalf("message %q", msg)
+	}
+	if got, _ := readCred(t.Context(), e.storage, "hotel-ber"); got == nil {
+		t.Fatal("credential lost")
+	}
+	e.callback(e.authorize("hotel-ber", "connect"))
+	e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
+}
+
+// TestRotation_Stress: 200 concurrent readers across 100 forced rotations: every
+// rotation is one refresh request and no reader ever sees invalid_grant.
+func TestRotation_Stress(t *testing.T) {
+	const readers, rotations = 200, 100
+	e := newTestEnv(t)
+	e.writeConnectConfig("connect", nil)
+	e.callback(e.authorize("hotel-ber", "connect"))
+
+	var failures atomic.Int64
+	for range rotations {
+		e.clock.Add(50 * time.Minute) // the cached token no longer qualifies
+		var wg sync.WaitGroup
+		for range readers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := e.b.HandleRequest(context.Background(), &logical.Request{
+					Operation: logical.ReadOperation, Path: "creds/hotel-ber", Storage: e.storage})
+				if err != nil || resp == nil || resp.IsError() || len(resp.Warnings) > 0 {
+					failures.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	st := e.idp.Stats()
+	t.Logf("%d readers x %d rotations: %d refresh requests, %d invalid_grant, %d failed reads",
+		readers, rotations, st.ByGrant["refresh_token"], st.Errors["invalid_grant"], failures.Load())
+	if st.ByGrant["refresh_token"] != rotations || st.Errors["invalid_grant"] != 0 || failures.Load() != 0 {
+		t.Fatalf("refreshes %d (want %d), invalid_grant %d, failed reads %d",
+			st.ByGrant["refresh_token"], rotations, st.Errors["invalid_grant"], failures.Load())
+	}
+}
