@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -19,6 +20,9 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/oauth2"
 )
+
+// nameRegex is framework.GenericNameRegex as a whole-string match.
+var nameRegex = regexp.MustCompile("^" + framework.GenericNameRegex("name") + "$")
 
 // pendingTTL is how long an authorize/<name> state stays redeemable.
 const pendingTTL = 10 * time.Minute
@@ -45,12 +49,12 @@ func pathAuthCode(b *backend) []*framework.Path {
 			},
 			Fields: map[string]*framework.FieldSchema{
 				"name": {
-					Type:        framework.TypeLowerCaseString,
+					Type:        framework.TypeString,
 					Description: "Name of the credential to create, e.g. the hotel account.",
 					Required:    true,
 				},
 				"config": {
-					Type:        framework.TypeLowerCaseString,
+					Type:        framework.TypeString,
 					Description: "An authorization_code config.",
 					Required:    true,
 				},
@@ -132,6 +136,9 @@ func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, 
 	cfgName := d.Get("config").(string)
 	if cfgName == "" {
 		return logical.ErrorResponse("config is required: the name of an authorization_code config"), nil
+	}
+	if !nameRegex.MatchString(cfgName) {
+		return logical.ErrorResponse("config %q is not a valid config name", cfgName), nil
 	}
 	cfg, err := readConfig(ctx, req.Storage, cfgName)
 	if err != nil {

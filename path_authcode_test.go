@@ -189,6 +189,7 @@ func TestAuthCode_Refusals(t *testing.T) {
 
 	e.badRequest(logical.UpdateOperation, "authorize/x", map[string]any{}, "config is required")
 	e.badRequest(logical.UpdateOperation, "authorize/x", map[string]any{"config": "nope"}, `config "nope" does not exist`)
+	e.badRequest(logical.UpdateOperation, "authorize/x", map[string]any{"config": "../config/x"}, "not a valid config name")
 	e.badRequest(logical.UpdateOperation, "authorize/x", map[string]any{"config": "hotel-muc"}, "needs an authorization_code config")
 	e.badRequest(logical.UpdateOperation, "authorize/hotel-muc", map[string]any{"config": "connect"}, "taken by client-credentials config/hotel-muc")
 	e.badRequest(logical.UpdateOperation, "authorize/x", map[string]any{"config": "connect", "scopes": "reservations.read finance.manage"}, `"finance.manage" are not among`)

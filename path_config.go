@@ -62,7 +62,7 @@ func pathConfig(b *backend) []*framework.Path {
 			},
 			Fields: map[string]*framework.FieldSchema{
 				"name": {
-					Type:        framework.TypeLowerCaseString,
+					Type:        framework.TypeString,
 					Description: "Name of the config.",
 					Required:    true,
 				},

@@ -83,7 +83,7 @@ func pathCreds(b *backend) []*framework.Path {
 			},
 			Fields: map[string]*framework.FieldSchema{
 				"name": {
-					Type:        framework.TypeLowerCaseString,
+					Type:        framework.TypeString,
 					Description: "Name of a client-credentials config or of an authorized credential.",
 					Required:    true,
 				},
