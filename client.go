@@ -203,8 +203,12 @@ func (c *identityClient) retrieve(ctx context.Context, p retryPolicy, requested 
 
 func newTokenResult(tok *oauth2.Token, issued time.Time, requested []string) *tokenResult {
 	lifetime := defaultTokenLifetime
-	if tok.ExpiresIn > 0 {
+	switch {
+	case tok.ExpiresIn > 0:
 		lifetime = time.Duration(tok.ExpiresIn) * time.Second
+	case !tok.Expiry.IsZero():
+		// clientcredentials fills in only Expiry, computed from expires_in on receipt.
+		lifetime = time.Until(tok.Expiry).Round(time.Second)
 	}
 	res := &tokenResult{
 		AccessToken:  tok.AccessToken,

@@ -290,3 +290,19 @@ func TestCreds_UntrustedCertificate(t *testing.T) {
 		t.Fatal("a request reached the server over an untrusted connection")
 	}
 }
+
+// TestCreds_ServerLifetime: the lease and the cache follow the lifetime the server
+// gives, not an assumed hour.
+func TestCreds_ServerLifetime(t *testing.T) {
+	e := newTestEnv(t, withTokenTTL(10*time.Minute))
+	e.writeSimpleConfig("hotel-muc", nil)
+	resp := e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
+	if ttl := resp.Secret.TTL; ttl < 9*time.Minute || ttl > 10*time.Minute {
+		t.Fatalf("lease TTL %v for a 10m token", ttl)
+	}
+	e.clock.Add(5*time.Minute + time.Second) // less than half the lifetime left
+	e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
+	if e.tokenRequests() != 2 {
+		t.Fatalf("%d token requests: the cache ignored the server's lifetime", e.tokenRequests())
+	}
+}
