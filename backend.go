@@ -120,10 +120,14 @@ func (b *backend) clean(context.Context) {
 	b.clientsMu.Lock()
 	defer b.clientsMu.Unlock()
 	for name, c := range b.clients {
-		if ic, ok := c.server.(*identityClient); ok {
-			ic.close()
-		}
+		closeIdle(c.server)
 		delete(b.clients, name)
+	}
+}
+
+func closeIdle(s identityServer) {
+	if ic, ok := s.(*identityClient); ok {
+		ic.close()
 	}
 }
 
@@ -159,7 +163,10 @@ func (b *backend) cacheIfUnchanged(seen uint64, m *sync.Map, name string, v any)
 func (b *backend) forgetConfig(name string) {
 	b.remember(&b.configs, name, nil)
 	b.clientsMu.Lock()
-	delete(b.clients, name)
+	if c, ok := b.clients[name]; ok {
+		closeIdle(c.server)
+		delete(b.clients, name)
+	}
 	b.clientsMu.Unlock()
 }
 
@@ -173,8 +180,12 @@ func (b *backend) identity(name string, cfg *apaleoConfig) (identityServer, erro
 	b.clientsMu.Lock()
 	defer b.clientsMu.Unlock()
 	settings := cfg.settings()
-	if c, ok := b.clients[name]; ok && c.settings == settings {
-		return c.server, nil
+	old, ok := b.clients[name]
+	if ok && old.settings == settings {
+		return old.server, nil
+	}
+	if ok {
+		closeIdle(old.server)
 	}
 	srv, err := b.newClient(settings, b.now)
 	if err != nil {

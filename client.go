@@ -101,9 +101,15 @@ func newIdentityClient(s clientSettings, now func() time.Time) (*identityClient,
 	}
 	return &identityClient{
 		settings: s,
-		// Per-attempt timeouts come from contexts; this only guards a body that never ends.
-		httpClient: &http.Client{Transport: transport, Timeout: 2 * time.Minute},
-		now:        now,
+		httpClient: &http.Client{
+			Transport: transport,
+			// Per-attempt timeouts come from contexts; this only guards a body that never ends.
+			Timeout: 2 * time.Minute,
+			// A redirect would re-send the form, client_secret and refresh_token included,
+			// to a host that escaped identity_url's https and ca_certificate rules.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		now: now,
 	}, nil
 }
 
@@ -347,8 +353,17 @@ func upstreamFromStatus(resp *http.Response, fields ...string) *upstreamError {
 		}
 	case resp.StatusCode >= 500:
 		ue.Temporary = true
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		ue.cause = "redirected to " + redirectHost(resp) + "; redirects are not followed, set identity_url to the server itself"
 	}
 	return ue
+}
+
+func redirectHost(resp *http.Response) string {
+	if u, err := resp.Location(); err == nil {
+		return u.Scheme + "://" + u.Host
+	}
+	return "an unknown location"
 }
 
 // snippet is a short printable prefix of a non-OAuth error body.
@@ -397,6 +412,7 @@ func withRetries[T any](ctx context.Context, p retryPolicy, attempt func(context
 	ctx, cancel := context.WithTimeout(ctx, p.Total)
 	defer cancel()
 	delay := p.BaseDelay
+	var answered *upstreamError // the last attempt the server answered
 	for n := 1; ; n++ {
 		actx, acancel := context.WithTimeout(ctx, p.PerAttempt)
 		v, err := attempt(actx)
@@ -407,6 +423,12 @@ func withRetries[T any](ctx context.Context, p retryPolicy, attempt func(context
 		var ue *upstreamError
 		if !errors.As(err, &ue) || !ue.Temporary {
 			return zero, err
+		}
+		if ue.Status != 0 {
+			answered = ue
+		} else if ue.Timeout && ctx.Err() != nil && answered != nil {
+			// The bound cut this attempt short; what the server said before tells more.
+			ue = answered
 		}
 		if p.Attempts > 0 && n >= p.Attempts {
 			return zero, err

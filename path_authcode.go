@@ -134,6 +134,9 @@ func pathAuthCode(b *backend) []*framework.Path {
 func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	cfgName := d.Get("config").(string)
+	if err := checkNameLength("name", name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
 	if cfgName == "" {
 		return logical.ErrorResponse("config is required: the name of an authorization_code config"), nil
 	}
@@ -228,8 +231,10 @@ func (b *backend) pathCallbackRead(ctx context.Context, req *logical.Request, d 
 	state := d.Get("state").(string)
 	if oauthErr := d.Get("error").(string); oauthErr != "" {
 		// The admin declined or apaleo refused: the state is spent either way.
+		// Anyone can call the callback: cut what it echoes to page and log.
+		oauthErr = truncate(oauthErr, 200)
 		name := b.dropPending(ctx, req.Storage, state)
-		desc := d.Get("error_description").(string)
+		desc := truncate(d.Get("error_description").(string), 500)
 		b.Logger().Info("authorization refused by apaleo", "name", name, "error", oauthErr)
 		msg := fmt.Sprintf("apaleo answered %s", oauthErr)
 		if desc != "" {
@@ -411,6 +416,13 @@ func (b *backend) cleanPending(ctx context.Context, req *logical.Request) error 
 		}
 	}
 	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "..."
 }
 
 func pendingKey(state string) string {

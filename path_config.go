@@ -182,6 +182,9 @@ func (b *backend) pathConfigList(ctx context.Context, req *logical.Request, _ *f
 
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
+	if err := checkNameLength("name", name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
 	for _, l := range b.locksFor(configPrefix+name, credsPrefix+name) {
 		l.Lock()
 		defer l.Unlock()
@@ -396,7 +399,18 @@ func parseScopes(in []string) ([]string, error) {
 			}
 		}
 	}
+	if n := len(strings.Join(out, " ")); n > maxValueLen {
+		return nil, fmt.Errorf("scopes add up to %d bytes; the limit is %d", n, maxValueLen)
+	}
 	return out, nil
+}
+
+// checkNameLength bounds names, which become storage keys and appear in logs.
+func checkNameLength(field, name string) error {
+	if len(name) > maxValueLen {
+		return fmt.Errorf("%s is %d bytes long; the limit is %d", field, len(name), maxValueLen)
+	}
+	return nil
 }
 
 // validateText refuses control characters, which no client id or secret contains.
