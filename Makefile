@@ -40,11 +40,21 @@ $(VAULT_BIN): tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
 	cd tools/vault && CGO_ENABLED=0 $(GO) build -tags minimal -trimpath -ldflags '-s -w' -o ../../$(VAULT_BIN) .
 	@./$(VAULT_BIN) version
 
-test: test-unit test-e2e
+FUZZ_TARGETS := FuzzConfigWrite FuzzCallback FuzzExchange
+FUZZTIME     ?= 20s
+
+test: test-unit fuzz test-e2e
 
 test-unit:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+
+# A short coverage-guided run of each fuzz target; `go test` alone replays the committed
+# seed corpus in testdata/fuzz.
+fuzz:
+	@for f in $(FUZZ_TARGETS); do \
+		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x . || exit 1; \
+	done
 
 test-e2e: build dev-identity vault
 	$(GO) test -count=1 -tags e2e -timeout 30m -v ./e2e/ 2>&1 | tee $(BUILD_DIR)/e2e.log | grep -E '^\s*(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} -eq 0

@@ -7,7 +7,6 @@ import (
 	"crypto/rsa"
 	"encoding/pem"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -330,13 +329,3 @@ func TestBackend_Restart(t *testing.T) {
 	}
 }
 
-func TestBackend_CallbackIsUnauthenticated(t *testing.T) {
-	e := newTestEnv(t)
-	resp, err := e.do(logical.ReadOperation, "callback", map[string]any{"state": "nope", "code": "x"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.Data[logical.HTTPStatusCode] != http.StatusBadRequest {
-		t.Fatalf("status %v", resp.Data[logical.HTTPStatusCode])
-	}
-}

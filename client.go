@@ -261,6 +261,7 @@ type upstreamError struct {
 	RetryAfter  time.Duration // from a 429's Retry-After
 	Temporary   bool          // worth retrying
 	Timeout     bool
+	Answered    bool // the server sent an answer, if an unusable one
 	cause       string
 }
 
@@ -297,7 +298,7 @@ func classifyOAuthError(err error) error {
 		return classifyTransportError(err)
 	}
 	// A 2xx that oauth2 could not use: unparsable JSON, no access_token.
-	return &upstreamError{Temporary: true, cause: "unusable token response: " + strings.TrimPrefix(err.Error(), "oauth2: ")}
+	return &upstreamError{Temporary: true, Answered: true, cause: "unusable token response: " + strings.TrimPrefix(err.Error(), "oauth2: ")}
 }
 
 func classifyTransportError(err error) error {
@@ -334,7 +335,7 @@ func rootCause(err error) string {
 }
 
 func upstreamFromStatus(resp *http.Response, fields ...string) *upstreamError {
-	ue := &upstreamError{Status: resp.StatusCode}
+	ue := &upstreamError{Status: resp.StatusCode, Answered: true}
 	if len(fields) > 0 {
 		ue.Code = fields[0]
 	}
@@ -424,7 +425,7 @@ func withRetries[T any](ctx context.Context, p retryPolicy, attempt func(context
 		if !errors.As(err, &ue) || !ue.Temporary {
 			return zero, err
 		}
-		if ue.Status != 0 {
+		if ue.Answered {
 			answered = ue
 		} else if ue.Timeout && ctx.Err() != nil && answered != nil {
 			// The bound cut this attempt short; what the server said before tells more.

@@ -318,8 +318,11 @@ func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, 
 	res, err := srv.Exchange(ctx, code, p.Verifier, p.Scopes, b.retry)
 	if err != nil {
 		var ue *upstreamError
-		if errors.As(err, &ue) && !ue.Temporary {
+		switch {
+		case errors.As(err, &ue) && ue.Status >= 400 && ue.Status < 500 && ue.Status != http.StatusTooManyRequests:
 			return "", nil, badAuth("apaleo refused the authorization code: %v. Nothing was stored; start again with authorize/%s", err, p.Name)
+		case errors.As(err, &ue) && ue.Timeout:
+			return "", nil, &authError{status: http.StatusGatewayTimeout, msg: fmt.Sprintf("exchanging the code failed: %v. Nothing was stored; start again with authorize/%s", err, p.Name)}
 		}
 		return "", nil, &authError{status: http.StatusBadGateway, msg: fmt.Sprintf("exchanging the code failed: %v. Nothing was stored; start again with authorize/%s", err, p.Name)}
 	}

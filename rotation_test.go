@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
-
-	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/devidp"
 )
 
 // flakyStorage refuses writes under creds/ while failPuts is set.
@@ -74,26 +72,6 @@ func TestRotation_StorageWriteFails(t *testing.T) {
 	if got, _ := readCred(t.Context(), flaky.Storage, "hotel-ber"); got.RefreshToken != held.(*credential).RefreshToken {
 		t.Fatal("the periodic pass did not store the held refresh token")
 	}
-}
-
-// TestRotation_LostAnswer: the server rotates but its answer never arrives. The old
-// refresh token is then refused; the read says to authorize again and keeps the
-// credential, and one authorize/<name> recovers.
-func TestRotation_LostAnswer(t *testing.T) {
-	e := newTestEnv(t)
-	e.writeConnectConfig("connect", nil)
-	e.callback(e.authorize("hotel-ber", "connect"))
-	e.clock.Add(61 * time.Minute)
-	e.idp.InjectFaults(devidp.Fault{DropAfterHandle: true})
-	msg := e.badRequest(logical.ReadOperation, "creds/hotel-ber", nil, "invalid_grant")
-	if !strings.Contains(msg, "run authorize/hotel-ber config=connect again") {
-		t.Fatalf("message %q", msg)
-	}
-	if got, _ := readCred(t.Context(), e.storage, "hotel-ber"); got == nil {
-		t.Fatal("credential lost")
-	}
-	e.callback(e.authorize("hotel-ber", "connect"))
-	e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
 }
 
 // TestRotation_Stress: 200 concurrent readers across 100 forced rotations: every
