@@ -43,8 +43,9 @@ type backend struct {
 	cacheMu sync.Mutex
 	epoch   atomic.Uint64
 
-	clientsMu sync.Mutex
-	clients   map[string]*cachedClient // config name -> identity client
+	clientsMu  sync.Mutex
+	clients    map[string]*cachedClient // config name -> identity client
+	transports transportPool
 
 	// Seams for tests.
 	now       func() time.Time
@@ -72,9 +73,9 @@ func newBackend() *backend {
 		clients: map[string]*cachedClient{},
 		now:     time.Now,
 		retry:   defaultRetryPolicy,
-		newClient: func(s clientSettings, now func() time.Time) (identityServer, error) {
-			return newIdentityClient(s, now)
-		},
+	}
+	b.newClient = func(s clientSettings, now func() time.Time) (identityServer, error) {
+		return newIdentityClient(s, now, &b.transports)
 	}
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
@@ -119,16 +120,8 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 func (b *backend) clean(context.Context) {
 	b.clientsMu.Lock()
 	defer b.clientsMu.Unlock()
-	for name, c := range b.clients {
-		closeIdle(c.server)
-		delete(b.clients, name)
-	}
-}
-
-func closeIdle(s identityServer) {
-	if ic, ok := s.(*identityClient); ok {
-		ic.close()
-	}
+	clear(b.clients)
+	b.transports.closeIdle()
 }
 
 // locksFor returns the locks of keys in a fixed order, each once, so that callers that
@@ -163,10 +156,7 @@ func (b *backend) cacheIfUnchanged(seen uint64, m *sync.Map, name string, v any)
 func (b *backend) forgetConfig(name string) {
 	b.remember(&b.configs, name, nil)
 	b.clientsMu.Lock()
-	if c, ok := b.clients[name]; ok {
-		closeIdle(c.server)
-		delete(b.clients, name)
-	}
+	delete(b.clients, name)
 	b.clientsMu.Unlock()
 }
 
@@ -180,12 +170,8 @@ func (b *backend) identity(name string, cfg *apaleoConfig) (identityServer, erro
 	b.clientsMu.Lock()
 	defer b.clientsMu.Unlock()
 	settings := cfg.settings()
-	old, ok := b.clients[name]
-	if ok && old.settings == settings {
-		return old.server, nil
-	}
-	if ok {
-		closeIdle(old.server)
+	if c, ok := b.clients[name]; ok && c.settings == settings {
+		return c.server, nil
 	}
 	srv, err := b.newClient(settings, b.now)
 	if err != nil {

@@ -328,4 +328,3 @@ func TestBackend_Restart(t *testing.T) {
 		t.Fatal("restart did not reuse the stored token")
 	}
 }
-

@@ -2,6 +2,7 @@ package apaleo
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -87,17 +89,10 @@ type identityClient struct {
 	now        func() time.Time
 }
 
-func newIdentityClient(s clientSettings, now func() time.Time) (*identityClient, error) {
-	transport := cleanhttp.DefaultPooledTransport()
-	if s.CACertificate != "" {
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM([]byte(s.CACertificate)) {
-			return nil, errors.New("ca_certificate holds no PEM certificate")
-		}
-		transport.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+func newIdentityClient(s clientSettings, now func() time.Time, transports *transportPool) (*identityClient, error) {
+	transport, err := transports.get(s.CACertificate)
+	if err != nil {
+		return nil, err
 	}
 	return &identityClient{
 		settings: s,
@@ -113,8 +108,45 @@ func newIdentityClient(s clientSettings, now func() time.Time) (*identityClient,
 	}, nil
 }
 
-func (c *identityClient) close() {
-	c.httpClient.CloseIdleConnections()
+// transportPool shares HTTP transports, and so their connections, among all configs
+// with the same trust roots: thousands of configs against one identity server keep a
+// handful of connections, not one each.
+type transportPool struct {
+	mu   sync.Mutex
+	byCA map[[sha256.Size]byte]*http.Transport
+}
+
+func (p *transportPool) get(caPEM string) (*http.Transport, error) {
+	key := sha256.Sum256([]byte(caPEM))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t, ok := p.byCA[key]; ok {
+		return t, nil
+	}
+	t := cleanhttp.DefaultPooledTransport()
+	if caPEM != "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+			return nil, errors.New("ca_certificate holds no PEM certificate")
+		}
+		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	if p.byCA == nil {
+		p.byCA = map[[sha256.Size]byte]*http.Transport{}
+	}
+	p.byCA[key] = t
+	return t, nil
+}
+
+func (p *transportPool) closeIdle() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, t := range p.byCA {
+		t.CloseIdleConnections()
+	}
 }
 
 func (c *identityClient) endpoint(path string) string {
