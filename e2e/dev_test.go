@@ -26,7 +26,6 @@ type devEnv struct {
 	vault       *vault
 	long, short *identity
 	auditLog    string
-	watch       secretWatch
 
 	secMuc, secApp, secExt string
 }
@@ -36,9 +35,6 @@ type devEnv struct {
 func TestDev(t *testing.T) {
 	e := &devEnv{vault: startDevVault(t)}
 	e.secMuc, e.secApp, e.secExt = randomSecret(t, "muc"), randomSecret(t, "app"), randomSecret(t, "ext")
-	e.watch.add("client secret of hotel-muc", e.secMuc)
-	e.watch.add("client secret of connect-app", e.secApp)
-	e.watch.add("client secret of connect-ext", e.secExt)
 	callback := e.vault.Addr + "/v1/" + mount + "/callback"
 	e.long = startIdentity(t, "identity-long", time.Hour,
 		"hotel-muc:"+e.secMuc+":MUC:account.read,reservations.read",
@@ -57,18 +53,8 @@ func TestDev(t *testing.T) {
 	t.Run("authorization_code_exchange", func(t *testing.T) { testAuthCodeExchange(t, e) })
 	t.Run("policies", func(t *testing.T) { testPolicies(t, e) })
 	t.Run("agent", func(t *testing.T) { testAgent(t, e) })
-	t.Run("no_secrets_in_logs", func(t *testing.T) {
-		audit, err := os.ReadFile(e.auditLog)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range []string{mount + "/creds/hotel-muc", mount + "/callback", mount + "/exchange", mount + "/config/hotel-muc"} {
-			if !strings.Contains(string(audit), `"path":"`+p+`"`) {
-				t.Errorf("audit log has no request to %s", p)
-			}
-		}
-		e.watch.check(t, e.auditLog, e.vault.log)
-	})
+	// The scan of responses and logs for secrets is TestSecretScan's (secrets_test.go):
+	// the same flows and more, at trace level, with what only the identity server saw.
 }
 
 func testPluginRegistered(t *testing.T, e *devEnv) {
@@ -205,7 +191,6 @@ func testClientCredentials(t *testing.T, e *devEnv) {
 
 	// A wrong secret: invalid_client, naming the config, without the secret.
 	wrong := randomSecret(t, "wrong")
-	e.watch.add("a wrong client secret", wrong)
 	v.writeConfig(t, appConfig{name: "hotel-wrong", clientID: "hotel-muc", secret: wrong, idp: e.long})
 	msg := v.mustFail(t, "read", mount+"/creds/hotel-wrong")
 	if !strings.Contains(msg, "invalid_client") || !strings.Contains(msg, "config/hotel-wrong") {
@@ -325,7 +310,6 @@ func testAuthCodeCallback(t *testing.T, e *devEnv) {
 		t.Fatalf("never redirected to %s; visited %v; page %d %s", callback, b.visited, page.status, page.body)
 	}
 	code := cb.Query().Get("code")
-	e.watch.addCallbackCode("the authorization code of hotel-ber", code)
 	if cb.Query().Get("state") != state || code == "" {
 		t.Errorf("callback URL %s: want state %s and a code", cb, state)
 	}
@@ -423,7 +407,6 @@ func testAuthCodeExchange(t *testing.T, e *devEnv) {
 		t.Fatalf("identity server redirected to %s, want %s", loc, redirect)
 	}
 	code := loc.Query().Get("code")
-	e.watch.add("the authorization code of hotel-ext", code)
 	if loc.Query().Get("state") != state || code == "" {
 		t.Fatalf("redirect %s: want state %s and a code", loc, state)
 	}

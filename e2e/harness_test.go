@@ -238,6 +238,13 @@ func (p *proc) stop(t *testing.T) {
 	p.killGroup.Do(func() { _ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) })
 }
 
+// kill sends SIGKILL to the process's whole group (Vault and its plugin processes, as
+// a crashed machine would lose them) and waits for it to exit.
+func (p *proc) kill() {
+	p.killGroup.Do(func() { _ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL) })
+	<-p.done
+}
+
 func tail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -395,6 +402,32 @@ type vault struct {
 	unsealKey string
 	proc      *proc
 	t         *testing.T
+
+	// transcript, when set, records every CLI output and API response body.
+	transcript *transcript
+}
+
+// transcript collects every response a test got from Vault, to be scanned for secrets.
+type transcript struct {
+	mu      sync.Mutex
+	entries []transcriptEntry
+}
+
+type transcriptEntry struct{ what, text string }
+
+func (tr *transcript) add(what, text string) {
+	if tr == nil || text == "" {
+		return
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.entries = append(tr.entries, transcriptEntry{what, text})
+}
+
+func (tr *transcript) all() []transcriptEntry {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return slices.Clone(tr.entries)
 }
 
 // newVaultDirs lays out a Vault's directories: its HOME, and a plugin directory holding
@@ -435,13 +468,21 @@ func writeFile(t *testing.T, path, content string) string {
 // plugin directory set by a config file, and debug logging.
 func startDevVault(t *testing.T) *vault {
 	t.Helper()
-	v := newVaultDirs(t, "vault-dev")
+	return startDevVaultWith(t, "vault-dev", "debug", nil)
+}
+
+// startDevVaultWith is startDevVault with a log level ("trace", "debug", ...) and, if
+// tr is set, a transcript of every response (set before the first request).
+func startDevVaultWith(t *testing.T, name, logLevel string, tr *transcript) *vault {
+	t.Helper()
+	v := newVaultDirs(t, name)
+	v.transcript = tr
 	port := freePort(t)
 	v.Addr = fmt.Sprintf("http://127.0.0.1:%d", port)
 	v.Token = rootToken
 	cfg := writeFile(t, filepath.Join(v.dir, "config.hcl"), fmt.Sprintf("plugin_directory = %q\ndisable_mlock = true\n", v.pluginDir))
 	v.args = []string{"server", "-dev", "-dev-root-token-id=" + rootToken, "-dev-no-store-token",
-		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port), "-config=" + cfg, "-log-level=debug"}
+		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port), "-config=" + cfg, "-log-level=" + logLevel}
 	v.start(t)
 	v.waitHealth(t, http.StatusOK)
 	return v
@@ -453,7 +494,21 @@ func startRaftVault(t *testing.T) *vault {
 	t.Helper()
 	v := newVaultDirs(t, "vault-raft")
 	v.raft = true
-	port, cport := freePort(t), freePort(t)
+	v.configureRaft(t, "node1", freePort(t), freePort(t), 1)
+	v.start(t)
+	v.waitHealth(t, http.StatusNotImplemented) // not initialised
+	v.initRaft(t)
+	v.unseal(t)
+	return v
+}
+
+// configureRaft writes the configuration of a Vault node with integrated storage
+// (raft) listening on 127.0.0.1:port (cluster port cport) and sets v.Addr and v.args.
+// perfMultiplier scales raft's timeouts: 1 s heartbeat and election timeouts and a
+// 500 ms leader lease per unit (Vault's default is 5).
+func (v *vault) configureRaft(t *testing.T, nodeID string, port, cport, perfMultiplier int) {
+	t.Helper()
+	v.raft = true
 	v.Addr = fmt.Sprintf("http://127.0.0.1:%d", port)
 	data := filepath.Join(v.dir, "raft")
 	if err := os.MkdirAll(data, 0o700); err != nil {
@@ -462,8 +517,11 @@ func startRaftVault(t *testing.T) *vault {
 	cfg := writeFile(t, filepath.Join(v.dir, "config.hcl"), fmt.Sprintf(`
 storage "raft" {
   path                   = %q
-  node_id                = "node1"
-  performance_multiplier = 1 # a quick first election: timeouts of 1 s, not 5 s
+  node_id                = %q
+  performance_multiplier = %d
+  # autopilot promotes joined nodes to voters within seconds, not 10-20 s
+  autopilot_update_interval    = "500ms"
+  autopilot_reconcile_interval = "1s"
 }
 listener "tcp" {
   address         = "127.0.0.1:%d"
@@ -475,11 +533,14 @@ cluster_addr     = "https://127.0.0.1:%d"
 plugin_directory = %q
 disable_mlock    = true
 log_level        = "debug"
-`, data, port, cport, v.Addr, cport, v.pluginDir))
+`, data, nodeID, perfMultiplier, port, cport, v.Addr, cport, v.pluginDir))
 	v.args = []string{"server", "-config=" + cfg}
-	v.start(t)
-	v.waitHealth(t, http.StatusNotImplemented) // not initialised
+}
 
+// initRaft initialises a raft node with one key share and keeps its unseal key and
+// root token.
+func (v *vault) initRaft(t *testing.T) {
+	t.Helper()
 	var init struct {
 		Keys      []string `json:"unseal_keys_b64"`
 		RootToken string   `json:"root_token"`
@@ -489,8 +550,6 @@ log_level        = "debug"
 		t.Fatalf("operator init: %+v", init)
 	}
 	v.unsealKey, v.Token = init.Keys[0], init.RootToken
-	v.unseal(t)
-	return v
 }
 
 // start starts the server process; the test that created v stops it at its end.
@@ -564,7 +623,77 @@ func (v *vault) runAs(token, stdin string, args ...string) cliResult {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
+	what := cliLabel(args)
+	v.transcript.add(what+" (stdout)", out.String())
+	v.transcript.add(what+" (stderr)", errb.String())
 	return cliResult{Stdout: out.String(), Stderr: errb.String(), Err: err}
+}
+
+// cliLabel names a CLI run by its first two words, without flags or key=value
+// arguments (which may be secret): "vault write apaleo/exchange".
+func cliLabel(args []string) string {
+	label, words := "vault", 0
+	for _, a := range args {
+		if strings.Contains(a, "=") || strings.HasPrefix(a, "-") {
+			continue
+		}
+		label += " " + a
+		if words++; words == 2 {
+			break
+		}
+	}
+	return label
+}
+
+// apiClient does not follow redirects, so that a standby's 307 to the active node shows
+// (the vault CLI follows them; a standby that forwards answers itself).
+var apiClient = &http.Client{
+	Timeout:       30 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// api calls Vault's HTTP API as root: method, path below /v1/, and a JSON body (nil
+// for none). It returns the status and body; the body goes to the transcript.
+func (v *vault) api(method, path string, body any) (int, []byte, error) {
+	return v.apiAs(v.Token, method, path, body)
+}
+
+func (v *vault) apiAs(token, method, path string, body any) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, v.Addr+"/v1/"+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	if token != "" {
+		req.Header.Set("X-Vault-Token", token)
+	}
+	resp, err := apiClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	v.transcript.add(method+" /v1/"+path, fmt.Sprintf("%d %s\n%s", resp.StatusCode, headerText(resp.Header), b))
+	return resp.StatusCode, b, err
+}
+
+// headerText is h as text, one "Key: value" a line, sorted.
+func headerText(h http.Header) string {
+	var lines []string
+	for k, vs := range h {
+		for _, v := range vs {
+			lines = append(lines, k+": "+v)
+		}
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
 }
 
 func (v *vault) run(args ...string) cliResult { return v.runAs(v.Token, "", args...) }
@@ -851,14 +980,49 @@ func (w *secretWatch) put(value string, v watched) {
 // code is single-use, already redeemed and bound to a PKCE verifier only Vault held.
 var requestURIRe = regexp.MustCompile(`"request_uri":"(?:[^"\\]|\\.)*"`)
 
-// check fails the test for each watched value found in one of the files (callback codes:
-// outside audit request_uri fields, see requestURIRe).
-func (w *secretWatch) check(t *testing.T, files ...string) {
+// secretHit is one line (of a file or a transcript entry) where a watched value shows.
+type secretHit struct {
+	what  string // the watched value's description
+	where string // file base name, or the transcript entry
+	line  int
+	// exempt: a callback code inside an audit entry's request_uri only (see requestURIRe).
+	exempt bool
+}
+
+func (h secretHit) String() string {
+	return fmt.Sprintf("%s appears in clear in %s, line %d", h.what, h.where, h.line)
+}
+
+// scan looks for every watched value in the files and in the transcript entries.
+func (w *secretWatch) scan(t *testing.T, entries []transcriptEntry, files ...string) []secretHit {
 	t.Helper()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.values) == 0 {
 		t.Fatal("no secrets to look for")
+	}
+	var hits []secretHit
+	lines := func(where string, sc *bufio.Scanner, audit bool) {
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		n := 0
+		for sc.Scan() {
+			n++
+			raw := sc.Text()
+			text := raw
+			if audit {
+				text = requestURIRe.ReplaceAllString(raw, `"request_uri":""`)
+			}
+			for v, wv := range w.values {
+				if !strings.Contains(raw, v) {
+					continue
+				}
+				exempt := audit && wv.inURIOkay && !strings.Contains(text, v)
+				hits = append(hits, secretHit{what: wv.what, where: where, line: n, exempt: exempt})
+			}
+		}
+		if err := sc.Err(); err != nil {
+			t.Errorf("%s: %v", where, err)
+		}
 	}
 	for _, f := range files {
 		fh, err := os.Open(f)
@@ -866,22 +1030,23 @@ func (w *secretWatch) check(t *testing.T, files ...string) {
 			t.Error(err)
 			continue
 		}
-		sc := bufio.NewScanner(fh)
-		sc.Buffer(make([]byte, 1<<20), 16<<20)
-		line := 0
-		for sc.Scan() {
-			line++
-			text := requestURIRe.ReplaceAllString(sc.Text(), `"request_uri":""`)
-			for v, wv := range w.values {
-				if strings.Contains(sc.Text(), v) && (!wv.inURIOkay || strings.Contains(text, v)) {
-					t.Errorf("%s appears in clear in %s, line %d", wv.what, filepath.Base(f), line)
-				}
-			}
-		}
-		if err := sc.Err(); err != nil {
-			t.Errorf("%s: %v", f, err)
-		}
+		lines(filepath.Base(f), bufio.NewScanner(fh), true)
 		fh.Close()
+	}
+	for i, e := range entries {
+		lines(fmt.Sprintf("response %d (%s)", i+1, e.what), bufio.NewScanner(strings.NewReader(e.text)), false)
+	}
+	return hits
+}
+
+// check fails the test for each watched value found in one of the files (callback codes:
+// outside audit request_uri fields, see requestURIRe).
+func (w *secretWatch) check(t *testing.T, files ...string) {
+	t.Helper()
+	for _, h := range w.scan(t, nil, files...) {
+		if !h.exempt {
+			t.Error(h)
+		}
 	}
 }
 

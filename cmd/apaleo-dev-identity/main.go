@@ -33,7 +33,8 @@ start-up and approves every authorization request for a built-in test user
 
 Routes: POST /connect/token, GET /connect/authorize, POST /connect/revocation,
 GET /.well-known/openid-configuration, GET /healthz; with -admin also
-/_admin/stats, /_admin/reset, /_admin/faults, /_admin/revoke, /_admin/clients.
+/_admin/stats, /_admin/reset, /_admin/faults, /_admin/revoke, /_admin/clients,
+/_admin/secrets.
 
 On start it prints one line "listening on URL" to stdout.
 
@@ -66,6 +67,8 @@ Admin API (-admin, no authentication, test use only):
   DELETE /_admin/faults                clear queued faults (204)
   POST   /_admin/revoke?client_id=ID   revoke all refresh tokens of ID (204)
   POST   /_admin/clients               JSON client or list: add/replace (204)
+  GET    /_admin/secrets               every client secret, code, code_verifier and
+                                       refresh token seen (a test aid for secret scans)
 `
 
 // clientFlags collects -client specs; they are parsed after flag parsing so

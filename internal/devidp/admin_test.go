@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -287,5 +288,116 @@ func TestLogHasNoSecrets(t *testing.T) {
 		if strings.Contains(out, v) {
 			t.Errorf("log contains the %s", name)
 		}
+	}
+}
+
+func TestAdminSecrets(t *testing.T) {
+	f, call := adminFixture(t)
+	get := func() devidp.Secrets {
+		t.Helper()
+		status, body := call("GET", "/_admin/secrets", "")
+		var s devidp.Secrets
+		if err := json.Unmarshal([]byte(body), &s); err != nil || status != http.StatusOK {
+			t.Fatalf("secrets: %d %s (%v)", status, body, err)
+		}
+		for _, k := range []string{`"client_secrets":[`, `"authorization_codes":[`, `"code_verifiers":[`, `"refresh_tokens":[`, `"truncated":false`} {
+			if !strings.Contains(body, k) {
+				t.Errorf("secrets JSON lacks %s: %s", k, body)
+			}
+		}
+		return s
+	}
+
+	// Before any flow: only the registered client secrets.
+	s := get()
+	for _, sec := range []string{ccSecret, fineSecret, connectSecret} {
+		if !slices.Contains(s.ClientSecrets, sec) {
+			t.Errorf("client_secrets %q lack a registered secret", s.ClientSecrets)
+		}
+	}
+	if len(s.AuthorizationCodes)+len(s.CodeVerifiers)+len(s.RefreshTokens) != 0 {
+		t.Errorf("secrets before any flow: %+v", s)
+	}
+
+	// Code (with PKCE), a refresh, a revocation and a wrong client secret.
+	cfg := f.connect(connectID, oauth2.AuthStyleInHeader, "reservations.read", "offline_access")
+	verifier := oauth2.GenerateVerifier()
+	code := f.code(t, cfg, verifier)
+	tok, err := cfg.Exchange(f.ctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok2, err := refresh(f.ctx, cfg, tok.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, body := revoke(t, f, connectID, connectSecret, tok2.RefreshToken, ""); status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", status, body)
+	}
+	if status, _ := revoke(t, f, connectID, connectSecret, tok2.AccessToken, ""); status != http.StatusOK {
+		t.Fatalf("revoke access token: %d", status)
+	}
+	const wrong = "wrong/secret+1"
+	_, err = f.cc(ccID, wrong, oauth2.AuthStyleInHeader).Token(f.ctx)
+	wantOAuthError(t, err, "invalid_client", 0)
+	const wrongPost = "wrong-in-the-form"
+	_, err = f.cc(ccID, wrongPost, oauth2.AuthStyleInParams).Token(f.ctx)
+	wantOAuthError(t, err, "invalid_client", 0)
+
+	s = get()
+	want := map[string]struct {
+		list []string
+		vals []string
+	}{
+		"client_secrets":      {s.ClientSecrets, []string{ccSecret, connectSecret, wrong, wrongPost}},
+		"authorization_codes": {s.AuthorizationCodes, []string{code}},
+		"code_verifiers":      {s.CodeVerifiers, []string{verifier}},
+		"refresh_tokens":      {s.RefreshTokens, []string{tok.RefreshToken, tok2.RefreshToken}},
+	}
+	for k, w := range want {
+		for _, v := range w.vals {
+			if !slices.Contains(w.list, v) {
+				t.Errorf("%s lacks a value it should have recorded: %q", k, w.list)
+			}
+		}
+	}
+	if len(s.AuthorizationCodes) != 1 || len(s.CodeVerifiers) != 1 || len(s.RefreshTokens) != 2 {
+		t.Errorf("duplicates or extra values: %d codes, %d verifiers, %d refresh tokens", len(s.AuthorizationCodes), len(s.CodeVerifiers), len(s.RefreshTokens))
+	}
+	if slices.Contains(s.RefreshTokens, tok2.AccessToken) {
+		t.Error("an access token presented for revocation was recorded as a refresh token")
+	}
+	if s.Truncated {
+		t.Error("truncated")
+	}
+	if s2 := f.idp.Secrets(); !slices.Equal(s2.RefreshTokens, s.RefreshTokens) || !slices.Equal(s2.ClientSecrets, s.ClientSecrets) {
+		t.Errorf("Secrets() %+v != GET %+v", s2, s)
+	}
+	// Reset clears stats, not the recorded secrets.
+	call("POST", "/_admin/reset", "")
+	if s2 := get(); len(s2.RefreshTokens) != 2 {
+		t.Errorf("after reset: %+v", s2)
+	}
+	if status, _ := call("HEAD", "/_admin/secrets", ""); status != http.StatusOK {
+		t.Errorf("HEAD secrets: %d", status)
+	}
+	if status, _ := call("POST", "/_admin/secrets", ""); status != http.StatusMethodNotAllowed {
+		t.Errorf("POST secrets: %d", status)
+	}
+}
+
+// Without the admin API nothing is recorded.
+func TestSecretsNotRecordedWithoutAdmin(t *testing.T) {
+	f := newFixture(t, devidp.Options{})
+	_, tok := f.authorized(t, oauth2.AuthStyleInParams)
+	if _, err := f.cc(ccID, "wrong", oauth2.AuthStyleInHeader).Token(f.ctx); err == nil {
+		t.Fatal("wrong secret accepted")
+	}
+	s := f.idp.Secrets()
+	if len(s.AuthorizationCodes)+len(s.CodeVerifiers)+len(s.RefreshTokens) != 0 || slices.Contains(s.ClientSecrets, "wrong") || slices.Contains(s.RefreshTokens, tok.RefreshToken) {
+		t.Errorf("recorded without the admin API: %+v", s)
+	}
+	if !slices.Contains(s.ClientSecrets, ccSecret) {
+		t.Errorf("registered secrets missing: %q", s.ClientSecrets)
 	}
 }

@@ -30,5 +30,6 @@
 //
 // Faults ([Fault]) can be queued for the token endpoint to test a client's
 // retry and timeout behaviour. [Server.AdminHandler] exposes stats, faults
-// and revocation over HTTP for out-of-process tests.
+// and revocation over HTTP for out-of-process tests, and (a test aid for
+// secret scanners) the secrets the server issued or received.
 package devidp

@@ -88,6 +88,8 @@ type Server struct {
 	stats  Stats
 	faults []Fault
 
+	secrets secretLog // for GET /_admin/secrets only (a test aid)
+
 	closed    chan struct{}
 	closeOnce sync.Once
 }
@@ -344,6 +346,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, info *reqLo
 		return
 	}
 	_ = r.ParseForm() // fosite reports malformed bodies itself
+	s.secrets.noteTokenRequest(r)
 	grant := r.PostForm.Get("grant_type")
 	info.grant, info.client = grant, requestClientID(r)
 
@@ -390,6 +393,9 @@ func (s *Server) token(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	if err != nil {
 		s.writeTokenError(ctx, w, ar, err)
 		return
+	}
+	if rt, ok := resp.GetExtra("refresh_token").(string); ok {
+		s.secrets.note(secretRefresh, rt)
 	}
 	resp.SetTokenType("Bearer") // Duende's spelling; fosite says "bearer"
 	if exp := ar.GetSession().GetExpiresAt(fosite.AccessToken); !exp.IsZero() {
@@ -521,6 +527,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request, info *r
 		s.provider.WriteAuthorizeError(ctx, w, ar, err)
 		return
 	}
+	s.secrets.note(secretCode, resp.GetCode())
 	resp.AddParameter("session_state", randomToken(16)) // as Duende; clients ignore it
 	s.provider.WriteAuthorizeResponse(ctx, w, ar, resp)
 	s.mu.Lock()
@@ -533,6 +540,7 @@ func (s *Server) handleRevocation(w http.ResponseWriter, r *http.Request, info *
 	s.grantMu.Lock()
 	err := s.provider.NewRevocationRequest(ctx, r)
 	s.grantMu.Unlock()
+	s.secrets.noteRevocation(r)
 	info.client = requestClientID(r)
 	if err == nil {
 		s.mu.Lock()
