@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -61,6 +62,15 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.buf.String()
+}
+
+// take returns what was written since the last take and starts afresh.
+func (s *syncBuffer) take() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.buf.String()
+	s.buf.Reset()
+	return out
 }
 
 type testEnv struct {
@@ -216,16 +226,27 @@ func respErr(resp *logical.Response) any {
 // writeSimpleConfig registers the simple client as config/<name>.
 func (e *testEnv) writeSimpleConfig(name string, extra map[string]any) {
 	e.t.Helper()
+	e.writeConfig(name, map[string]any{"client_id": mucID, "client_secret": mucSecret}, extra)
+}
+
+// writeConnectConfig registers the connect app as config/<name>.
+func (e *testEnv) writeConnectConfig(name string, extra map[string]any) {
+	e.t.Helper()
+	e.writeConfig(name, map[string]any{"client_id": connectID, "client_secret": connectSc,
+		"grant_type": "authorization_code", "redirect_uri": connectRedirect}, extra)
+}
+
+// writeConfig creates config/<name> against the test identity server from fields,
+// then extra on top.
+func (e *testEnv) writeConfig(name string, fields, extra map[string]any) {
+	e.t.Helper()
 	data := map[string]any{
-		"client_id":      mucID,
-		"client_secret":  mucSecret,
 		"identity_url":   e.ts.URL,
 		"ca_certificate": e.caPEM,
 		"scopes":         "reservations.read setup.read",
 	}
-	for k, v := range extra {
-		data[k] = v
-	}
+	maps.Copy(data, fields)
+	maps.Copy(data, extra)
 	e.mustDo(logical.CreateOperation, "config/"+name, data)
 }
 

@@ -1,7 +1,6 @@
 package apaleo
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -75,37 +74,17 @@ func (tripwireIdentity) AuthCodeURL(state, _ string, _ []string) string {
 	return "https://identity.invalid/connect/authorize?state=" + url.QueryEscape(state)
 }
 
-// fuzzLog collects the backend's log lines of one input.
-type fuzzLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *fuzzLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *fuzzLog) take() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.buf.String()
-	l.buf.Reset()
-	return s
-}
-
 type fuzzEnv struct {
 	b        *backend
 	storage  logical.Storage
-	logs     *fuzzLog
+	logs     *syncBuffer
 	calls    atomic.Int64
 	baseline map[string]string
 }
 
 func newFuzzEnv(tb testing.TB) *fuzzEnv {
 	tb.Helper()
-	fz := &fuzzEnv{storage: &logical.InmemStorage{}, logs: &fuzzLog{}}
+	fz := &fuzzEnv{storage: &logical.InmemStorage{}, logs: &syncBuffer{}}
 	conf := logical.TestBackendConfig()
 	conf.StorageView = fz.storage
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: fz.logs})

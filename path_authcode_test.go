@@ -17,23 +17,6 @@ import (
 
 const connectRedirect = "https://vault.example/v1/apaleo/callback"
 
-func (e *testEnv) writeConnectConfig(name string, extra map[string]any) {
-	e.t.Helper()
-	data := map[string]any{
-		"client_id":      connectID,
-		"client_secret":  connectSc,
-		"grant_type":     "authorization_code",
-		"redirect_uri":   connectRedirect,
-		"identity_url":   e.ts.URL,
-		"ca_certificate": e.caPEM,
-		"scopes":         "reservations.read setup.read",
-	}
-	for k, v := range extra {
-		data[k] = v
-	}
-	e.mustDo(logical.CreateOperation, "config/"+name, data)
-}
-
 // browse opens auth_url like the admin's browser (cookies kept, redirects followed)
 // until the identity server redirects to the redirect URI, and returns that URL.
 func (e *testEnv) browse(authURL string) *url.URL {

@@ -343,16 +343,22 @@ func startIdentity(t *testing.T, name string, tokenTTL time.Duration, clients ..
 
 func (i *identity) stats(t *testing.T) idpStats {
 	t.Helper()
-	resp, err := i.http.Get(i.URL + "/_admin/stats")
+	var s idpStats
+	i.admin(t, "stats", &s)
+	return s
+}
+
+// admin decodes GET /_admin/<what> of the identity server into v.
+func (i *identity) admin(t *testing.T, what string, v any) {
+	t.Helper()
+	resp, err := i.http.Get(i.URL + "/_admin/" + what)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var s idpStats
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("identity stats: status %d, %v", resp.StatusCode, err)
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("identity %s: status %d, %v", what, resp.StatusCode, err)
 	}
-	return s
 }
 
 // browser is an HTTP client for the authorize flow: it trusts the identity server's CA,

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -26,15 +25,8 @@ type idpSecrets struct {
 
 func (i *identity) secrets(t *testing.T) idpSecrets {
 	t.Helper()
-	resp, err := i.http.Get(i.URL + "/_admin/secrets")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
 	var s idpSecrets
-	if err := json.NewDecoder(resp.Body).Decode(&s); err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("identity secrets: status %d, %v", resp.StatusCode, err)
-	}
+	i.admin(t, "secrets", &s)
 	return s
 }
 
