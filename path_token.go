@@ -205,7 +205,9 @@ func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name string
 	if cred == nil {
 		return nil, logical.CodedError(http.StatusNotFound, fmt.Sprintf("creds/%s was deleted", name))
 	}
-	cfg, err := readConfig(ctx, s, cred.Config)
+	// The in-memory config is as current as storage: config writes update it, and
+	// Invalidate drops it on nodes that did not write.
+	cfg, err := b.config(ctx, s, cred.Config)
 	if err != nil {
 		return nil, err
 	}
