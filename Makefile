@@ -73,3 +73,6 @@ vet:
 
 clean:
 	rm -rf bin $(BUILD_DIR)/e2e.log
+
+# make bench, bench-go, bench-profile: docs/benchmarks.md
+include bench.mk

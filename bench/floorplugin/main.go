@@ -1,0 +1,22 @@
+// Command floorplugin is the benchmark's no-op external secrets plugin (package
+// bench/floor), served multiplexed exactly like vault-plugin-secrets-apaleo.
+package main
+
+import (
+	"os"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/plugin"
+
+	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/bench/floor"
+)
+
+func main() {
+	logger := hclog.New(&hclog.LoggerOptions{})
+	if err := plugin.ServeMultiplex(&plugin.ServeOpts{
+		BackendFactoryFunc: floor.Factory,
+	}); err != nil {
+		logger.Error("plugin shutting down", "error", err)
+		os.Exit(1)
+	}
+}
