@@ -252,6 +252,10 @@ func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name string
 
 	next := *cred
 	next.Token = newCachedToken(res, cfg.Generation)
+	if len(next.Token.Scopes) == 0 {
+		// The server did not say what it granted: a refresh keeps the consented scopes.
+		next.Token.Scopes = tokenScopes(cred, cfg)
+	}
 	if res.RefreshToken != "" {
 		next.RefreshToken = res.RefreshToken
 	}

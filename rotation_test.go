@@ -107,3 +107,35 @@ func TestRotation_Stress(t *testing.T) {
 			st.ByGrant["refresh_token"], rotations, st.Errors["invalid_grant"], failures.Load())
 	}
 }
+
+// scopelessRefresh wraps an identity client; its refreshes answer without "scope".
+type scopelessRefresh struct{ identityServer }
+
+func (s scopelessRefresh) Refresh(ctx context.Context, rt string, p retryPolicy) (*tokenResult, error) {
+	res, err := s.identityServer.Refresh(ctx, rt, p)
+	if res != nil {
+		res.Scopes = nil
+	}
+	return res, err
+}
+
+// TestRotation_RefreshWithoutScope: a refresh answer that does not say what was granted
+// keeps the consented scopes.
+func TestRotation_RefreshWithoutScope(t *testing.T) {
+	e := newTestEnv(t)
+	real := e.b.newClient
+	e.b.newClient = func(s clientSettings, now func() time.Time) (identityServer, error) {
+		srv, err := real(s, now)
+		return scopelessRefresh{srv}, err
+	}
+	e.writeConnectConfig("connect", nil)
+	e.callback(e.authorize("hotel-ber", "connect"))
+	e.clock.Add(50 * time.Minute)
+	resp := e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
+	if e.idp.Stats().ByGrant["refresh_token"] != 1 {
+		t.Fatal("no refresh")
+	}
+	if got := strings.Join(resp.Data["scopes"].([]string), " "); got != "reservations.read setup.read offline_access" {
+		t.Fatalf("scopes after a scopeless refresh: %q", got)
+	}
+}
