@@ -916,13 +916,20 @@ type htmlPage struct {
 
 func getPage(t *testing.T, c *http.Client, u string) htmlPage {
 	t.Helper()
+	p, _ := getPageHeader(t, c, u)
+	return p
+}
+
+// getPageHeader GETs u with c and returns the page and its response headers.
+func getPageHeader(t *testing.T, c *http.Client, u string) (htmlPage, http.Header) {
+	t.Helper()
 	resp, err := c.Get(u)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	return htmlPage{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: string(body)}
+	return htmlPage{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: string(body)}, resp.Header
 }
 
 // jwtClaims decodes (without verifying) the claims of a JWT.

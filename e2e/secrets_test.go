@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -47,14 +46,9 @@ func (i *identity) adminRevoke(t *testing.T, clientID string) {
 // fetchPage GETs u with c and records Vault's answer (status, headers, body) in tr.
 func fetchPage(t *testing.T, tr *transcript, c *http.Client, what, u string) htmlPage {
 	t.Helper()
-	resp, err := c.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	tr.add(what, fmt.Sprintf("%d %s\n%s", resp.StatusCode, headerText(resp.Header), body))
-	return htmlPage{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: string(body)}
+	p, h := getPageHeader(t, c, u)
+	tr.add(what, fmt.Sprintf("%d %s\n%s", p.status, headerText(h), p.body))
+	return p
 }
 
 // TestSecretScan runs the whole end-to-end flow on a Vault dev server with trace
