@@ -47,6 +47,8 @@ type backend struct {
 	clients    map[string]*cachedClient // config name -> identity client
 	transports transportPool
 
+	metrics *metrics
+
 	// Seams for tests.
 	now       func() time.Time
 	retry     retryPolicy
@@ -73,6 +75,7 @@ func newBackend() *backend {
 		clients: map[string]*cachedClient{},
 		now:     time.Now,
 		retry:   defaultRetryPolicy,
+		metrics: newMetrics(),
 	}
 	b.newClient = func(s clientSettings, now func() time.Time) (identityServer, error) {
 		return newIdentityClient(s, now, &b.transports)
@@ -88,6 +91,7 @@ func newBackend() *backend {
 			pathConfig(b),
 			pathCreds(b),
 			pathAuthCode(b),
+			pathMetrics(b),
 		),
 		Secrets:        []*framework.Secret{secretAccessToken(b)},
 		Invalidate:     b.invalidate,

@@ -437,6 +437,16 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
+// attemptObserver is told of every attempt withRetries makes (every HTTP request sent),
+// with its error (nil on success) and duration: the backend counts token requests there.
+type attemptObserver func(err error, d time.Duration)
+
+type attemptObserverKey struct{}
+
+func withAttemptObserver(ctx context.Context, f attemptObserver) context.Context {
+	return context.WithValue(ctx, attemptObserverKey{}, f)
+}
+
 // withRetries runs attempt until it succeeds, fails for good, or p.Total runs out.
 // 5xx, transport errors and 429 are retried; a 429's Retry-After is honoured when it
 // fits in the time left, otherwise the error says when to come back.
@@ -448,8 +458,12 @@ func withRetries[T any](ctx context.Context, p retryPolicy, attempt func(context
 	var answered *upstreamError // the last attempt the server answered
 	for n := 1; ; n++ {
 		actx, acancel := context.WithTimeout(ctx, p.PerAttempt)
+		started := time.Now()
 		v, err := attempt(actx)
 		acancel()
+		if observe, ok := ctx.Value(attemptObserverKey{}).(attemptObserver); ok {
+			observe(err, time.Since(started))
+		}
 		if err == nil {
 			return v, nil
 		}
