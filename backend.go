@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
-	"github.com/hashicorp/vault/sdk/helper/locksutil"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sync/singleflight"
 )
@@ -30,18 +29,27 @@ const (
 type backend struct {
 	*framework.Backend
 
-	locks []*locksutil.LockEntry
-	// flights makes concurrent cold reads of one credential share one token request.
+	// storage is the mount's storage, for background work (refresh-ahead).
+	storage logical.Storage
+
+	locks keyedLocks
+	// flights makes the reads and refresh-ahead of one credential share one token request.
 	flights singleflight.Group
 
 	// In-memory copies of storage entries so a cache hit needs no storage round trip and
-	// no exclusive lock. Values are never mutated after they are stored: writers store a
-	// new value. Invalidate (replicated writes on standbys) and local writes keep them
-	// coherent; epoch guards against caching an entry read before a concurrent write.
-	configs sync.Map // name -> *apaleoConfig
-	creds   sync.Map // name -> *credential
-	cacheMu sync.Mutex
+	// no exclusive lock (store.go). Invalidate (replicated writes on standbys) and local
+	// writes keep them coherent; epoch guards against caching an entry read before a
+	// concurrent write.
+	configs *entryCache[apaleoConfig]
+	creds   *entryCache[credential]
 	epoch   atomic.Uint64
+
+	// What the engine knows of each credential in memory only (store.go).
+	statesMu sync.RWMutex
+	states   map[string]*nameState
+
+	refresher *scheduler
+	budgets   budgets
 
 	clientsMu  sync.Mutex
 	clients    map[string]*cachedClient // config name -> identity client
@@ -50,8 +58,9 @@ type backend struct {
 	metrics *metrics
 
 	// Seams for tests.
-	now       func() time.Time
-	retry     retryPolicy
+	now            func() time.Time
+	retry          retryPolicy
+	refreshTimeout time.Duration
 	newClient func(clientSettings, func() time.Time) (identityServer, error)
 }
 
@@ -69,14 +78,27 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 	return b, nil
 }
 
+// Setup sets the framework backend up and keeps the mount's storage for background work.
+func (b *backend) Setup(ctx context.Context, conf *logical.BackendConfig) error {
+	if err := b.Backend.Setup(ctx, conf); err != nil {
+		return err
+	}
+	b.storage = conf.StorageView
+	return nil
+}
+
 func newBackend() *backend {
 	b := &backend{
-		locks:   locksutil.CreateLocks(),
-		clients: map[string]*cachedClient{},
-		now:     time.Now,
-		retry:   defaultRetryPolicy,
-		metrics: newMetrics(),
+		clients:        map[string]*cachedClient{},
+		states:         map[string]*nameState{},
+		now:            time.Now,
+		retry:          defaultRetryPolicy,
+		refreshTimeout: refreshTimeout,
+		metrics:        newMetrics(),
 	}
+	b.configs = newEntryCache[apaleoConfig](&b.epoch)
+	b.creds = newEntryCache[credential](&b.epoch)
+	b.refresher = newScheduler(b)
 	b.newClient = func(s clientSettings, now func() time.Time) (identityServer, error) {
 		return newIdentityClient(s, now, &b.transports)
 	}
@@ -108,7 +130,11 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	case strings.HasPrefix(key, configPrefix):
 		b.forgetConfig(strings.TrimPrefix(key, configPrefix))
 	case strings.HasPrefix(key, credsPrefix):
-		b.forgetCred(strings.TrimPrefix(key, credsPrefix))
+		// Another node wrote the credential (a new authorization, say): what this node
+		// remembered of its failures no longer holds.
+		name := strings.TrimPrefix(key, credsPrefix)
+		b.forgetCred(name)
+		b.setFailure(name, nil)
 	}
 }
 
@@ -122,50 +148,11 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 }
 
 func (b *backend) clean(context.Context) {
+	b.refresher.shutdown()
 	b.clientsMu.Lock()
 	defer b.clientsMu.Unlock()
 	clear(b.clients)
 	b.transports.closeIdle()
-}
-
-// locksFor returns the locks of keys in a fixed order, each once, so that callers that
-// lock several keys cannot deadlock each other.
-func (b *backend) locksFor(keys ...string) []*locksutil.LockEntry {
-	return locksutil.LocksForKeys(b.locks, keys)
-}
-
-// remember replaces (v != nil) or drops the in-memory copy of an entry. Every change
-// moves the epoch, so a reader that loaded an entry from storage before the change does
-// not cache its stale copy (see cacheIfUnchanged).
-func (b *backend) remember(m *sync.Map, name string, v any) {
-	b.cacheMu.Lock()
-	defer b.cacheMu.Unlock()
-	b.epoch.Add(1)
-	if v == nil {
-		m.Delete(name)
-	} else {
-		m.Store(name, v)
-	}
-}
-
-// cacheIfUnchanged stores an entry read from storage while the epoch was seen.
-func (b *backend) cacheIfUnchanged(seen uint64, m *sync.Map, name string, v any) {
-	b.cacheMu.Lock()
-	defer b.cacheMu.Unlock()
-	if b.epoch.Load() == seen {
-		m.Store(name, v)
-	}
-}
-
-func (b *backend) forgetConfig(name string) {
-	b.remember(&b.configs, name, nil)
-	b.clientsMu.Lock()
-	delete(b.clients, name)
-	b.clientsMu.Unlock()
-}
-
-func (b *backend) forgetCred(name string) {
-	b.remember(&b.creds, name, nil)
 }
 
 // identity returns the identity-server client of a config, reusing it (and its

@@ -147,6 +147,8 @@ func (e *testEnv) newBackend() *backend {
 	b := newBackend()
 	b.now = e.clock.Now
 	b.retry = retryPolicy{Total: 3 * time.Second, PerAttempt: time.Second, BaseDelay: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond}
+	b.refreshTimeout = 3 * time.Second
+	b.refresher.manual = true // tests run refresh-ahead with their clock: runDue
 	if err := b.Setup(context.Background(), conf); err != nil {
 		e.t.Fatal(err)
 	}

@@ -447,6 +447,12 @@ func withAttemptObserver(ctx context.Context, f attemptObserver) context.Context
 	return context.WithValue(ctx, attemptObserverKey{}, f)
 }
 
+// withoutAttemptObserver hides the observer from an outer retry loop whose attempts
+// are inner calls that report their requests themselves.
+func withoutAttemptObserver(ctx context.Context) context.Context {
+	return context.WithValue(ctx, attemptObserverKey{}, nil)
+}
+
 // withRetries runs attempt until it succeeds, fails for good, or p.Total runs out.
 // 5xx, transport errors and 429 are retried; a 429's Retry-After is honoured when it
 // fits in the time left, otherwise the error says when to come back.

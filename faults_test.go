@@ -101,6 +101,8 @@ func newFaultEnv(t *testing.T, kind, mode string, p retryPolicy) *faultEnv {
 	e := newTestEnv(t)
 	e.b.retry = roomyPolicy // for the set-up; the fault gets p
 	defer func() { e.b.retry = p }()
+	// A refresh runs to a bound of its own, beyond the reader's (faultPolicy.Total).
+	e.b.refreshTimeout = faultPolicy.Total + time.Second
 	fe := &faultEnv{testEnv: e, kind: kind, mode: mode}
 	switch kind {
 	case kindCC:
@@ -177,6 +179,12 @@ var (
 // everywhere gives one expectation for all four kind/mode pairs.
 func everywhere(cold, stale faultWant) map[string]faultWant {
 	return map[string]faultWant{ccCold: cold, authCold: cold, ccStale: stale, authStale: stale}
+}
+
+// byKind replaces the refresh-token rows of want: a refresh runs to its own bound.
+func byKind(want map[string]faultWant, cold, stale faultWant) map[string]faultWant {
+	want[authCold], want[authStale] = cold, stale
+	return want
 }
 
 func staleServed(contains ...string) faultWant {
@@ -268,11 +276,15 @@ func faultCases() []faultCase {
 				staleServed("EOF")),
 		},
 		{
+			// A refresh, once sent, is never cut short by a reader: the reader is answered
+			// while the request goes on to its own bound.
 			name: "no answer at all (hang)",
 			arm:  injecting(repeatFault(100, hang)...),
-			want: everywhere(
-				faultWant{outcome: gotError, status: 504, contains: []string{"no answer in time", "gave up after"}, min: faultPolicy.Total - 200*time.Millisecond},
+			want: byKind(everywhere(
+				faultWant{outcome: gotError, status: 504, contains: []string{"no answer in time", "gave up after"}, min: faultPolicy.Total - flightMargin - 200*time.Millisecond},
 				faultWant{outcome: gotStale, contains: []string{"no answer in time"}, requests: 1, min: faultPolicy.PerAttempt - 50*time.Millisecond}),
+				faultWant{outcome: gotError, status: 504, contains: []string{"has not answered", "goes on in the background"}, requests: 1, min: faultPolicy.Total - flightMargin - 200*time.Millisecond},
+				faultWant{outcome: gotStale, contains: []string{"has not answered"}, requests: 1, min: faultPolicy.PerAttempt - 50*time.Millisecond}),
 		},
 		{
 			name: "slow answer inside the per-attempt timeout (150 ms)",
@@ -284,16 +296,20 @@ func faultCases() []faultCase {
 		{
 			name: "slow answer beyond the per-attempt timeout (1.5 s), once",
 			arm:  injecting(slow),
-			want: everywhere(
+			want: byKind(everywhere(
 				faultWant{outcome: gotNew, requests: 2, min: faultPolicy.PerAttempt},
 				faultWant{outcome: gotStale, contains: []string{"no answer in time"}, requests: 1, min: faultPolicy.PerAttempt - 50*time.Millisecond}),
+				faultWant{outcome: gotNew, requests: 1, min: 1500 * time.Millisecond},
+				faultWant{outcome: gotStale, contains: []string{"has not answered"}, requests: 1, min: faultPolicy.PerAttempt - 50*time.Millisecond}),
 		},
 		{
 			name: "slow answer beyond the per-attempt timeout (1.5 s), every attempt",
 			arm:  injecting(repeatFault(100, slow)...),
-			want: everywhere(
+			want: byKind(everywhere(
 				faultWant{outcome: gotError, status: 504, contains: []string{"no answer in time", "gave up after"}},
 				faultWant{outcome: gotStale, contains: []string{"no answer in time"}, requests: 1}),
+				faultWant{outcome: gotNew, requests: 1, min: 1500 * time.Millisecond},
+				faultWant{outcome: gotStale, contains: []string{"has not answered"}, requests: 1}),
 		},
 		{
 			name: "non-JSON 200 body, once",
@@ -534,6 +550,7 @@ func runFaultCase(t *testing.T, c faultCase, key string, w faultWant) {
 	// Recovery: with the fault gone, a read past the token's expiry works again with
 	// what storage holds, or, where the server spent the refresh token, says to
 	// authorize again and keeps the credential until authorize/<name> replaces it.
+	fe.b.lockName(fe.name)() // a token request still under way ends first
 	fe.idp.ClearFaults()
 	for _, undo := range slices.Backward(fe.undo) {
 		undo()

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"slices"
@@ -22,6 +24,7 @@ const (
 
 	defaultIdentityURL = "https://identity.apaleo.com"
 	defaultMinTTL      = 15 * time.Minute
+	defaultBudget      = 10 // token requests per second and config
 
 	maxValueLen = 4 << 10  // any string field
 	maxCALen    = 64 << 10 // ca_certificate
@@ -37,9 +40,24 @@ type apaleoConfig struct {
 	IdentityURL   string        `json:"identity_url"`
 	CACertificate string        `json:"ca_certificate,omitempty"`
 	MinTTL        time.Duration `json:"min_ttl"`
+	RefreshAhead  bool          `json:"refresh_ahead"`
+	// MaxTokenRequestsPerSecond is the config's token request budget; 0 for no limit.
+	MaxTokenRequestsPerSecond float64 `json:"max_token_requests_per_second"`
 	// Generation changes whenever a field that shapes the tokens changes; cached access
 	// tokens of an older generation are never handed out.
 	Generation uint64 `json:"generation"`
+}
+
+// UnmarshalJSON reads a stored config; fields that entries of older versions lack take
+// their defaults.
+func (c *apaleoConfig) UnmarshalJSON(data []byte) error {
+	type stored apaleoConfig
+	v := stored{RefreshAhead: true, MaxTokenRequestsPerSecond: defaultBudget}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	*c = apaleoConfig(v)
+	return nil
 }
 
 func (c *apaleoConfig) settings() clientSettings {
@@ -102,6 +120,16 @@ func pathConfig(b *backend) []*framework.Path {
 					Type:        framework.TypeDurationSecond,
 					Description: "A cached access token is handed out only while it has more than min_ttl left (or more than half its lifetime, where that is shorter).",
 					Default:     int(defaultMinTTL.Seconds()),
+				},
+				"refresh_ahead": {
+					Type:        framework.TypeBool,
+					Description: "Refresh the tokens of credentials in use before they stop being fresh, so readers never wait on apaleo.",
+					Default:     true,
+				},
+				"max_token_requests_per_second": {
+					Type:        framework.TypeFloat,
+					Description: "The most token requests this config (one apaleo app) sends per second; 0 for no limit.",
+					Default:     defaultBudget,
 				},
 			},
 			ExistenceCheck: b.pathConfigExists,
@@ -168,6 +196,9 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, d *f
 		"identity_url":   cfg.IdentityURL,
 		"ca_certificate": cfg.CACertificate,
 		"min_ttl":        int64(cfg.MinTTL.Seconds()),
+		"refresh_ahead":  cfg.RefreshAhead,
+
+		"max_token_requests_per_second": cfg.MaxTokenRequestsPerSecond,
 	}
 	return &logical.Response{Data: data}, nil
 }
@@ -214,10 +245,11 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	} else if connectionChanged(old, cfg) {
 		cfg.Generation = old.Generation + 1
 	}
-	if err := writeJSON(ctx, req.Storage, configPrefix+name, cfg); err != nil {
+	if err := b.putConfig(ctx, req.Storage, name, cfg); err != nil {
 		return nil, err
 	}
-	b.remember(&b.configs, name, cfg)
+	// The write may have fixed what failed: its credentials may ask apaleo again.
+	b.clearFailures(name)
 
 	// A client-credentials config is readable at creds/<name> from the start; a new
 	// generation drops the cached token.
@@ -264,7 +296,8 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 // configFromRequest applies the request's fields to a copy of old (nil on create) and
 // validates the result. Nothing is stored here.
 func configFromRequest(old *apaleoConfig, d *framework.FieldData, create bool) (*apaleoConfig, error) {
-	cfg := &apaleoConfig{GrantType: grantClientCredentials, IdentityURL: defaultIdentityURL, MinTTL: defaultMinTTL}
+	cfg := &apaleoConfig{GrantType: grantClientCredentials, IdentityURL: defaultIdentityURL, MinTTL: defaultMinTTL,
+		RefreshAhead: true, MaxTokenRequestsPerSecond: defaultBudget}
 	if old != nil {
 		*cfg = *old
 		cfg.Scopes = slices.Clone(old.Scopes)
@@ -316,6 +349,21 @@ func configFromRequest(old *apaleoConfig, d *framework.FieldData, create bool) (
 			return nil, fmt.Errorf("min_ttl must not be negative")
 		}
 		cfg.MinTTL = time.Duration(secs) * time.Second
+	}
+
+	if v, ok, err := d.GetOkErr("refresh_ahead"); err != nil {
+		return nil, fmt.Errorf("refresh_ahead: %v; use true or false", err)
+	} else if ok {
+		cfg.RefreshAhead = v.(bool)
+	}
+	if v, ok, err := d.GetOkErr("max_token_requests_per_second"); err != nil {
+		return nil, fmt.Errorf("max_token_requests_per_second: %v; use a number such as 10, or 0 for no limit", err)
+	} else if ok {
+		n := v.(float64)
+		if n < 0 || math.IsNaN(n) || math.IsInf(n, 0) || n > 1e6 {
+			return nil, errors.New("max_token_requests_per_second must be a number from 0 (no limit) to 1000000")
+		}
+		cfg.MaxTokenRequestsPerSecond = n
 	}
 
 	if old != nil && old.GrantType != cfg.GrantType {
@@ -495,49 +543,6 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
-}
-
-// Storage helpers.
-
-func readConfig(ctx context.Context, s logical.Storage, name string) (*apaleoConfig, error) {
-	var cfg apaleoConfig
-	ok, err := readJSON(ctx, s, configPrefix+name, &cfg)
-	if !ok || err != nil {
-		return nil, err
-	}
-	return &cfg, nil
-}
-
-// config returns config <name>, from memory when it can.
-func (b *backend) config(ctx context.Context, s logical.Storage, name string) (*apaleoConfig, error) {
-	if v, ok := b.configs.Load(name); ok {
-		return v.(*apaleoConfig), nil
-	}
-	seen := b.epoch.Load()
-	cfg, err := readConfig(ctx, s, name)
-	if err == nil && cfg != nil {
-		b.cacheIfUnchanged(seen, &b.configs, name, cfg)
-	}
-	return cfg, err
-}
-
-func readJSON(ctx context.Context, s logical.Storage, key string, v any) (bool, error) {
-	entry, err := s.Get(ctx, key)
-	if err != nil || entry == nil {
-		return false, err
-	}
-	if err := entry.DecodeJSON(v); err != nil {
-		return false, fmt.Errorf("decoding %s: %w", key, err)
-	}
-	return true, nil
-}
-
-func writeJSON(ctx context.Context, s logical.Storage, key string, v any) error {
-	entry, err := logical.StorageEntryJSON(key, v)
-	if err != nil {
-		return err
-	}
-	return s.Put(ctx, entry)
 }
 
 const (

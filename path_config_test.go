@@ -21,6 +21,9 @@ func TestConfig_CRUD(t *testing.T) {
 		"identity_url":   e.ts.URL,
 		"ca_certificate": e.caPEM,
 		"min_ttl":        int64(900),
+		"refresh_ahead":  true,
+
+		"max_token_requests_per_second": float64(10),
 	}
 	if !reflect.DeepEqual(resp.Data, want) {
 		t.Fatalf("read:\n got %#v\nwant %#v", resp.Data, want)

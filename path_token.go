@@ -1,11 +1,11 @@
 package apaleo
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -24,10 +24,6 @@ type credential struct {
 	AccountCode  string       `json:"account_code,omitempty"`
 	CreatedAt    time.Time    `json:"created_at,omitzero"`
 	Token        *cachedToken `json:"token,omitempty"`
-
-	// unsaved marks an in-memory copy holding a rotated refresh token that storage
-	// refused: it wins over the stored entry until a later write succeeds.
-	unsaved bool
 }
 
 // cachedToken is an access token kept until it nears expiry.
@@ -87,7 +83,21 @@ func pathCreds(b *backend) []*framework.Path {
 					Description: "Name of a client-credentials config or of an authorized credential.",
 					Required:    true,
 				},
+				"config": {
+					Type:        framework.TypeString,
+					Description: "Import: the authorization_code config the refresh token was issued to.",
+				},
+				"refresh_token": {
+					Type:         framework.TypeString,
+					Description:  "Import: an existing refresh token of that app for one hotel account; write-only.",
+					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+				},
+				"scopes": {
+					Type:        framework.TypeCommaStringSlice,
+					Description: "Import: the scopes consented to, recorded when the token response does not say.",
+				},
 			},
+			ExistenceCheck: b.pathCredsExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{
 					Callback: b.pathCredsRead,
@@ -96,11 +106,30 @@ func pathCreds(b *backend) []*framework.Path {
 						http.StatusOK: {{Description: "OK", Fields: secretAccessTokenFields}},
 					},
 				},
+				logical.CreateOperation: &framework.PathOperation{
+					Callback:                    b.pathCredsImport,
+					Summary:                     "Import an existing refresh token of an authorization_code app as an authorized credential.",
+					ForwardPerformanceStandby:   true,
+					ForwardPerformanceSecondary: true,
+					Responses: map[int][]framework.Response{
+						http.StatusOK: {{Description: "OK", Fields: authorizedFields}},
+					},
+				},
+				logical.UpdateOperation: &framework.PathOperation{
+					Callback: b.pathCredsUpdate,
+					Summary:  "Refused: an existing credential is not overwritten.",
+					Responses: map[int][]framework.Response{
+						http.StatusBadRequest: {{Description: "The credential exists."}},
+					},
+				},
 				logical.DeleteOperation: &framework.PathOperation{
 					Callback:                    b.pathCredsDelete,
 					Summary:                     "Revoke and delete an authorized credential, or drop a client-credentials config's cached token.",
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
+					Responses: map[int][]framework.Response{
+						http.StatusNoContent: {{Description: "Deleted."}},
+					},
 				},
 			},
 			HelpSynopsis:    pathCredsHelpSyn,
@@ -115,7 +144,13 @@ func pathCreds(b *backend) []*framework.Path {
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ListOperation: &framework.PathOperation{
 					Callback: b.pathCredsList,
-					Summary:  "List every name creds/ can read.",
+					Summary:  "List every name creds/ can read, with each credential's status.",
+					Responses: map[int][]framework.Response{
+						http.StatusOK: {{Description: "OK", Fields: map[string]*framework.FieldSchema{
+							"keys":     {Type: framework.TypeStringSlice, Description: "Names creds/ can read."},
+							"key_info": {Type: framework.TypeMap, Description: "Per name: config, grant_type, account_code, expires_at, state, last_error, next_attempt_at, last_refreshed_at."},
+						}}},
+					},
 				},
 			},
 			HelpSynopsis:    pathCredsListHelpSyn,
@@ -124,12 +159,83 @@ func pathCreds(b *backend) []*framework.Path {
 	}
 }
 
+// Credential states, as creds/ lists them.
+const (
+	stateOK                 = "ok"
+	stateNoToken            = "no_token"
+	stateFailing            = "failing"
+	stateNeedsAuthorization = "needs_authorization"
+)
+
 func (b *backend) pathCredsList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	names, err := req.Storage.List(ctx, credsPrefix)
 	if err != nil {
 		return nil, err
 	}
-	return logical.ListResponse(names), nil
+	now := b.now()
+	info := make(map[string]any, len(names))
+	for _, n := range names {
+		cred, err := b.cred(ctx, req.Storage, n)
+		if err != nil {
+			return nil, err
+		}
+		if cred == nil {
+			continue
+		}
+		cfg, err := b.config(ctx, req.Storage, cred.Config)
+		if err != nil {
+			return nil, err
+		}
+		info[n] = b.status(n, cred, cfg, now).keyInfo()
+	}
+	return logical.ListResponseWithInfo(names, info), nil
+}
+
+// credStatus is what creds/ lists of one credential.
+type credStatus struct {
+	config, grantType, accountCode, state, lastError string
+	expiresAt, nextAttempt, lastRefreshed            time.Time
+}
+
+func (b *backend) status(name string, cred *credential, cfg *apaleoConfig, now time.Time) credStatus {
+	s := credStatus{config: cred.Config, grantType: cred.GrantType, accountCode: cred.AccountCode, state: stateNoToken}
+	if t := cred.Token; t != nil {
+		s.lastRefreshed = t.IssuedAt
+		if s.accountCode == "" {
+			s.accountCode = t.AccountCode
+		}
+		if cfg != nil && t.valid(cfg, now) {
+			s.expiresAt = t.ExpiresAt
+			s.state = stateOK
+		}
+	}
+	if f := b.failureOf(name); f != nil {
+		s.state = stateFailing
+		if f.kind == failUntilAuthorize {
+			s.state = stateNeedsAuthorization
+		}
+		s.lastError = f.err.Error()
+		s.nextAttempt = f.next
+	}
+	return s
+}
+
+func (s credStatus) keyInfo() map[string]any {
+	m := map[string]any{
+		"config":       s.config,
+		"grant_type":   s.grantType,
+		"account_code": s.accountCode,
+		"state":        s.state,
+	}
+	for k, t := range map[string]time.Time{"expires_at": s.expiresAt, "next_attempt_at": s.nextAttempt, "last_refreshed_at": s.lastRefreshed} {
+		if !t.IsZero() {
+			m[k] = t.UTC().Format(time.RFC3339)
+		}
+	}
+	if s.lastError != "" {
+		m["last_error"] = s.lastError
+	}
+	return m
 }
 
 // pathCredsRead is the hot path: a fresh cached token is answered from memory, with no
@@ -150,7 +256,12 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if cfg == nil {
 		return nil, fmt.Errorf("credential %q refers to config %q, which does not exist", name, cred.Config)
 	}
-	if now := b.now(); cred.Token.fresh(cfg, now) {
+	now := b.now()
+	st := b.state(name)
+	st.lastRead.Store(now.UnixNano())
+	if cred.Token.fresh(cfg, now) {
+		b.planRefresh(name, st, cred, cfg)
+		b.metrics.credsRead(cred.Config, readCached)
 		return b.tokenResponse(name, cred, now), nil
 	}
 
@@ -159,20 +270,98 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if !b.canWrite() {
 		return nil, logical.ErrReadOnly
 	}
-	// The shared request outlives any one caller's cancellation, so a rotated refresh
-	// token is always stored; withRetries bounds its time.
-	v, err, _ := b.flights.Do(name, func() (any, error) {
-		return b.fetchToken(context.WithoutCancel(ctx), req.Storage, name)
+	valid := cred.Token.valid(cfg, now)
+	if f := b.failureOf(name); f != nil && f.blocks(now) {
+		return b.answerFailure(name, cred, f, valid, now)
+	}
+
+	// A reader without a usable token waits for apaleo within the retry policy's bound;
+	// one holding a still-valid token about one attempt, then it is answered that token.
+	wait := b.retry.Total
+	if valid {
+		wait = min(b.retry.PerAttempt+500*time.Millisecond, cred.Token.ExpiresAt.Sub(now)-expirySkew)
+	}
+	// The request is shared by every reader of name and outlives them all: once sent, its
+	// answer (a rotated refresh token above all) is stored whoever still waits.
+	flight := b.flights.DoChan(name, func() (any, error) {
+		return b.fetchToken(context.WithoutCancel(ctx), req.Storage, name, triggerRead)
 	})
-	if err != nil {
-		return nil, err
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case r := <-flight:
+		if r.Err != nil {
+			return b.answerError(ctx, req.Storage, name, cred, cfg, r.Err)
+		}
+		out := r.Val.(*fetchOutcome)
+		result := readCached
+		if out.sent {
+			result = readFetched
+		}
+		b.metrics.credsRead(out.cred.Config, result)
+		b.planRefresh(name, st, out.cred, cfg)
+		resp := b.tokenResponse(name, out.cred, b.now())
+		if out.warning != "" {
+			resp.AddWarning(out.warning)
+		}
+		return resp, nil
+	case <-ctx.Done():
+	case <-timer.C:
 	}
-	out := v.(*fetchOutcome)
-	resp := b.tokenResponse(name, out.cred, b.now())
-	if out.warning != "" {
-		resp.AddWarning(out.warning)
+	if valid {
+		b.metrics.credsRead(cred.Config, readStale)
+		resp := b.tokenResponse(name, cred, b.now())
+		resp.AddWarning("apaleo has not answered the token request yet, so this cached token is served; the request goes on and its answer is kept")
+		return resp, nil
 	}
-	return resp, nil
+	b.metrics.credsRead(cred.Config, readError)
+	return nil, logical.CodedError(http.StatusGatewayTimeout, fmt.Sprintf(
+		"apaleo has not answered the token request for creds/%s within %s; the request goes on in the background and its answer is kept: read again shortly", name, wait.Round(time.Second)))
+}
+
+// answerFailure answers a read while failure memory forbids a token request: the cached
+// token while it is valid, else the remembered error; both say when the next attempt is.
+func (b *backend) answerFailure(name string, cred *credential, f *failure, valid bool, now time.Time) (*logical.Response, error) {
+	next := f.nextAttemptText(name, cred.Config)
+	if valid {
+		b.metrics.credsRead(cred.Config, readStale)
+		resp := b.tokenResponse(name, cred, now)
+		resp.AddWarning(fmt.Sprintf("could not get a new token, so this cached one is served: %v; %s", f.err, next))
+		return resp, nil
+	}
+	b.metrics.credsRead(cred.Config, readError)
+	return nil, logical.CodedError(errStatus(f.err), fmt.Sprintf("%v; %s", f.err, next))
+}
+
+// answerError answers a read whose token request failed: a still-valid cached token
+// with a warning, else the error.
+func (b *backend) answerError(ctx context.Context, s logical.Storage, name string, cred *credential, cfg *apaleoConfig, err error) (*logical.Response, error) {
+	if latest, lerr := b.cred(ctx, s, name); lerr == nil && latest != nil {
+		cred = latest
+	}
+	now := b.now()
+	if cred.Token.valid(cfg, now) {
+		msg := err.Error()
+		if f := b.failureOf(name); f != nil {
+			msg += "; " + f.nextAttemptText(name, cred.Config)
+		}
+		b.Logger().Warn("token request failed; serving the cached token", "name", name, "expires_at", cred.Token.ExpiresAt, "error", err)
+		b.metrics.credsRead(cred.Config, readStale)
+		resp := b.tokenResponse(name, cred, now)
+		resp.AddWarning(fmt.Sprintf("could not get a new token, so this cached one is served: %s", msg))
+		return resp, nil
+	}
+	b.metrics.credsRead(cred.Config, readError)
+	return nil, err
+}
+
+// statusOf is the HTTP status of an error a read answers.
+func errStatus(err error) int {
+	var coded logical.HTTPCodedError
+	if errors.As(err, &coded) {
+		return coded.Code()
+	}
+	return http.StatusInternalServerError
 }
 
 func (b *backend) credNotFound(ctx context.Context, s logical.Storage, name string) (*logical.Response, error) {
@@ -189,67 +378,196 @@ func (b *backend) credNotFound(ctx context.Context, s logical.Storage, name stri
 type fetchOutcome struct {
 	cred    *credential
 	warning string
+	sent    bool // a token request was sent for this outcome
 }
 
-// fetchToken gets a new access token for name under its lock. It re-reads storage
-// first: another request may have fetched one, or rotated the refresh token, meanwhile.
-func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name string) (*fetchOutcome, error) {
-	l := b.locksFor(credsPrefix + name)[0]
-	l.Lock()
-	defer l.Unlock()
+// fetchToken gets a new access token for name under its lock: the one token request of
+// a flight, shared by reads and refresh-ahead. It re-reads storage first: another request
+// may have fetched a token, or rotated the refresh token, meanwhile.
+func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name, trigger string) (*fetchOutcome, error) {
+	defer b.lockName(name)()
 
-	cred, err := b.credForUpdate(ctx, s, name)
+	cred, cfg, err := b.loadForFetch(ctx, s, name)
 	if err != nil {
 		return nil, err
 	}
+	now := b.now()
+	if !b.needsToken(cred, cfg, trigger, now) {
+		return &fetchOutcome{cred: cred}, nil
+	}
+	if f := b.failureOf(name); f != nil && f.blocks(now) {
+		return nil, logical.CodedError(errStatus(f.err), fmt.Sprintf("%v; %s", f.err, f.nextAttemptText(name, cred.Config)))
+	}
+	if err := b.spendBudget(ctx, cred.Config, cfg, now.Add(b.retry.Total)); err != nil {
+		return nil, err
+	}
+
+	res, err := b.requestToken(ctx, name, cred, cfg, trigger)
+	if err != nil {
+		return nil, b.rememberFailure(name, cred, cfg, err)
+	}
+	b.setFailure(name, nil)
+	return b.storeToken(ctx, s, name, cred, cfg, res)
+}
+
+// loadForFetch reads the credential (storing a rotated refresh token memory still holds)
+// and its config.
+func (b *backend) loadForFetch(ctx context.Context, s logical.Storage, name string) (*credential, *apaleoConfig, error) {
+	cred, err := b.credForUpdate(ctx, s, name)
+	if err != nil {
+		return nil, nil, err
+	}
 	if cred == nil {
-		return nil, logical.CodedError(http.StatusNotFound, fmt.Sprintf("creds/%s was deleted", name))
+		return nil, nil, logical.CodedError(http.StatusNotFound, fmt.Sprintf("creds/%s was deleted", name))
 	}
 	// The in-memory config is as current as storage: config writes update it, and
 	// Invalidate drops it on nodes that did not write.
 	cfg, err := b.config(ctx, s, cred.Config)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if cfg == nil {
-		return nil, fmt.Errorf("credential %q refers to config %q, which does not exist", name, cred.Config)
+		return nil, nil, fmt.Errorf("credential %q refers to config %q, which does not exist", name, cred.Config)
+	}
+	return cred, cfg, nil
+}
+
+// needsToken reports whether a token request is still wanted: for a read, the token is
+// no longer fresh; for refresh-ahead, its refresh window has begun.
+func (b *backend) needsToken(cred *credential, cfg *apaleoConfig, trigger string, now time.Time) bool {
+	if !cred.Token.fresh(cfg, now) {
+		return true
+	}
+	if trigger != triggerRefreshAhead {
+		return false
+	}
+	start, _ := refreshWindow(cred.Token, cfg)
+	return !now.Before(start)
+}
+
+// spendBudget takes one token request from config's budget, waiting for it until
+// deadline at the latest; past that the read is answered 429 with when to retry.
+func (b *backend) spendBudget(ctx context.Context, config string, cfg *apaleoConfig, deadline time.Time) error {
+	lim := b.budgets.limiter(config, cfg.MaxTokenRequestsPerSecond)
+	if lim == nil {
+		return nil
 	}
 	now := b.now()
-	if cred.Token.fresh(cfg, now) {
-		b.remember(&b.creds, name, cred)
-		return &fetchOutcome{cred: cred}, nil
+	r := lim.ReserveN(now, 1)
+	wait := r.DelayFrom(now)
+	if wait == 0 {
+		return nil
 	}
+	if now.Add(wait).After(deadline) {
+		r.CancelAt(now)
+		return logical.CodedError(http.StatusTooManyRequests, fmt.Sprintf(
+			"config/%s may send %g token requests per second (max_token_requests_per_second) and that budget is spent; retry after %s",
+			config, cfg.MaxTokenRequestsPerSecond, wait.Round(time.Second)))
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		r.CancelAt(b.now())
+		return ctx.Err()
+	}
+}
 
+// refreshTimeout bounds a refresh-token request: generous, because a refresh cut short
+// may have spent the refresh token at apaleo all the same.
+const refreshTimeout = 60 * time.Second
+
+// flightMargin ends a flight's retries a little before the readers waiting for it give
+// up, so that they are answered its error rather than a bare time-out.
+const flightMargin = 250 * time.Millisecond
+
+// requestToken sends the token request of name's grant, with retries for 5xx and
+// network errors within the read bound. With a still-valid token in hand it makes one
+// attempt (failure memory plans the next).
+func (b *backend) requestToken(ctx context.Context, name string, cred *credential, cfg *apaleoConfig, trigger string) (*tokenResult, error) {
 	srv, err := b.identity(cred.Config, cfg)
 	if err != nil {
 		return nil, err
 	}
 	policy := b.retry
-	stale := cred.Token.valid(cfg, now)
-	if stale {
-		// A still-valid token is the answer if this one attempt fails: no retries.
+	policy.Total = max(policy.Total-flightMargin, policy.PerAttempt)
+	if cred.Token.valid(cfg, b.now()) {
 		policy.Attempts = 1
-		policy.Total = min(policy.PerAttempt, cred.Token.ExpiresAt.Sub(now)-expirySkew)
 	}
+	observed := b.observeTokenRequests(ctx, cred.Config, cred.GrantType, trigger)
+	if cred.GrantType == grantClientCredentials {
+		return srv.ClientCredentials(observed, cfg.Scopes, policy)
+	}
+	return b.refresh(observed, srv, cred.RefreshToken, policy)
+}
 
-	var res *tokenResult
-	switch cred.GrantType {
-	case grantClientCredentials:
-		res, err = srv.ClientCredentials(ctx, cfg.Scopes, policy)
-	default:
-		res, err = srv.Refresh(ctx, cred.RefreshToken, policy)
-	}
-	if err != nil {
-		err = explainUpstream(name, cred, cfg, err)
-		if stale {
-			b.Logger().Warn("token request failed; serving the cached token", "name", name, "expires_at", cred.Token.ExpiresAt, "error", err)
-			b.remember(&b.creds, name, cred)
-			return &fetchOutcome{cred: cred, warning: fmt.Sprintf("could not get a new token, so this cached one is served: %v", err)}, nil
+// refresh runs the refresh grant. Once a refresh is on the wire, nothing cuts it short
+// but its own generous timeout (refreshTimeout): apaleo may rotate the refresh token
+// whether or not we wait for the answer. p bounds when new attempts may start; one that
+// timed out is not retried, since the token may be spent.
+func (b *backend) refresh(ctx context.Context, srv identityServer, refreshToken string, p retryPolicy) (*tokenResult, error) {
+	one := retryPolicy{Total: b.refreshTimeout, PerAttempt: b.refreshTimeout, Attempts: 1}
+	p.PerAttempt = b.refreshTimeout
+	return withRetries(withoutAttemptObserver(ctx), p, func(actx context.Context) (*tokenResult, error) {
+		res, err := srv.Refresh(context.WithoutCancel(ctx), refreshToken, one)
+		var ue *upstreamError
+		if errors.As(err, &ue) && ue.Timeout {
+			final := *ue
+			final.Temporary = false
+			return nil, &final
 		}
-		b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", err)
-		return nil, err
-	}
+		return res, err
+	})
+}
 
+// observeTokenRequests counts every token request sent under ctx in the metrics.
+func (b *backend) observeTokenRequests(ctx context.Context, config, grantType, trigger string) context.Context {
+	return withAttemptObserver(ctx, func(err error, d time.Duration) {
+		b.metrics.tokenRequest(config, grantType, trigger, err, d)
+	})
+}
+
+// rememberFailure records a failed token request in failure memory and returns the
+// error a read answers.
+func (b *backend) rememberFailure(name string, cred *credential, cfg *apaleoConfig, err error) error {
+	var ue *upstreamError
+	if !errors.As(err, &ue) {
+		b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", err)
+		return err
+	}
+	explained := explainUpstream(name, cred, cfg, err)
+	now := b.now()
+	f := &failure{err: explained, at: now, attempts: 1}
+	if prev := b.failureOf(name); prev != nil {
+		f.attempts = prev.attempts + 1
+	}
+	refresh := cred.GrantType == grantAuthorizationCode
+	switch {
+	case ue.Code == "invalid_client" || ue.Code == "unauthorized_client" || ue.Code == "invalid_scope":
+		f.kind = failUntilConfig
+	case refresh && (ue.Code == "invalid_grant" || ue.Code == "invalid_request"):
+		f.kind = failUntilAuthorize
+	case ue.Status == http.StatusTooManyRequests && ue.RetryAfter > 0:
+		f.kind = failRetryAfter
+		f.next = now.Add(ue.RetryAfter)
+	default:
+		f.next = now.Add(backoffAfter(f.attempts))
+	}
+	if refresh && ue.Timeout {
+		f.maySpent = true
+		f.err = logical.CodedError(errStatus(explained), fmt.Sprintf(
+			"%v; the refresh request got no answer in time, so apaleo may have used up the refresh token: if the next refresh is refused, run authorize/%s config=%s again",
+			explained, name, cred.Config))
+	}
+	b.setFailure(name, f)
+	b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", f.err, "next_attempt", f.nextAttemptText(name, cred.Config))
+	return f.err
+}
+
+// storeToken stores the new token and a rotated refresh token before it is served.
+func (b *backend) storeToken(ctx context.Context, s logical.Storage, name string, cred *credential, cfg *apaleoConfig, res *tokenResult) (*fetchOutcome, error) {
 	next := *cred
 	next.Token = newCachedToken(res, cfg.Generation)
 	if len(next.Token.Scopes) == 0 {
@@ -262,21 +580,23 @@ func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name string
 	if next.AccountCode == "" {
 		next.AccountCode = res.AccountCode
 	}
+	rotated := next.RefreshToken != cred.RefreshToken
 	if err := b.putCred(ctx, s, name, &next); err != nil {
 		// The token is good; only storing it failed. A rotated refresh token must not be
-		// lost: hold it in memory, where it wins over storage, and store it later.
-		next.unsaved = next.RefreshToken != cred.RefreshToken
-		b.remember(&b.creds, name, &next)
-		if !next.unsaved {
+		// lost: hold it in memory, where it wins over storage, until a store succeeds.
+		// A mark set before stays set: only a successful store clears it.
+		if !rotated && b.unsavedOf(name) == nil {
+			b.creds.set(name, &next)
 			b.Logger().Warn("storing the new access token failed; it is cached in memory only", "name", name, "error", err)
-			return &fetchOutcome{cred: &next}, nil
+			return &fetchOutcome{cred: &next, sent: true}, nil
 		}
+		b.setUnsaved(name, &next)
 		b.Logger().Error("storing the rotated refresh token failed; it is held in memory and stored at the next refresh or periodic pass", "name", name, "error", err)
-		return &fetchOutcome{cred: &next, warning: fmt.Sprintf(
+		return &fetchOutcome{cred: &next, sent: true, warning: fmt.Sprintf(
 			"storing the rotated refresh token failed (%v): this Vault node holds it in memory and stores it at the next chance; if the node restarts first, run authorize/%s again", err, name)}, nil
 	}
-	b.Logger().Debug("new access token", "name", name, "config", cred.Config, "expires_at", next.Token.ExpiresAt, "rotated", next.RefreshToken != cred.RefreshToken)
-	return &fetchOutcome{cred: &next}, nil
+	b.Logger().Debug("new access token", "name", name, "config", cred.Config, "expires_at", next.Token.ExpiresAt, "rotated", rotated)
+	return &fetchOutcome{cred: &next, sent: true}, nil
 }
 
 // explainUpstream turns an identity-server error into one that says what to do.
@@ -337,17 +657,151 @@ func (b *backend) tokenResponse(name string, cred *credential, now time.Time) *l
 	return resp
 }
 
+// pathCredsExists makes a write to an existing name an update, which is refused: import
+// only creates, so a policy can grant create without the power to overwrite.
+func (b *backend) pathCredsExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
+	name := d.Get("name").(string)
+	cred, err := readCred(ctx, req.Storage, name)
+	if err != nil || cred != nil {
+		return cred != nil, err
+	}
+	cfg, err := readConfig(ctx, req.Storage, name)
+	return cfg != nil && cfg.GrantType == grantClientCredentials, err
+}
+
+func (b *backend) pathCredsUpdate(_ context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	return logical.ErrorResponse("creds/%s exists; an import only creates: delete creds/%s first, or choose another name", name, name), nil
+}
+
+// pathCredsImport redeems an existing refresh token at once and stores the rotated one
+// and the first access token as an authorized credential.
+func (b *backend) pathCredsImport(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name := d.Get("name").(string)
+	cfgName := d.Get("config").(string)
+	refreshToken := strings.TrimSpace(d.Get("refresh_token").(string))
+	switch {
+	case cfgName == "":
+		return logical.ErrorResponse("config is required: the authorization_code config the refresh token was issued to"), nil
+	case len(cfgName) > maxValueLen || !nameRegex.MatchString(cfgName):
+		return logical.ErrorResponse("config is not a valid config name"), nil
+	case refreshToken == "":
+		return logical.ErrorResponse("refresh_token is required"), nil
+	case len(refreshToken) > maxValueLen:
+		return logical.ErrorResponse("refresh_token is %d bytes long; the limit is %d", len(refreshToken), maxValueLen), nil
+	}
+	if err := checkNameLength("name", name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	if err := validateText("refresh_token", refreshToken); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	var scopes []string
+	if raw, ok := d.GetOk("scopes"); ok {
+		var err error
+		if scopes, err = parseScopes(raw.([]string)); err != nil {
+			return logical.ErrorResponse(err.Error()), nil
+		}
+	}
+	if !b.canWrite() {
+		return nil, logical.ErrReadOnly
+	}
+	for _, l := range b.locksFor(configPrefix+cfgName, credsPrefix+name) {
+		l.Lock()
+		defer l.Unlock()
+	}
+	cfg, err := readConfig(ctx, req.Storage, cfgName)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg == nil:
+		return logical.ErrorResponse("config %q does not exist; create it with config/%s grant_type=authorization_code", cfgName, cfgName), nil
+	case cfg.GrantType != grantAuthorizationCode:
+		return logical.ErrorResponse("config %q has grant_type %q; an import needs an authorization_code config", cfgName, cfg.GrantType), nil
+	}
+	if existing, err := readCred(ctx, req.Storage, name); err != nil {
+		return nil, err
+	} else if existing != nil {
+		return b.pathCredsUpdate(ctx, req, d)
+	}
+	if resp, err := b.checkCredName(ctx, req.Storage, name); resp != nil || err != nil {
+		return resp, err
+	}
+	if err := b.spendBudget(ctx, cfgName, cfg, b.now().Add(b.retry.Total)); err != nil {
+		return nil, err
+	}
+	srv, err := b.identity(cfgName, cfg)
+	if err != nil {
+		return nil, err
+	}
+	// Once sent, the refresh runs to its end whatever the caller does: apaleo spends the
+	// token on receipt.
+	sendCtx := b.observeTokenRequests(context.WithoutCancel(ctx), cfgName, grantAuthorizationCode, triggerImport)
+	res, err := b.refresh(sendCtx, srv, refreshToken, b.retry)
+	if err != nil {
+		var ue *upstreamError
+		if errors.As(err, &ue) && ue.Status >= 400 && ue.Status < 500 && ue.Status != http.StatusTooManyRequests {
+			return logical.ErrorResponse("apaleo refused the refresh token: %v. Nothing was stored", err), nil
+		}
+		return nil, logical.CodedError(errStatus(explainUpstream(name, &credential{Config: cfgName, GrantType: grantAuthorizationCode}, cfg, err)),
+			fmt.Sprintf("redeeming the refresh token failed: %v. Nothing was stored; the refresh token may be spent", err))
+	}
+	cred := &credential{
+		Config:       cfgName,
+		GrantType:    grantAuthorizationCode,
+		RefreshToken: cmp.Or(res.RefreshToken, refreshToken),
+		Scopes:       res.Scopes,
+		AccountCode:  res.AccountCode,
+		CreatedAt:    b.now().UTC(),
+		Token:        newCachedToken(res, cfg.Generation),
+	}
+	if len(cred.Scopes) == 0 {
+		cred.Scopes = scopes
+		if len(scopes) == 0 {
+			cred.Scopes = cfg.Scopes
+		}
+		cred.Token.Scopes = cred.Scopes
+	}
+	if err := b.putCred(ctx, req.Storage, name, cred); err != nil {
+		if rerr := b.revoke(ctx, req.Storage, cred); rerr != nil {
+			b.Logger().Warn("revoking the imported refresh token after a failed store failed", "name", name, "error", rerr)
+		}
+		return nil, err
+	}
+	b.setFailure(name, nil)
+	b.Logger().Info("credential imported", "name", name, "config", cfgName, "account_code", cred.AccountCode)
+	return &logical.Response{Data: authorizedData(name, cred)}, nil
+}
+
+// authorizedFields and authorizedData describe a newly authorized or imported credential.
+var authorizedFields = map[string]*framework.FieldSchema{
+	"name":         {Type: framework.TypeString, Description: "The credential's name."},
+	"account_code": {Type: framework.TypeString, Description: "The apaleo account the credential is for."},
+	"scopes":       {Type: framework.TypeStringSlice, Description: "Scopes granted."},
+	"expires_at":   {Type: framework.TypeString, Description: "When the first access token expires (RFC 3339)."},
+}
+
+func authorizedData(name string, cred *credential) map[string]any {
+	return map[string]any{
+		"name":         name,
+		"account_code": cred.AccountCode,
+		"scopes":       nonNil(cred.Scopes),
+		"expires_at":   cred.Token.ExpiresAt.UTC().Format(time.RFC3339),
+	}
+}
+
 func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	l := b.locksFor(credsPrefix + name)[0]
-	l.Lock()
-	defer l.Unlock()
+	defer b.lockName(name)()
 
 	cred, err := b.credForUpdate(ctx, req.Storage, name)
 	if err != nil || cred == nil {
 		return nil, err
 	}
+	b.refresher.forget(name)
 	if cred.GrantType == grantClientCredentials {
+		b.setFailure(name, nil)
 		return nil, b.putCred(ctx, req.Storage, name, &credential{Config: cred.Config, GrantType: grantClientCredentials})
 	}
 
@@ -380,100 +834,6 @@ func (b *backend) revoke(ctx context.Context, s logical.Storage, cred *credentia
 	return srv.Revoke(ctx, cred.RefreshToken, policy)
 }
 
-// Storage helpers.
-
-func readCred(ctx context.Context, s logical.Storage, name string) (*credential, error) {
-	var c credential
-	ok, err := readJSON(ctx, s, credsPrefix+name, &c)
-	if !ok || err != nil {
-		return nil, err
-	}
-	return &c, nil
-}
-
-// credForUpdate reads creds/<name> for a change under its lock: the stored entry, unless
-// memory holds an unsaved rotated refresh token, which is stored now if storage allows.
-func (b *backend) credForUpdate(ctx context.Context, s logical.Storage, name string) (*credential, error) {
-	stored, err := readCred(ctx, s, name)
-	v, ok := b.creds.Load(name)
-	if !ok || !v.(*credential).unsaved {
-		return stored, err
-	}
-	mem := v.(*credential)
-	if err == nil && stored == nil {
-		return nil, nil // deleted meanwhile
-	}
-	saved := *mem
-	saved.unsaved = false
-	if err := b.putCred(ctx, s, name, &saved); err != nil {
-		b.remember(&b.creds, name, mem)
-		return mem, nil
-	}
-	b.Logger().Info("rotated refresh token stored after an earlier failure", "name", name)
-	return &saved, nil
-}
-
-// saveUnsaved retries storing rotated refresh tokens that storage refused before.
-func (b *backend) saveUnsaved(ctx context.Context, s logical.Storage) {
-	b.creds.Range(func(k, v any) bool {
-		if v.(*credential).unsaved {
-			name := k.(string)
-			l := b.locksFor(credsPrefix + name)[0]
-			l.Lock()
-			_, _ = b.credForUpdate(ctx, s, name)
-			l.Unlock()
-		}
-		return true
-	})
-}
-
-// cred returns creds/<name>, from memory when it can.
-func (b *backend) cred(ctx context.Context, s logical.Storage, name string) (*credential, error) {
-	if v, ok := b.creds.Load(name); ok {
-		return v.(*credential), nil
-	}
-	seen := b.epoch.Load()
-	c, err := readCred(ctx, s, name)
-	if err == nil && c != nil {
-		b.cacheIfUnchanged(seen, &b.creds, name, c)
-	}
-	return c, err
-}
-
-func (b *backend) putCred(ctx context.Context, s logical.Storage, name string, c *credential) error {
-	if err := writeJSON(ctx, s, credsPrefix+name, c); err != nil {
-		b.forgetCred(name)
-		return err
-	}
-	b.remember(&b.creds, name, c)
-	return nil
-}
-
-func (b *backend) deleteCred(ctx context.Context, s logical.Storage, name string) error {
-	defer b.forgetCred(name)
-	return s.Delete(ctx, credsPrefix+name)
-}
-
-// credsUsing lists the authorized credentials made from config name.
-func (b *backend) credsUsing(ctx context.Context, s logical.Storage, config string) ([]string, error) {
-	names, err := s.List(ctx, credsPrefix)
-	if err != nil {
-		return nil, err
-	}
-	var users []string
-	for _, n := range names {
-		c, err := b.cred(ctx, s, n)
-		if err != nil {
-			return nil, err
-		}
-		if c != nil && c.GrantType == grantAuthorizationCode && c.Config == config {
-			users = append(users, n)
-		}
-	}
-	slices.Sort(users)
-	return users, nil
-}
-
 const (
 	pathCredsHelpSyn  = "Get an apaleo access token."
 	pathCredsHelpDesc = `
@@ -484,7 +844,16 @@ min_ttl left to live (or more than half its lifetime, where that is shorter).
 The response is a lease that is not renewable; its TTL is the token's remaining
 lifetime. Deleting an authorized credential revokes its refresh token at apaleo;
 deleting a client-credentials name drops its cached token.
+
+Writing creds/<name> (create only) imports an existing refresh token of an
+authorization_code config: config=<name> refresh_token=... [scopes=...]. It is
+redeemed at once; the rotated refresh token and first access token are stored.
 `
 	pathCredsListHelpSyn  = "List the names creds/ can read."
-	pathCredsListHelpDesc = "Lists client-credentials configs and authorized credentials."
+	pathCredsListHelpDesc = `
+Lists client-credentials configs and authorized credentials. With -detailed, each
+name's key_info says its config, grant_type, account_code, the cached token's
+expires_at, state (ok, no_token, failing, needs_authorization), last_error,
+next_attempt_at and last_refreshed_at.
+`
 )

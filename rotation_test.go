@@ -64,12 +64,12 @@ func TestRotation_StorageWriteFails(t *testing.T) {
 	e.clock.Add(50 * time.Minute)
 	flaky.failPuts.Store(true)
 	e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
-	held, _ := e.b.creds.Load("hotel-ber")
+	held := e.b.unsavedOf("hotel-ber")
 	flaky.failPuts.Store(false)
 	if err := e.b.periodic(t.Context(), &logical.Request{Storage: e.storage}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := readCred(t.Context(), flaky.Storage, "hotel-ber"); got.RefreshToken != held.(*credential).RefreshToken {
+	if got, _ := readCred(t.Context(), flaky.Storage, "hotel-ber"); held == nil || got.RefreshToken != held.RefreshToken {
 		t.Fatal("the periodic pass did not store the held refresh token")
 	}
 }
