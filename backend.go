@@ -61,7 +61,7 @@ type backend struct {
 	now            func() time.Time
 	retry          retryPolicy
 	refreshTimeout time.Duration
-	newClient func(clientSettings, func() time.Time) (identityServer, error)
+	newClient      func(clientSettings, func() time.Time) (identityServer, error)
 }
 
 type cachedClient struct {
