@@ -149,10 +149,12 @@ func (fe *faultEnv) closeServer() {
 
 // distrust drops the config's ca_certificate: the server's certificate is then signed by
 // no root the config trusts.
+// A change of ca_certificate carries the client secret.
 func (fe *faultEnv) distrust() {
-	fe.mustDo(logical.UpdateOperation, "config/"+fe.config, map[string]any{"ca_certificate": ""})
+	secret := map[string]string{"hotel-muc": mucSecret, "connect": connectSc}[fe.config]
+	fe.mustDo(logical.UpdateOperation, "config/"+fe.config, map[string]any{"ca_certificate": "", "client_secret": secret})
 	fe.undo = append(fe.undo, func() {
-		fe.mustDo(logical.UpdateOperation, "config/"+fe.config, map[string]any{"ca_certificate": fe.caPEM})
+		fe.mustDo(logical.UpdateOperation, "config/"+fe.config, map[string]any{"ca_certificate": fe.caPEM, "client_secret": secret})
 	})
 }
 
@@ -550,7 +552,7 @@ func runFaultCase(t *testing.T, c faultCase, key string, w faultWant) {
 	// Recovery: with the fault gone, a read past the token's expiry works again with
 	// what storage holds, or, where the server spent the refresh token, says to
 	// authorize again and keeps the credential until authorize/<name> replaces it.
-	fe.b.lockName(fe.name)() // a token request still under way ends first
+	fe.b.waitFlight(fe.name) // a token request still under way ends first
 	fe.idp.ClearFaults()
 	for _, undo := range slices.Backward(fe.undo) {
 		undo()
@@ -734,7 +736,7 @@ func TestFaults_RedirectNotFollowed(t *testing.T) {
 	}))
 	defer redirector.Close()
 
-	e.mustDo(logical.UpdateOperation, "config/connect", map[string]any{"identity_url": redirector.URL})
+	e.mustDo(logical.UpdateOperation, "config/connect", map[string]any{"identity_url": redirector.URL, "client_secret": connectSc})
 	e.clock.Add(61 * time.Minute)
 	_, err := e.do(logical.ReadOperation, "creds/hotel-ber", nil)
 	if err == nil {

@@ -418,6 +418,13 @@ func configFromRequest(old *apaleoConfig, d *framework.FieldData, create bool) (
 			return nil, err
 		}
 	}
+	// Whoever may update a config must not be able to send its stored secret (and every
+	// refresh token made with it) to a host of their choosing.
+	if old != nil && (cfg.IdentityURL != old.IdentityURL || cfg.CACertificate != old.CACertificate) {
+		if _, ok := d.GetOk("client_secret"); !ok {
+			return nil, errors.New("a change of identity_url or ca_certificate must carry client_secret too: the stored secret is never sent to a host it was not written for")
+		}
+	}
 	return cfg, nil
 }
 

@@ -171,10 +171,10 @@ func TestConfig_ChangeDropsCachedTokens(t *testing.T) {
 	}
 
 	for _, change := range []map[string]any{
-		{"client_secret": mucSecret},       // same value: no change
-		{"identity_url": e.ts.URL + "/"},   // normalised to the same URL
-		{"scopes": "reservations.read"},    // a change
-		{"ca_certificate": e.caPEM + "\n"}, // a change
+		{"client_secret": mucSecret},                                   // same value: no change
+		{"identity_url": e.ts.URL + "/"},                               // normalised to the same URL
+		{"scopes": "reservations.read"},                                // a change
+		{"ca_certificate": e.caPEM + "\n", "client_secret": mucSecret}, // a change
 	} {
 		before := e.tokenRequests()
 		e.mustDo(logical.UpdateOperation, "config/hotel-muc", change)

@@ -398,7 +398,7 @@ func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name, trigg
 	if f := b.failureOf(name); f != nil && f.blocks(now) {
 		return nil, logical.CodedError(errStatus(f.err), fmt.Sprintf("%v; %s", f.err, f.nextAttemptText(name, cred.Config)))
 	}
-	if err := b.spendBudget(ctx, cred.Config, cfg, now.Add(b.retry.Total)); err != nil {
+	if err := b.spendBudget(ctx, cred.Config, cfg, b.budgetDeadline(now)); err != nil {
 		return nil, err
 	}
 
@@ -443,6 +443,12 @@ func (b *backend) needsToken(cred *credential, cfg *apaleoConfig, trigger string
 	}
 	start, _ := refreshWindow(cred.Token, cfg)
 	return !now.Before(start)
+}
+
+// budgetDeadline is how long a token request started at now may wait for its config's
+// budget: what leaves one attempt inside the read bound.
+func (b *backend) budgetDeadline(now time.Time) time.Time {
+	return now.Add(max(b.retry.Total-flightMargin-b.retry.PerAttempt, 0))
 }
 
 // spendBudget takes one token request from config's budget, waiting for it until
@@ -562,8 +568,9 @@ func (b *backend) rememberFailure(name string, cred *credential, cfg *apaleoConf
 			explained, name, cred.Config))
 	}
 	b.setFailure(name, f)
-	b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", f.err, "next_attempt", f.nextAttemptText(name, cred.Config))
-	return f.err
+	next := f.nextAttemptText(name, cred.Config)
+	b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", f.err, "next_attempt", next)
+	return logical.CodedError(errStatus(f.err), fmt.Sprintf("%v; %s", f.err, next))
 }
 
 // storeToken stores the new token and a rotated refresh token before it is served.
@@ -728,7 +735,7 @@ func (b *backend) pathCredsImport(ctx context.Context, req *logical.Request, d *
 	if resp, err := b.checkCredName(ctx, req.Storage, name); resp != nil || err != nil {
 		return resp, err
 	}
-	if err := b.spendBudget(ctx, cfgName, cfg, b.now().Add(b.retry.Total)); err != nil {
+	if err := b.spendBudget(ctx, cfgName, cfg, b.budgetDeadline(b.now())); err != nil {
 		return nil, err
 	}
 	srv, err := b.identity(cfgName, cfg)

@@ -1,0 +1,809 @@
+package apaleo
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// engine_test.go: the token engine's own rules (failure memory, refresh-ahead, per-name
+// isolation, the budget, refresh tokens never abandoned) against a scripted fake of the
+// identity server that answers and counts in memory. The flows against a real OAuth
+// server are in the other tests.
+
+// fakeIdentity is a scripted identity server. Each call takes the next scripted answer
+// (nil: a good token); refreshes rotate and refuse a spent refresh token, so a refresh
+// token sent twice shows.
+type fakeIdentity struct {
+	now func() time.Time
+
+	mu       sync.Mutex
+	script   []error
+	calls    map[string]int // by grant
+	times    []time.Time    // real time of each call
+	spent    map[string]bool
+	issued   int
+	lifetime time.Duration
+	noRotate bool
+	// gate, when set, holds every call until it is closed (or a value is sent).
+	gate chan struct{}
+	// holdFor holds only the refreshes of this refresh token prefix at gate.
+	started chan string
+}
+
+func newFakeIdentity(now func() time.Time) *fakeIdentity {
+	return &fakeIdentity{now: now, calls: map[string]int{}, spent: map[string]bool{}, lifetime: time.Hour}
+}
+
+func (f *fakeIdentity) answer(grant, refreshToken string) (*tokenResult, error) {
+	f.mu.Lock()
+	f.calls[grant]++
+	f.times = append(f.times, time.Now())
+	gate, started := f.gate, f.started
+	var err error
+	if len(f.script) > 0 {
+		err, f.script = f.script[0], f.script[1:]
+	}
+	f.mu.Unlock()
+	if started != nil {
+		started <- refreshToken
+	}
+	if gate != nil {
+		<-gate
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if refreshToken != "" {
+		if f.spent[refreshToken] {
+			return nil, &upstreamError{Status: 400, Code: "invalid_grant", Answered: true}
+		}
+		if !f.noRotate {
+			f.spent[refreshToken] = true
+		}
+	}
+	f.issued++
+	now := f.now()
+	res := &tokenResult{AccessToken: fmt.Sprintf("at-%d", f.issued), TokenType: "Bearer", IssuedAt: now,
+		Expiry: now.Add(f.lifetime), Scopes: []string{"reservations.read"}, AccountCode: "BER"}
+	if refreshToken != "" && !f.noRotate {
+		res.RefreshToken = fmt.Sprintf("rt-%d", f.issued)
+	}
+	return res, nil
+}
+
+func (f *fakeIdentity) ClientCredentials(_ context.Context, _ []string, _ retryPolicy) (*tokenResult, error) {
+	return f.answer(grantClientCredentials, "")
+}
+
+func (f *fakeIdentity) Refresh(_ context.Context, rt string, _ retryPolicy) (*tokenResult, error) {
+	return f.answer("refresh_token", rt)
+}
+
+func (f *fakeIdentity) Exchange(context.Context, string, string, []string, retryPolicy) (*tokenResult, error) {
+	return f.answer(grantAuthorizationCode, "code")
+}
+
+func (f *fakeIdentity) Revoke(context.Context, string, retryPolicy) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["revoke"]++
+	return nil
+}
+
+func (f *fakeIdentity) AuthCodeURL(state, _ string, _ []string) string {
+	return "https://identity.example/connect/authorize?state=" + state
+}
+
+func (f *fakeIdentity) push(errs ...error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.script = append(f.script, errs...)
+}
+
+func (f *fakeIdentity) count(grant string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[grant]
+}
+
+func (f *fakeIdentity) total() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.times)
+}
+
+// engineEnv is a backend on in-memory storage with the fake identity server.
+type engineEnv struct {
+	t       *testing.T
+	b       *backend
+	storage logical.Storage
+	idp     *fakeIdentity
+	clock   *fakeClock
+	logs    *syncBuffer
+}
+
+func newEngineEnv(t *testing.T) *engineEnv {
+	t.Helper()
+	e := &engineEnv{t: t, storage: &logical.InmemStorage{}, clock: &fakeClock{now: time.Now()}, logs: &syncBuffer{}}
+	e.idp = newFakeIdentity(e.clock.Now)
+	e.b = e.newBackend(nil)
+	return e
+}
+
+func (e *engineEnv) newBackend(sys logical.SystemView) *backend {
+	e.t.Helper()
+	conf := logical.TestBackendConfig()
+	conf.StorageView = e.storage
+	conf.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: e.logs})
+	if sys != nil {
+		conf.System = sys
+	}
+	b := newBackend()
+	b.now = e.clock.Now
+	b.retry = retryPolicy{Total: 3 * time.Second, PerAttempt: time.Second, BaseDelay: 10 * time.Millisecond, MaxDelay: 50 * time.Millisecond}
+	b.refreshTimeout = 3 * time.Second
+	b.refresher.manual = true
+	b.newClient = func(clientSettings, func() time.Time) (identityServer, error) { return e.idp, nil }
+	if err := b.Setup(context.Background(), conf); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { b.Clean(context.Background()) })
+	return b
+}
+
+func (e *engineEnv) do(op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+	return e.b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, Storage: e.storage})
+}
+
+func (e *engineEnv) mustDo(op logical.Operation, path string, data map[string]any) *logical.Response {
+	e.t.Helper()
+	resp, err := e.do(op, path, data)
+	if err != nil || (resp != nil && resp.IsError()) {
+		e.t.Fatalf("%s %s: err=%v resp=%v", op, path, err, respErr(resp))
+	}
+	return resp
+}
+
+// readErr reads creds/<name> and returns the status and text of its error.
+func (e *engineEnv) readErr(name string) (int, string) {
+	e.t.Helper()
+	resp, err := e.do(logical.ReadOperation, "creds/"+name, nil)
+	if err == nil && (resp == nil || !resp.IsError()) {
+		e.t.Fatalf("read %s: want an error, got %v", name, resp.Data)
+	}
+	return statusOf(logical.ReadOperation, resp, err), errText(resp, err)
+}
+
+func (e *engineEnv) simpleConfig(name string, extra map[string]any) {
+	e.t.Helper()
+	data := map[string]any{"client_id": "ID-" + name, "client_secret": "secret-" + name, "identity_url": "https://identity.example"}
+	for k, v := range extra {
+		data[k] = v
+	}
+	e.mustDo(logical.CreateOperation, "config/"+name, data)
+}
+
+func (e *engineEnv) connectConfig(name string, extra map[string]any) {
+	e.t.Helper()
+	data := map[string]any{"client_id": "CONNECT", "client_secret": "connect-secret", "grant_type": grantAuthorizationCode,
+		"identity_url": "https://identity.example", "redirect_uri": "https://vault.example/v1/apaleo/callback"}
+	for k, v := range extra {
+		data[k] = v
+	}
+	e.mustDo(logical.CreateOperation, "config/"+name, data)
+}
+
+// authorized stores an authorized credential with the refresh token rt and, unless
+// expired, a token issued now.
+func (e *engineEnv) authorized(name, config, rt string) {
+	e.t.Helper()
+	now := e.clock.Now()
+	c := &credential{Config: config, GrantType: grantAuthorizationCode, RefreshToken: rt, AccountCode: "BER", CreatedAt: now,
+		Token: &cachedToken{AccessToken: "at-" + name, TokenType: "Bearer", IssuedAt: now, ExpiresAt: now.Add(time.Hour), Generation: 1}}
+	if err := e.b.putCred(context.Background(), e.storage, name, c); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *engineEnv) stored(name string) *credential {
+	e.t.Helper()
+	c, err := readCred(context.Background(), e.storage, name)
+	if err != nil || c == nil {
+		e.t.Fatalf("creds/%s: %v %v", name, c, err)
+	}
+	return c
+}
+
+// settle waits until no token request of name is under way.
+func (e *engineEnv) settle(name string) { e.b.waitFlight(name) }
+
+// waitFlight waits for the token request of name under way, if any.
+func (b *backend) waitFlight(name string) {
+	_, _, _ = b.flights.Do(name, func() (any, error) { return nil, nil })
+}
+
+func upstream(status int, code string) *upstreamError {
+	return &upstreamError{Status: status, Code: code, Answered: true, Temporary: status >= 500 || status == 429}
+}
+
+func TestEngine_FailureMemory(t *testing.T) {
+	t.Run("5xx backs off, doubling", func(t *testing.T) {
+		e := newEngineEnv(t)
+		e.simpleConfig("muc", nil)
+		e.idp.push(upstream(503, "server_error"), upstream(503, "server_error"))
+		e.b.retry.Attempts = 1 // one request a read: the backoff is failure memory's
+		status, msg := e.readErr("muc")
+		if status != http.StatusBadGateway || !strings.Contains(msg, "next attempt at") {
+			t.Fatalf("first failure: %d %s", status, msg)
+		}
+		for range 20 {
+			if status2, msg2 := e.readErr("muc"); status2 != status || !strings.Contains(msg2, "HTTP 503") {
+				t.Fatalf("remembered: %d %s", status2, msg2)
+			}
+		}
+		if n := e.idp.total(); n != 1 {
+			t.Fatalf("%d requests during the backoff, want 1", n)
+		}
+		e.clock.Add(backoffBase*5/4 + time.Second) // past the first step (5 s + jitter)
+		e.readErr("muc")
+		if n := e.idp.total(); n != 2 {
+			t.Fatalf("%d requests after the first step, want 2", n)
+		}
+		e.clock.Add(backoffBase*5/4 + time.Second) // not past the second step (10 s)
+		e.readErr("muc")
+		if n := e.idp.total(); n != 2 {
+			t.Fatalf("%d requests inside the second step, want 2", n)
+		}
+		e.clock.Add(backoffBase * 2)
+		resp := e.mustDo(logical.ReadOperation, "creds/muc", nil) // the script ran out: success
+		if resp.Data["access_token"] == "" || e.idp.total() != 3 {
+			t.Fatalf("recovery: %v, %d requests", resp.Data, e.idp.total())
+		}
+		if f := e.b.failureOf("muc"); f != nil {
+			t.Fatalf("failure memory kept after a success: %v", f.err)
+		}
+	})
+
+	t.Run("429 Retry-After 60: 30 reads, 1 request", func(t *testing.T) {
+		e := newEngineEnv(t)
+		e.simpleConfig("muc", nil)
+		e.idp.push(&upstreamError{Status: 429, Code: "rate_limited", Answered: true, Temporary: true, RetryAfter: time.Minute})
+		e.b.retry.Attempts = 1
+		for range 30 {
+			if status, msg := e.readErr("muc"); status != http.StatusTooManyRequests || !strings.Contains(msg, "next attempt at") {
+				t.Fatalf("%d %s", status, msg)
+			}
+		}
+		if n := e.idp.total(); n != 1 {
+			t.Fatalf("%d requests, want 1", n)
+		}
+		e.clock.Add(61 * time.Second)
+		e.mustDo(logical.ReadOperation, "creds/muc", nil)
+		if n := e.idp.total(); n != 2 {
+			t.Fatalf("%d requests after Retry-After, want 2", n)
+		}
+	})
+
+	t.Run("invalid_client waits for a config write", func(t *testing.T) {
+		e := newEngineEnv(t)
+		e.simpleConfig("muc", nil)
+		e.idp.push(upstream(400, "invalid_client"))
+		for range 5 {
+			if _, msg := e.readErr("muc"); !strings.Contains(msg, "until config/muc is written again") || !strings.Contains(msg, "check client_id") {
+				t.Fatal(msg)
+			}
+			e.clock.Add(time.Hour)
+		}
+		if n := e.idp.total(); n != 1 {
+			t.Fatalf("%d requests, want 1", n)
+		}
+		e.mustDo(logical.UpdateOperation, "config/muc", map[string]any{"client_secret": "fixed"})
+		e.mustDo(logical.ReadOperation, "creds/muc", nil)
+		if n := e.idp.total(); n != 2 {
+			t.Fatalf("%d requests after the config write, want 2", n)
+		}
+	})
+
+	t.Run("revoked refresh token: 50 reads, 1 request, until authorized again", func(t *testing.T) {
+		e := newEngineEnv(t)
+		e.connectConfig("connect", nil)
+		e.authorized("hotel-ber", "connect", "rt-0")
+		e.clock.Add(61 * time.Minute)
+		e.idp.push(upstream(400, "invalid_grant"))
+		for range 50 {
+			if status, msg := e.readErr("hotel-ber"); status != 400 || !strings.Contains(msg, "run authorize/hotel-ber") {
+				t.Fatalf("%d %s", status, msg)
+			}
+		}
+		if n := e.idp.count("refresh_token"); n != 1 {
+			t.Fatalf("%d refresh requests, want 1", n)
+		}
+		info := e.list()["hotel-ber"]
+		if info["state"] != stateNeedsAuthorization || !strings.Contains(fmt.Sprint(info["last_error"]), "invalid_grant") {
+			t.Fatalf("list: %v", info)
+		}
+		e.authorized("hotel-ber", "connect", "rt-new") // a new authorization stores the credential
+		if info := e.list()["hotel-ber"]; info["state"] != stateOK || info["last_error"] != nil {
+			t.Fatalf("list after authorizing again: %v", info)
+		}
+		e.clock.Add(61 * time.Minute)
+		e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
+		if n := e.idp.count("refresh_token"); n != 2 {
+			t.Fatalf("%d refresh requests after authorizing again, want 2", n)
+		}
+	})
+
+	t.Run("a stale-window read serves the cached token while the failure holds", func(t *testing.T) {
+		e := newEngineEnv(t)
+		e.simpleConfig("muc", nil)
+		cached := e.mustDo(logical.ReadOperation, "creds/muc", nil).Data["access_token"]
+		e.clock.Add(50 * time.Minute) // 10 minutes left: below min_ttl, still valid
+		e.idp.push(upstream(500, "server_error"), upstream(500, "server_error"))
+		for i := range 25 {
+			resp := e.mustDo(logical.ReadOperation, "creds/muc", nil)
+			if resp.Data["access_token"] != cached || len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "next attempt at") {
+				t.Fatalf("read %d: %v %v", i, resp.Data["access_token"], resp.Warnings)
+			}
+		}
+		if n := e.idp.total(); n != 2 {
+			t.Fatalf("%d requests, want 2 (the cold read and one attempt)", n)
+		}
+	})
+}
+
+func (e *engineEnv) list() map[string]map[string]any {
+	e.t.Helper()
+	resp := e.mustDo(logical.ListOperation, "creds/", nil)
+	out := map[string]map[string]any{}
+	infos, _ := resp.Data["key_info"].(map[string]any)
+	for k, v := range infos {
+		out[k] = v.(map[string]any)
+	}
+	return out
+}
+
+func TestEngine_ListStatus(t *testing.T) {
+	e := newEngineEnv(t)
+	e.simpleConfig("ok", nil)
+	e.simpleConfig("idle", nil)
+	e.simpleConfig("down", nil)
+	e.connectConfig("connect", nil)
+	e.authorized("revoked", "connect", "rt-0")
+	e.mustDo(logical.ReadOperation, "creds/ok", nil)
+	e.b.retry.Attempts = 1
+	e.idp.push(upstream(503, "server_error"))
+	e.readErr("down")
+	e.clock.Add(61 * time.Minute)
+	e.idp.push(upstream(400, "invalid_grant"))
+	e.readErr("revoked")
+	e.mustDo(logical.ReadOperation, "creds/ok", nil)
+	requests := e.idp.total()
+
+	got := e.list()
+	if n := e.idp.total(); n != requests {
+		t.Fatalf("listing sent %d token requests", n-requests)
+	}
+	want := map[string]string{"ok": stateOK, "idle": stateNoToken, "down": stateFailing, "revoked": stateNeedsAuthorization}
+	for name, state := range want {
+		info := got[name]
+		if info["state"] != state {
+			t.Errorf("%s: state %v, want %s (%v)", name, info["state"], state, info)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("listed %d names, want %d: %v", len(got), len(want), got)
+	}
+	ok := got["ok"]
+	if ok["config"] != "ok" || ok["grant_type"] != grantClientCredentials || ok["expires_at"] == nil || ok["last_refreshed_at"] == nil || ok["account_code"] != "BER" {
+		t.Errorf("ok: %v", ok)
+	}
+	down := got["down"]
+	if down["next_attempt_at"] == nil || !strings.Contains(fmt.Sprint(down["last_error"]), "HTTP 503") {
+		t.Errorf("down: %v", down)
+	}
+	if r := got["revoked"]; r["grant_type"] != grantAuthorizationCode || r["config"] != "connect" || r["next_attempt_at"] != nil {
+		t.Errorf("revoked: %v", r)
+	}
+	for name, info := range got {
+		for _, secret := range []string{"rt-0", "secret-", "connect-secret"} {
+			if strings.Contains(fmt.Sprint(info), secret) {
+				t.Errorf("%s's key_info holds a secret: %v", name, info)
+			}
+		}
+	}
+}
+
+// TestEngine_RefreshNeverAbandoned: a refresh that outlives the reader's patience runs
+// to its end and its rotated refresh token is stored; the reader is answered at once.
+func TestEngine_RefreshNeverAbandoned(t *testing.T) {
+	e := newEngineEnv(t)
+	e.connectConfig("connect", nil)
+	e.authorized("hotel-ber", "connect", "rt-0")
+	e.clock.Add(61 * time.Minute)
+	e.b.retry.Total = 300 * time.Millisecond
+	e.idp.gate = make(chan struct{})
+
+	started := time.Now()
+	status, msg := e.readErr("hotel-ber")
+	if status != http.StatusGatewayTimeout || !strings.Contains(msg, "goes on in the background") {
+		t.Fatalf("%d %s", status, msg)
+	}
+	if took := time.Since(started); took > 2*time.Second {
+		t.Fatalf("the reader waited %v", took)
+	}
+	// A reader whose own request ends stops waiting too.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.b.HandleRequest(ctx, &logical.Request{Operation: logical.ReadOperation, Path: "creds/hotel-ber", Storage: e.storage})
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("a cancelled reader kept waiting for the token request")
+	}
+
+	close(e.idp.gate) // apaleo answers late
+	e.settle("hotel-ber")
+	if got := e.stored("hotel-ber"); got.RefreshToken != "rt-1" || got.Token.AccessToken != "at-1" {
+		t.Fatalf("the late answer was not stored: refresh token %q, token %q", got.RefreshToken, got.Token.AccessToken)
+	}
+	resp := e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
+	if resp.Data["access_token"] != "at-1" || e.idp.count("refresh_token") != 1 {
+		t.Fatalf("after: %v, %d refreshes", resp.Data["access_token"], e.idp.count("refresh_token"))
+	}
+}
+
+// TestEngine_TimedOutRefreshIsNotRetried: a refresh with no answer in time may have spent
+// the token: it is not sent again in the same read, and the state says so.
+func TestEngine_TimedOutRefreshIsNotRetried(t *testing.T) {
+	e := newEngineEnv(t)
+	e.connectConfig("connect", nil)
+	e.authorized("hotel-ber", "connect", "rt-0")
+	e.clock.Add(61 * time.Minute)
+	e.idp.push(&upstreamError{Temporary: true, Timeout: true, cause: "no answer in time"})
+	status, msg := e.readErr("hotel-ber")
+	if status != http.StatusGatewayTimeout || !strings.Contains(msg, "may have used up the refresh token") {
+		t.Fatalf("%d %s", status, msg)
+	}
+	if n := e.idp.count("refresh_token"); n != 1 {
+		t.Fatalf("%d refresh requests, want 1", n)
+	}
+	if info := e.list()["hotel-ber"]; !strings.Contains(fmt.Sprint(info["last_error"]), "may have used up") {
+		t.Fatalf("list: %v", info)
+	}
+}
+
+// TestEngine_PerNameIsolation: a token request that hangs for one name delays no read,
+// write or token request of another.
+func TestEngine_PerNameIsolation(t *testing.T) {
+	e := newEngineEnv(t)
+	e.connectConfig("connect", map[string]any{"max_token_requests_per_second": 0})
+	for i := range 300 {
+		e.authorized(fmt.Sprintf("hotel-%d", i), "connect", fmt.Sprintf("rt-h%d", i))
+	}
+	e.clock.Add(61 * time.Minute)
+	e.idp.gate = make(chan struct{})
+	e.idp.started = make(chan string, 1)
+	go e.do(logical.ReadOperation, "creds/hotel-0", nil)
+	<-e.idp.started // hotel-0's refresh hangs at apaleo
+	e.idp.mu.Lock()
+	e.idp.gate, e.idp.started = nil, nil
+	e.idp.mu.Unlock()
+
+	started := time.Now()
+	for i := 1; i < 300; i++ {
+		e.mustDo(logical.ReadOperation, fmt.Sprintf("creds/hotel-%d", i), nil)
+	}
+	e.simpleConfig("other", nil)
+	e.mustDo(logical.ReadOperation, "creds/other", nil)
+	e.mustDo(logical.DeleteOperation, "creds/hotel-1", nil)
+	if took := time.Since(started); took > 5*time.Second {
+		t.Fatalf("299 reads beside a hanging one took %v", took)
+	}
+	if n := e.idp.count("refresh_token"); n != 300 {
+		t.Fatalf("%d refreshes, want 300", n)
+	}
+}
+
+// TestEngine_Budget: 20 cold credentials of a config limited to 5 token requests a
+// second: never more than a second's worth at once, and every read succeeds.
+func TestEngine_Budget(t *testing.T) {
+	e := newEngineEnv(t)
+	e.b.now = time.Now // the bucket fills in real time here
+	e.idp.now = time.Now
+	e.connectConfig("connect", map[string]any{"max_token_requests_per_second": 5})
+	for i := range 20 {
+		e.authorized(fmt.Sprintf("hotel-%d", i), "connect", fmt.Sprintf("rt-h%d", i))
+	}
+	e.b.budgets = budgets{} // the writes above spent nothing, but start full
+	// Expire every token.
+	for i := range 20 {
+		c := e.stored(fmt.Sprintf("hotel-%d", i))
+		c.Token.ExpiresAt = time.Now().Add(-time.Minute)
+		if err := e.b.putCred(context.Background(), e.storage, fmt.Sprintf("hotel-%d", i), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.b.retry.Total = 10 * time.Second
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := range 20 {
+		wg.Go(func() {
+			if resp, err := e.do(logical.ReadOperation, fmt.Sprintf("creds/hotel-%d", i), nil); err != nil || resp.IsError() {
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d reads failed", failed.Load())
+	}
+	e.idp.mu.Lock()
+	times := append([]time.Time(nil), e.idp.times...)
+	e.idp.mu.Unlock()
+	if len(times) != 20 {
+		t.Fatalf("%d requests, want 20", len(times))
+	}
+	most := 0
+	for i := range times {
+		n := 0
+		for j := range times {
+			if d := times[j].Sub(times[i]); d >= 0 && d < time.Second {
+				n++
+			}
+		}
+		most = max(most, n)
+	}
+	// A burst of 5, then 5 a second: at most 10 in any second (5 + 5 refilled).
+	if most > 10 {
+		t.Fatalf("%d requests in one second, want at most 10", most)
+	}
+	if span := times[len(times)-1].Sub(times[0]); span < 2*time.Second {
+		t.Fatalf("20 requests at 5/s with a burst of 5 took only %v", span)
+	}
+
+	// A read that cannot get the budget within its bound is answered 429 with when.
+	e.b.retry.Total = 100 * time.Millisecond
+	lim := e.b.budgets.limiter("connect", 5)
+	lim.ReserveN(time.Now(), 20)
+	c := e.stored("hotel-0")
+	c.Token = nil
+	if err := e.b.putCred(context.Background(), e.storage, "hotel-0", c); err != nil {
+		t.Fatal(err)
+	}
+	if status, msg := e.readErr("hotel-0"); status != http.StatusTooManyRequests || !strings.Contains(msg, "retry after") {
+		t.Fatalf("%d %s", status, msg)
+	}
+}
+
+// TestEngine_RefreshAhead: a credential in use gets its new token before the old one
+// stops being fresh, at a moment inside the window; an idle one is left alone; standbys
+// and configs with refresh_ahead=false never refresh ahead.
+func TestEngine_RefreshAhead(t *testing.T) {
+	e := newEngineEnv(t)
+	e.connectConfig("connect", nil)
+	e.authorized("hotel-ber", "connect", "rt-0")
+	cfg, _ := e.b.config(context.Background(), e.storage, "connect")
+
+	first := e.stored("hotel-ber").Token
+	e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil) // in use
+	due, ok := e.b.refresher.planned("hotel-ber")
+	start, end := refreshWindow(first, cfg)
+	if !ok || due.Before(start) || !due.Before(end) {
+		t.Fatalf("planned %v (%v), want in [%v, %v)", due, ok, start, end)
+	}
+	freshEnd := first.ExpiresAt.Add(-cfg.MinTTL)
+	if !end.Before(freshEnd) {
+		t.Fatalf("window ends %v, after the token stops being fresh at %v", end, freshEnd)
+	}
+	e.clock.Add(due.Sub(e.clock.Now()))
+	e.b.refresher.runDue()
+	e.settle("hotel-ber")
+	if n := e.idp.count("refresh_token"); n != 1 {
+		t.Fatalf("%d refreshes at the due time, want 1", n)
+	}
+	second := e.stored("hotel-ber")
+	if second.RefreshToken != "rt-1" || second.Token.AccessToken == first.AccessToken {
+		t.Fatalf("not refreshed ahead: %+v", second)
+	}
+	// The reader gets the new token with no request of its own.
+	if resp := e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil); resp.Data["access_token"] != second.Token.AccessToken || e.idp.total() != 1 {
+		t.Fatalf("read after refresh-ahead: %v, %d requests", resp.Data["access_token"], e.idp.total())
+	}
+
+	// Nobody reads the third token: the plan made by the read above runs, the fourth is
+	// never planned.
+	due, _ = e.b.refresher.planned("hotel-ber")
+	e.clock.Add(due.Sub(e.clock.Now()))
+	e.b.refresher.runDue()
+	e.settle("hotel-ber")
+	e.clock.Add(2 * time.Hour)
+	e.b.refresher.runDue()
+	if _, ok := e.b.refresher.planned("hotel-ber"); ok || e.idp.total() != 2 {
+		t.Fatalf("an idle credential was refreshed: %d requests, planned %v", e.idp.total(), ok)
+	}
+
+	// refresh_ahead=false: reads plan nothing.
+	e.connectConfig("quiet", map[string]any{"refresh_ahead": false})
+	e.authorized("hotel-quiet", "quiet", "rt-q")
+	e.mustDo(logical.ReadOperation, "creds/hotel-quiet", nil)
+	if _, ok := e.b.refresher.planned("hotel-quiet"); ok {
+		t.Fatal("refresh_ahead=false planned a refresh")
+	}
+}
+
+func TestEngine_RefreshAheadNotOnStandbys(t *testing.T) {
+	e := newEngineEnv(t)
+	e.connectConfig("connect", nil)
+	e.authorized("hotel-ber", "connect", "rt-0")
+	e.b = e.newBackend(&logical.StaticSystemView{ReplicationStateVal: consts.ReplicationPerformanceStandby})
+	e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
+	if _, ok := e.b.refresher.planned("hotel-ber"); ok {
+		t.Fatal("a performance standby planned a refresh")
+	}
+	e.b.refreshAhead("hotel-ber") // even when asked directly
+	e.clock.Add(59 * time.Minute)
+	e.b.refreshAhead("hotel-ber")
+	if n := e.idp.total(); n != 0 {
+		t.Fatalf("a performance standby sent %d token requests", n)
+	}
+}
+
+// TestEngine_RefreshAheadYieldsToReads: with the budget nearly spent, refresh-ahead
+// waits and plans itself again; reads still get the rest.
+func TestEngine_RefreshAheadYieldsToReads(t *testing.T) {
+	e := newEngineEnv(t)
+	e.connectConfig("connect", map[string]any{"max_token_requests_per_second": 5})
+	e.authorized("hotel-ber", "connect", "rt-0")
+	e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
+	due, _ := e.b.refresher.planned("hotel-ber")
+	e.clock.Add(due.Sub(e.clock.Now()))
+	lim := e.b.budgets.limiter("connect", 5)
+	lim.ReserveN(e.clock.Now(), 4) // one token left: the readers' reserve
+	e.b.refresher.runDue()
+	e.settle("hotel-ber")
+	if n := e.idp.total(); n != 0 {
+		t.Fatalf("refresh-ahead took the readers' reserve: %d requests", n)
+	}
+	again, ok := e.b.refresher.planned("hotel-ber")
+	if !ok || !again.After(e.clock.Now()) {
+		t.Fatalf("refresh-ahead did not plan itself again: %v %v", again, ok)
+	}
+	e.clock.Add(2 * time.Second) // the bucket refills
+	e.clock.Add(again.Sub(e.clock.Now()))
+	e.b.refresher.runDue()
+	e.settle("hotel-ber")
+	if n := e.idp.total(); n != 1 {
+		t.Fatalf("%d requests once the budget refilled, want 1", n)
+	}
+}
+
+// TestEngine_SchedulerStopsInClean: the scheduler goroutine starts with the first plan
+// and is gone after Clean.
+func TestEngine_SchedulerStopsInClean(t *testing.T) {
+	e := newEngineEnv(t)
+	e.b.refresher.manual = false
+	e.b.refresher.plan("x", e.clock.Now().Add(time.Hour))
+	e.b.refresher.mu.Lock()
+	running, done := e.b.refresher.running, e.b.refresher.done
+	e.b.refresher.mu.Unlock()
+	if !running {
+		t.Fatal("the scheduler did not start")
+	}
+	e.b.Clean(context.Background())
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("the scheduler goroutine outlived Clean")
+	}
+	e.b.refresher.plan("y", e.clock.Now())
+	if _, ok := e.b.refresher.planned("y"); ok {
+		t.Fatal("a stopped scheduler took a plan")
+	}
+}
+
+// TestEngine_UnsavedMarkKept: a rotated refresh token that storage refused stays marked
+// until a store of it succeeds, even when a later refresh does not rotate and fails to
+// store too.
+func TestEngine_UnsavedMarkKept(t *testing.T) {
+	e := newEngineEnv(t)
+	flaky := &flakyStorage{Storage: e.storage}
+	e.storage = flaky
+	e.b = e.newBackend(nil)
+	e.connectConfig("connect", nil)
+	e.authorized("hotel-ber", "connect", "rt-0")
+
+	e.clock.Add(61 * time.Minute)
+	flaky.failPuts.Store(true)
+	resp := e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil) // rotates to rt-1, store fails
+	if len(resp.Warnings) != 1 || e.b.unsavedOf("hotel-ber") == nil {
+		t.Fatalf("warnings %v, unsaved %v", resp.Warnings, e.b.unsavedOf("hotel-ber"))
+	}
+	e.idp.noRotate = true // apaleo stops rotating; the next store fails again
+	e.clock.Add(61 * time.Minute)
+	e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
+	held := e.b.unsavedOf("hotel-ber")
+	if held == nil || held.RefreshToken != "rt-1" {
+		t.Fatalf("the unsaved rotated refresh token was forgotten: %+v", held)
+	}
+	if got, _ := readCred(context.Background(), flaky.Storage, "hotel-ber"); got.RefreshToken != "rt-0" {
+		t.Fatalf("storage holds %q", got.RefreshToken)
+	}
+	flaky.failPuts.Store(false)
+	e.b.saveUnsaved(context.Background(), e.storage)
+	if got, _ := readCred(context.Background(), flaky.Storage, "hotel-ber"); got.RefreshToken != "rt-1" || e.b.unsavedOf("hotel-ber") != nil {
+		t.Fatalf("after a good store: storage %q, unsaved %v", got.RefreshToken, e.b.unsavedOf("hotel-ber"))
+	}
+}
+
+func TestEngine_Import(t *testing.T) {
+	e := newEngineEnv(t)
+	e.connectConfig("connect", map[string]any{"scopes": "reservations.read"})
+	e.simpleConfig("muc", nil)
+	before := storageSnapshot(t, e.storage)
+	for _, c := range []struct {
+		name string
+		data map[string]any
+		want string
+	}{
+		{"hotel-ber", map[string]any{"refresh_token": "rt-x"}, "config is required"},
+		{"hotel-ber", map[string]any{"config": "connect"}, "refresh_token is required"},
+		{"hotel-ber", map[string]any{"config": "muc", "refresh_token": "rt-x"}, "needs an authorization_code config"},
+		{"hotel-ber", map[string]any{"config": "nope", "refresh_token": "rt-x"}, "does not exist"},
+		{"hotel-ber", map[string]any{"config": "connect", "refresh_token": "rt\x01x"}, "control character"},
+		{"hotel-ber", map[string]any{"config": "connect", "refresh_token": "rt-x", "scopes": "bad\"scope"}, "RFC 6749"},
+		{"muc", map[string]any{"config": "connect", "refresh_token": "rt-x"}, "exists"},
+	} {
+		resp, err := e.do(logical.CreateOperation, "creds/"+c.name, c.data)
+		if code := statusOf(logical.CreateOperation, resp, err); code != 400 || !strings.Contains(errText(resp, err), c.want) {
+			t.Errorf("%v: %d %s, want 400 with %q", c.data, code, errText(resp, err), c.want)
+		}
+		if strings.Contains(errText(resp, err), "rt-x") {
+			t.Errorf("the refresh token was echoed: %s", errText(resp, err))
+		}
+	}
+	e.idp.push(upstream(400, "invalid_grant"))
+	if resp, err := e.do(logical.CreateOperation, "creds/hotel-ber", map[string]any{"config": "connect", "refresh_token": "rt-x"}); statusOf(logical.CreateOperation, resp, err) != 400 ||
+		!strings.Contains(errText(resp, err), "apaleo refused the refresh token") {
+		t.Fatalf("refused: %s", errText(resp, err))
+	}
+	if after := storageSnapshot(t, e.storage); len(after) != len(before) {
+		t.Fatalf("a refused import changed storage")
+	}
+
+	resp := e.mustDo(logical.CreateOperation, "creds/hotel-ber", map[string]any{"config": "connect", "refresh_token": "rt-y"})
+	if resp.Data["name"] != "hotel-ber" || resp.Data["account_code"] != "BER" || resp.Data["expires_at"] == "" {
+		t.Fatalf("import answered %v", resp.Data)
+	}
+	if strings.Contains(fmt.Sprint(resp.Data), "rt-") {
+		t.Fatalf("the refresh token was answered: %v", resp.Data)
+	}
+	got := e.stored("hotel-ber")
+	if got.RefreshToken == "rt-y" || got.RefreshToken == "" || got.Config != "connect" || got.GrantType != grantAuthorizationCode {
+		t.Fatalf("stored %+v", got)
+	}
+	if !e.idp.spent["rt-y"] {
+		t.Fatal("the imported refresh token was not redeemed")
+	}
+	// An existing name is an update: refused, nothing changes.
+	resp2, err := e.do(logical.UpdateOperation, "creds/hotel-ber", map[string]any{"config": "connect", "refresh_token": "rt-z"})
+	if statusOf(logical.UpdateOperation, resp2, err) != 400 || e.stored("hotel-ber").RefreshToken != got.RefreshToken {
+		t.Fatalf("overwrite: %s", errText(resp2, err))
+	}
+}
