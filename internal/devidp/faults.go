@@ -170,6 +170,9 @@ func (s *Server) takeFault(grant string) (Fault, bool) {
 	defer s.mu.Unlock()
 	s.stats.TokenRequests++
 	s.stats.ByGrant[grant]++
+	if len(s.stats.RequestTimes) < maxRequestTimes {
+		s.stats.RequestTimes = append(s.stats.RequestTimes, time.Now().UnixMilli())
+	}
 	if len(s.faults) == 0 {
 		return Fault{}, false
 	}

@@ -66,7 +66,12 @@ type Stats struct {
 	FaultsApplied  int            `json:"faults_applied"`  // faults consumed by token requests
 	PendingFaults  int            `json:"pending_faults"`  // faults still queued
 	RefreshRevoked int            `json:"refresh_revoked"` // active refresh tokens removed by RevokeRefreshTokens
+	// RequestTimes holds when each token request arrived (Unix milliseconds), the first
+	// maxRequestTimes of them: tests measure request rates with it.
+	RequestTimes []int64 `json:"request_times_ms"`
 }
+
+const maxRequestTimes = 100_000
 
 // Server is the identity server. It is safe for concurrent use.
 type Server struct {
@@ -189,6 +194,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := s.stats
+	out.RequestTimes = slices.Clone(s.stats.RequestTimes)
 	out.ByGrant = make(map[string]int, len(s.stats.ByGrant))
 	for k, v := range s.stats.ByGrant {
 		out.ByGrant[k] = v
