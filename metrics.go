@@ -15,9 +15,9 @@ import (
 // metrics.go: the engine's Prometheus metrics, on a registry of the mount's own (external
 // plugins cannot write into Vault's telemetry). Served raw by path_metrics.go.
 //
-// Every series is per Vault node: each node counts the requests it handled itself, so a
-// dashboard sums over the nodes of a cluster. Labels carry config names only: never a
-// credential name (one per hotel account, unbounded) and never a secret.
+// Every series is per Vault node: each node counts the requests it handled itself (standbys
+// forward theirs to the active node, which then counts them). Labels carry config names
+// only: never a credential name (one per hotel account, unbounded) and never a secret.
 
 // Token request triggers (label trigger).
 const (
@@ -129,7 +129,8 @@ func (m *metrics) credsRead(config, result string) {
 }
 
 // credentialStates installs the source of the credentials-per-config-and-state gauge,
-// called at scrape time: config -> state -> count.
+// called at scrape time: config -> state -> count. f runs on the scraping request's
+// goroutine, concurrently with the engine, and must not block for long.
 func (m *metrics) credentialStates(f func() map[string]map[string]int) {
 	m.credentials.mu.Lock()
 	defer m.credentials.mu.Unlock()

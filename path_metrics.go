@@ -67,8 +67,11 @@ const (
 	pathMetricsHelpSyn  = "Prometheus metrics of this mount, per Vault node."
 	pathMetricsHelpDesc = `
 Reading metrics returns the mount's Prometheus metrics in the text exposition
-format (text/plain; version=0.0.4). Every Vault node counts what it handled
-itself, so scrape each node and sum. Series:
+format (text/plain; version=0.0.4). Each Vault node counts what it handled
+itself. Standby nodes forward requests to the active node, which sends the
+token requests: scrape the active node (the cluster's address does). Where
+performance standbys answer reads themselves, scrape every node and sum.
+Series:
 
   vault_apaleo_token_requests_total{config,grant_type,trigger,outcome}
       token requests sent to apaleo (each retry counts); outcome is success
