@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/hashicorp/vault/sdk/plugin/pb"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -91,10 +93,40 @@ func sum(samples []sample, name string, want map[string]string) float64 {
 	return total
 }
 
+// overGRPC sends resp the way an external plugin's response reaches Vault (as JSON, in
+// the SDK's protobuf translation) and decodes its raw body the way Vault's respondRaw
+// does: a string is base64, else taken as is; a []byte as is; anything else is a 500.
+func overGRPC(t *testing.T, resp *logical.Response) (status any, contentType any, body []byte) {
+	t.Helper()
+	pr, err := pb.LogicalResponseToProtoResponse(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pb.ProtoResponseToLogicalResponse(pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch raw := got.Data[logical.HTTPRawBody].(type) {
+	case string:
+		if body, err = base64.StdEncoding.DecodeString(raw); err != nil {
+			body = []byte(raw)
+		}
+	case []byte:
+		body = raw
+	default:
+		t.Fatalf("raw body arrives at Vault as %T: Vault answers 500 (cannot decode body)", raw)
+	}
+	return got.Data[logical.HTTPStatusCode], got.Data[logical.HTTPContentType], body
+}
+
 // scrape reads metrics through the backend, checks the raw response and parses it.
 func (e *testEnv) scrape() []sample {
 	e.t.Helper()
 	resp := e.mustDo(logical.ReadOperation, "metrics", nil)
+	status, ct, wire := overGRPC(e.t, resp)
+	if fmt.Sprint(status) != "200" || ct != resp.Data[logical.HTTPContentType] || !bytes.Equal(wire, resp.Data[logical.HTTPRawBody].([]byte)) {
+		e.t.Errorf("over gRPC: status %v, content type %v, body %d bytes; want what the plugin sent", status, ct, len(wire))
+	}
 	if got := resp.Data[logical.HTTPContentType]; got != "text/plain; version=0.0.4; charset=utf-8" {
 		e.t.Errorf("content type %v", got)
 	}
@@ -208,7 +240,8 @@ func TestMetrics_Path(t *testing.T) {
 	if _, err := e.do(logical.UpdateOperation, "metrics", nil); !errors.Is(err, logical.ErrUnsupportedOperation) {
 		t.Errorf("write to metrics: %v, want unsupported operation", err)
 	}
-	// An empty registry still answers 200 with an (empty) exposition.
+	// A fresh mount has no series: it still answers 200 with an empty exposition, which
+	// must reach Vault as an empty body, not as null.
 	if got := e.scrape(); len(got) != 0 {
 		t.Errorf("fresh mount: %d samples, want none", len(got))
 	}

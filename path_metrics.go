@@ -44,22 +44,23 @@ func pathMetrics(b *backend) []*framework.Path {
 
 // pathMetricsRead answers raw (Vault's HTTP layer writes HTTPRawBody as the body). The
 // body is a byte slice: an external plugin's response crosses gRPC as JSON, where bytes
-// travel as base64, which Vault decodes again before writing them.
+// travel as base64, which Vault decodes again before writing them. It is never nil: nil
+// would travel as null, which Vault refuses with a 500 (a fresh mount has no series).
 func (b *backend) pathMetricsRead(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
 	families, err := b.metrics.registry.Gather()
 	if err != nil {
 		return nil, fmt.Errorf("gathering metrics: %w", err)
 	}
-	var buf bytes.Buffer
+	body := bytes.NewBuffer([]byte{})
 	for _, mf := range families {
-		if _, err := expfmt.MetricFamilyToText(&buf, mf); err != nil {
+		if _, err := expfmt.MetricFamilyToText(body, mf); err != nil {
 			return nil, fmt.Errorf("encoding metrics: %w", err)
 		}
 	}
 	return &logical.Response{Data: map[string]any{
 		logical.HTTPContentType: metricsContentType,
 		logical.HTTPStatusCode:  http.StatusOK,
-		logical.HTTPRawBody:     buf.Bytes(),
+		logical.HTTPRawBody:     body.Bytes(),
 	}}, nil
 }
 

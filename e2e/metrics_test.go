@@ -70,8 +70,10 @@ func getMetrics(t *testing.T, v *vault, token string) metricsAnswer {
 		t.Fatal(err)
 	}
 	if token != "" {
-		req.Header.Set("X-Vault-Token", token)
+		req.Header.Set("Authorization", "Bearer "+token) // as Prometheus sends it
 	}
+	// What Prometheus 3 asks for; the plugin answers the text format it accepts too.
+	req.Header.Set("Accept", "application/vnd.google.protobuf;proto=io.prometheus.client;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1")
 	resp, err := apiClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -159,6 +161,10 @@ func TestMetrics(t *testing.T) {
 		"connect-app:"+secApp+":BER:reservations.read,account.read:"+callback,
 		"connect-ext:"+secExt+":EXT:reservations.read,account.read:"+extRedirect)
 	v.enablePlugin(t)
+	// A fresh mount has no series yet: an empty exposition, not an error.
+	if a := getMetrics(t, v, v.Token); a.status != http.StatusOK || len(parseScrape(t, a.body)) != 0 {
+		t.Fatalf("GET apaleo/metrics on a fresh mount: %d %q", a.status, a.body)
+	}
 	plain := &http.Client{Timeout: 30 * time.Second}
 	reads := 0
 	read := func(name string) (ok bool) {
