@@ -1,0 +1,578 @@
+package apaleo
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+	"github.com/hashicorp/vault/sdk/plugin/pb"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/devidp"
+)
+
+// sample is one series of a scrape: a counter's or gauge's value, or a histogram's
+// _bucket, _sum or _count.
+type sample struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+// parseExposition parses Prometheus text as a scraper would and flattens it.
+func parseExposition(t *testing.T, body []byte) []sample {
+	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("parsing the exposition: %v\n%s", err, body)
+	}
+	var out []sample
+	for name, mf := range families {
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			switch {
+			case m.GetCounter() != nil:
+				out = append(out, sample{name, labels, m.GetCounter().GetValue()})
+			case m.GetGauge() != nil:
+				out = append(out, sample{name, labels, m.GetGauge().GetValue()})
+			case m.GetHistogram() != nil:
+				h := m.GetHistogram()
+				out = append(out, sample{name + "_count", labels, float64(h.GetSampleCount())},
+					sample{name + "_sum", labels, h.GetSampleSum()})
+				for _, bk := range h.GetBucket() {
+					bl := map[string]string{"le": fmt.Sprint(bk.GetUpperBound())}
+					for k, v := range labels {
+						bl[k] = v
+					}
+					out = append(out, sample{name + "_bucket", bl, float64(bk.GetCumulativeCount())})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// sum adds the samples of name whose labels include want.
+func sum(samples []sample, name string, want map[string]string) float64 {
+	var total float64
+	for _, s := range samples {
+		if s.name != name {
+			continue
+		}
+		match := true
+		for k, v := range want {
+			if s.labels[k] != v {
+				match = false
+			}
+		}
+		if match {
+			total += s.value
+		}
+	}
+	return total
+}
+
+// overGRPC sends resp the way an external plugin's response reaches Vault (as JSON, in
+// the SDK's protobuf translation) and decodes its raw body the way Vault's respondRaw
+// does: a string is base64, else taken as is; a []byte as is; anything else is a 500.
+func overGRPC(t *testing.T, resp *logical.Response) (status any, contentType any, body []byte) {
+	t.Helper()
+	pr, err := pb.LogicalResponseToProtoResponse(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pb.ProtoResponseToLogicalResponse(pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch raw := got.Data[logical.HTTPRawBody].(type) {
+	case string:
+		if body, err = base64.StdEncoding.DecodeString(raw); err != nil {
+			body = []byte(raw)
+		}
+	case []byte:
+		body = raw
+	default:
+		t.Fatalf("raw body arrives at Vault as %T: Vault answers 500 (cannot decode body)", raw)
+	}
+	return got.Data[logical.HTTPStatusCode], got.Data[logical.HTTPContentType], body
+}
+
+// scrape reads metrics through the backend, checks the raw response and parses it.
+func (e *testEnv) scrape() []sample {
+	e.t.Helper()
+	resp := e.mustDo(logical.ReadOperation, "metrics", nil)
+	status, ct, wire := overGRPC(e.t, resp)
+	if fmt.Sprint(status) != "200" || ct != resp.Data[logical.HTTPContentType] || !bytes.Equal(wire, resp.Data[logical.HTTPRawBody].([]byte)) {
+		e.t.Errorf("over gRPC: status %v, content type %v, body %d bytes; want what the plugin sent", status, ct, len(wire))
+	}
+	if got := resp.Data[logical.HTTPContentType]; got != "text/plain; version=0.0.4; charset=utf-8" {
+		e.t.Errorf("content type %v", got)
+	}
+	if got := resp.Data[logical.HTTPStatusCode]; got != http.StatusOK {
+		e.t.Errorf("status %v", got)
+	}
+	if resp.Secret != nil || resp.Auth != nil {
+		e.t.Error("a raw response must carry neither a secret nor auth: Vault refuses it")
+	}
+	body, ok := resp.Data[logical.HTTPRawBody].([]byte)
+	if !ok {
+		e.t.Fatalf("raw body is %T, want []byte (bytes cross gRPC as base64, which Vault decodes)", resp.Data[logical.HTTPRawBody])
+	}
+	return parseExposition(e.t, body)
+}
+
+func TestMetrics_Read(t *testing.T) {
+	e := newTestEnv(t)
+	m := e.b.metrics
+	invalidClient := &upstreamError{Status: 401, Code: "invalid_client", Answered: true}
+	m.tokenRequest("hotel-muc", "client_credentials", triggerRead, nil, 40*time.Millisecond)
+	m.tokenRequest("hotel-muc", "client_credentials", triggerRead, nil, 3*time.Second)
+	m.tokenRequest("hotel-muc", "client_credentials", triggerRead, invalidClient, 20*time.Millisecond)
+	m.tokenRequest("connect", "refresh_token", triggerRefreshAhead, nil, 70*time.Millisecond)
+	m.tokenRequest("connect", "authorization_code", triggerCallback, nil, 90*time.Millisecond)
+	for range 5 {
+		m.credsRead("hotel-muc", readCached)
+	}
+	m.credsRead("hotel-muc", readFetched)
+	m.credsRead("hotel-muc", readError)
+	m.credsRead("connect", readStale)
+	// Credential names (hotel-ber-0815) live only in the engine; the gauge gets counts per config.
+	m.credentialStates(func() map[string]map[string]int {
+		return map[string]map[string]int{"hotel-muc": {"ok": 1}, "connect": {"ok": 2, "needs_authorization": 1}}
+	})
+
+	got := e.scrape()
+	checks := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"vault_apaleo_token_requests_total", map[string]string{"config": "hotel-muc", "grant_type": "client_credentials", "trigger": "read", "outcome": "success"}, 2},
+		{"vault_apaleo_token_requests_total", map[string]string{"config": "hotel-muc", "outcome": "invalid_client"}, 1},
+		{"vault_apaleo_token_requests_total", map[string]string{"config": "connect", "grant_type": "refresh_token", "trigger": "refresh_ahead"}, 1},
+		{"vault_apaleo_token_requests_total", map[string]string{"config": "connect", "grant_type": "authorization_code", "trigger": "callback"}, 1},
+		{"vault_apaleo_token_requests_total", nil, 5},
+		{"vault_apaleo_token_request_duration_seconds_count", map[string]string{"config": "hotel-muc"}, 3},
+		{"vault_apaleo_token_request_duration_seconds_sum", map[string]string{"config": "hotel-muc"}, 3.06},
+		{"vault_apaleo_token_request_duration_seconds_bucket", map[string]string{"config": "hotel-muc", "le": "0.05"}, 2},
+		{"vault_apaleo_token_request_duration_seconds_bucket", map[string]string{"config": "hotel-muc", "le": "5"}, 3},
+		{"vault_apaleo_token_request_duration_seconds_bucket", map[string]string{"config": "hotel-muc", "le": "+Inf"}, 3},
+		{"vault_apaleo_creds_reads_total", map[string]string{"config": "hotel-muc", "result": "cached"}, 5},
+		{"vault_apaleo_creds_reads_total", map[string]string{"config": "hotel-muc", "result": "fetched"}, 1},
+		{"vault_apaleo_creds_reads_total", map[string]string{"config": "hotel-muc", "result": "error"}, 1},
+		{"vault_apaleo_creds_reads_total", map[string]string{"config": "connect", "result": "stale"}, 1},
+		{"vault_apaleo_credentials", map[string]string{"config": "connect", "state": "ok"}, 2},
+		{"vault_apaleo_credentials", map[string]string{"config": "connect", "state": "needs_authorization"}, 1},
+		{"vault_apaleo_credentials", map[string]string{"config": "hotel-muc", "state": "failing"}, 0},
+	}
+	for _, c := range checks {
+		if v := sum(got, c.name, c.labels); fmt.Sprintf("%.3f", v) != fmt.Sprintf("%.3f", c.want) {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, v, c.want)
+		}
+	}
+
+	// Every label is one of the fixed set, and every value a config name or a known enum.
+	allowed := map[string][]string{
+		"config":     {"hotel-muc", "connect"},
+		"grant_type": {"client_credentials", "refresh_token", "authorization_code"},
+		"trigger":    {"read", "refresh_ahead", "callback", "exchange", "import"},
+		"result":     {"cached", "fetched", "stale", "error"},
+		"state":      {"ok", "no_token", "failing", "needs_authorization"},
+	}
+	for _, s := range got {
+		for k, v := range s.labels {
+			switch k {
+			case "le":
+			case "outcome":
+				if v != "success" && outcomeOf(&upstreamError{Code: v, Status: 400}) != v {
+					t.Errorf("%s: outcome %q is not an outcome class", s.name, v)
+				}
+			default:
+				if !slices.Contains(allowed[k], v) {
+					t.Errorf("%s: label %s=%q not allowed", s.name, k, v)
+				}
+			}
+		}
+	}
+	body := e.mustDo(logical.ReadOperation, "metrics", nil).Data[logical.HTTPRawBody].([]byte)
+	for _, secret := range []string{"hotel-ber-0815", mucSecret, connectSc} {
+		if bytes.Contains(body, []byte(secret)) {
+			t.Errorf("the metrics text holds %q", secret)
+		}
+	}
+	// Help texts say the counts are the node's own.
+	for _, name := range []string{"vault_apaleo_token_requests_total", "vault_apaleo_creds_reads_total", "vault_apaleo_token_request_duration_seconds"} {
+		if !regexp.MustCompile(`(?m)^# HELP ` + name + ` .*this Vault node`).Match(body) {
+			t.Errorf("HELP of %s does not say it is per Vault node", name)
+		}
+	}
+}
+
+// TestMetrics_Path: metrics is authenticated (a scraper needs a token with read on it)
+// and read-only.
+func TestMetrics_Path(t *testing.T) {
+	e := newTestEnv(t)
+	if slices.ContainsFunc(e.b.PathsSpecial.Unauthenticated, func(p string) bool { return strings.HasPrefix("metrics", strings.TrimSuffix(p, "*")) }) {
+		t.Errorf("metrics is unauthenticated: %v", e.b.PathsSpecial.Unauthenticated)
+	}
+	if _, err := e.do(logical.UpdateOperation, "metrics", nil); !errors.Is(err, logical.ErrUnsupportedOperation) {
+		t.Errorf("write to metrics: %v, want unsupported operation", err)
+	}
+	// A fresh mount has no series: it still answers 200 with an empty exposition, which
+	// must reach Vault as an empty body, not as null.
+	if got := e.scrape(); len(got) != 0 {
+		t.Errorf("fresh mount: %d samples, want none", len(got))
+	}
+}
+
+// TestMetrics_CredentialsGauge: the gauge is the callback's answer at scrape time, with
+// every state of every config present (zeros too), and nothing left from before.
+func TestMetrics_CredentialsGauge(t *testing.T) {
+	e := newTestEnv(t)
+	states := map[string]map[string]int{"hotel-muc": {"ok": 1}, "connect": {"ok": 3, "failing": 1, "needs_authorization": 2}}
+	calls := 0
+	e.b.metrics.credentialStates(func() map[string]map[string]int { calls++; return states })
+
+	got := e.scrape()
+	if calls != 1 {
+		t.Errorf("callback called %d times for one scrape", calls)
+	}
+	for config, byState := range states {
+		for _, state := range []string{"ok", "no_token", "failing", "needs_authorization"} {
+			if v := sum(got, "vault_apaleo_credentials", map[string]string{"config": config, "state": state}); v != float64(byState[state]) {
+				t.Errorf("credentials{config=%s,state=%s} = %v, want %d", config, state, v, byState[state])
+			}
+		}
+	}
+	states = map[string]map[string]int{"connect": {"ok": 6}}
+	got = e.scrape()
+	if v := sum(got, "vault_apaleo_credentials", map[string]string{"config": "hotel-muc"}); v != 0 || slices.ContainsFunc(got, func(s sample) bool { return s.labels["config"] == "hotel-muc" }) {
+		t.Error("a config gone from the callback's answer is still reported")
+	}
+	if v := sum(got, "vault_apaleo_credentials", map[string]string{"config": "connect", "state": "ok"}); v != 6 {
+		t.Errorf("credentials{connect,ok} = %v after the change, want 6", v)
+	}
+}
+
+// TestMetrics_OutcomeOf: every kind of upstreamError client.go makes has its class.
+func TestMetrics_OutcomeOf(t *testing.T) {
+	status := func(code int, fields ...string) error {
+		return upstreamFromStatus(&http.Response{StatusCode: code, Header: http.Header{}}, fields...)
+	}
+	gaveUp := func(err error) error { return fmt.Errorf("%w (gave up after 3 attempt(s) in 30s)", err) }
+	tlsErr := &url.Error{Op: "Post", URL: "https://identity.example/connect/token", Err: x509.UnknownAuthorityError{}}
+	cases := []struct {
+		err  error
+		want string
+	}{
+		{nil, "success"},
+		{status(401, "invalid_client", "bad secret"), "invalid_client"},
+		{status(400, "invalid_client"), "invalid_client"},
+		{status(400, "unauthorized_client"), "unauthorized_client"},
+		{status(400, "invalid_grant", "refresh token revoked"), "invalid_grant"},
+		{status(400, "invalid_request"), "invalid_request"},
+		{status(400, "invalid_scope"), "invalid_scope"},
+		{status(400, "unsupported_grant_type"), "unsupported_grant_type"},
+		{status(400, "access_denied"), "oauth_error"},
+		{status(400, "some_vendor_code_"+strings.Repeat("x", 40)), "oauth_error"},
+		{status(400, "", "", "body: <html>"), "other"},
+		{status(404, "", "", "empty body"), "other"},
+		{status(302), "other"},
+		{status(429), "rate_limited"},
+		{status(429, "slow_down"), "rate_limited"},
+		{status(500), "server_error"},
+		{status(503, "temporarily_unavailable"), "server_error"},
+		{gaveUp(status(502)), "server_error"},
+		{classifyOAuthError(errors.New("oauth2: cannot parse json: unexpected end of JSON input")), "unreadable"},
+		{classifyOAuthError(errors.New("oauth2: server response missing access_token")), "unreadable"},
+		{classifyTransportError(context.DeadlineExceeded), "timeout"},
+		{classifyTransportError(&url.Error{Op: "Post", URL: "https://x", Err: &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}}), "network"},
+		{classifyTransportError(&url.Error{Op: "Post", URL: "https://x", Err: errors.New("EOF")}), "network"},
+		{classifyTransportError(&url.Error{Op: "Post", URL: "https://x", Err: errors.New("remote error: tls: handshake failure")}), "tls"},
+		{classifyTransportError(tlsErr), "tls"},
+		{classifyTransportError(context.Canceled), "cancelled"},
+		{gaveUp(classifyTransportError(context.DeadlineExceeded)), "timeout"},
+		{context.Canceled, "cancelled"},
+		{context.DeadlineExceeded, "timeout"},
+		{errors.New("config is gone"), "other"},
+	}
+	for _, c := range cases {
+		if got := outcomeOf(c.err); got != c.want {
+			t.Errorf("outcomeOf(%v) = %q, want %q", c.err, got, c.want)
+		}
+	}
+}
+
+// TestMetrics_EachAttemptCounted: through the real client and the attempt observer, each
+// HTTP request is one count with its class, and the counts match what the identity
+// server saw.
+func TestMetrics_EachAttemptCounted(t *testing.T) {
+	e := newTestEnv(t)
+	m := e.b.metrics
+	pool := &transportPool{}
+	client := func(secret, ca string) *identityClient {
+		c, err := newIdentityClient(clientSettings{ClientID: mucID, ClientSecret: secret, IdentityURL: e.ts.URL, CACertificate: ca}, time.Now, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	good, wrong := client(mucSecret, e.caPEM), client("not-the-secret", e.caPEM)
+	policy := retryPolicy{Total: 10 * time.Second, PerAttempt: 2 * time.Second, BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond}
+	ctx := m.observeTokenRequests(context.Background(), "hotel-muc", "client_credentials", triggerRead)
+	scopes := []string{"reservations.read"}
+
+	// Two 503s, then a token: three requests.
+	e.idp.InjectFaults(devidp.Fault{Status: 503}, devidp.Fault{Status: 503})
+	if _, err := good.ClientCredentials(ctx, scopes, policy); err != nil {
+		t.Fatal(err)
+	}
+	// A 429 without Retry-After, then a token.
+	e.idp.InjectFaults(devidp.Fault{Status: 429})
+	if _, err := good.ClientCredentials(ctx, scopes, policy); err != nil {
+		t.Fatal(err)
+	}
+	// A truncated 2xx answer, retried for the client credentials grant.
+	e.idp.InjectFaults(devidp.Fault{Truncate: true})
+	if _, err := good.ClientCredentials(ctx, scopes, policy); err != nil {
+		t.Fatal(err)
+	}
+	// A wrong secret: one request, not retried.
+	if _, err := wrong.ClientCredentials(ctx, scopes, policy); err == nil {
+		t.Fatal("a wrong secret got a token")
+	}
+	// A server nobody trusts: no request reaches the token endpoint.
+	if _, err := client(mucSecret, "").ClientCredentials(ctx, scopes, policy); err == nil {
+		t.Fatal("an untrusted server gave a token")
+	}
+
+	got := e.scrape()
+	want := map[string]float64{"success": 3, "server_error": 2, "rate_limited": 1, "unreadable": 1, "invalid_client": 1, "tls": 1}
+	for outcome, n := range want {
+		if v := sum(got, "vault_apaleo_token_requests_total", map[string]string{"outcome": outcome}); v != n {
+			t.Errorf("outcome %s: %v, want %v", outcome, v, n)
+		}
+	}
+	st := e.idp.Stats()
+	total := sum(got, "vault_apaleo_token_requests_total", nil)
+	if total-1 != float64(st.TokenRequests) { // the TLS failure never reached the server
+		t.Errorf("metrics count %v token requests (1 refused by TLS), the identity server %d", total, st.TokenRequests)
+	}
+	if v := sum(got, "vault_apaleo_token_request_duration_seconds_count", nil); v != total {
+		t.Errorf("histogram count %v, counter total %v", v, total)
+	}
+	if v := sum(got, "vault_apaleo_token_requests_total", map[string]string{"outcome": "invalid_client"}); v != float64(st.Errors["invalid_client"]) {
+		t.Errorf("invalid_client: metrics %v, identity server %d", v, st.Errors["invalid_client"])
+	}
+}
+
+// dashboardQueries returns every PromQL expression of a Grafana dashboard: panel targets
+// (rows' nested panels too) and templating queries, each with where it was found.
+func dashboardQueries(t *testing.T, raw []byte) map[string]string {
+	t.Helper()
+	type target struct {
+		Expr  string `json:"expr"`
+		RefID string `json:"refId"`
+	}
+	type panel struct {
+		Title   string   `json:"title"`
+		Type    string   `json:"type"`
+		Targets []target `json:"targets"`
+		Panels  []panel  `json:"panels"`
+	}
+	var d struct {
+		SchemaVersion int     `json:"schemaVersion"`
+		Panels        []panel `json:"panels"`
+		Templating    struct {
+			List []struct {
+				Name  string          `json:"name"`
+				Type  string          `json:"type"`
+				Query json.RawMessage `json:"query"`
+			} `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	if d.SchemaVersion < 36 {
+		t.Errorf("schemaVersion %d, want a current one (39)", d.SchemaVersion)
+	}
+	out := map[string]string{}
+	var walk func([]panel)
+	walk = func(ps []panel) {
+		for _, p := range ps {
+			if p.Type != "row" && len(p.Targets) == 0 {
+				t.Errorf("panel %q has no query", p.Title)
+			}
+			for _, tg := range p.Targets {
+				if strings.TrimSpace(tg.Expr) == "" {
+					t.Errorf("panel %q target %s has no expr", p.Title, tg.RefID)
+				}
+				out[tg.Expr] = fmt.Sprintf("panel %q", p.Title)
+			}
+			walk(p.Panels)
+		}
+	}
+	walk(d.Panels)
+	for _, v := range d.Templating.List {
+		if v.Type != "query" {
+			continue
+		}
+		var q struct {
+			Query string `json:"query"`
+		}
+		var s string
+		if err := json.Unmarshal(v.Query, &s); err != nil {
+			if err := json.Unmarshal(v.Query, &q); err != nil {
+				t.Fatalf("variable %s: query %s", v.Name, v.Query)
+			}
+			s = q.Query
+		}
+		out[s] = "variable " + v.Name
+	}
+	return out
+}
+
+var (
+	promStringRe   = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|` + "`[^`]*`")
+	promMatcherRe  = regexp.MustCompile(`\{[^}]*\}`)
+	promRangeRe    = regexp.MustCompile(`\[[^\]]*\]`)
+	promGroupingRe = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`)
+	promVariableRe = regexp.MustCompile(`\$\{[^}]*\}|\$\w+`)
+	promIdentRe    = regexp.MustCompile(`[A-Za-z_:][A-Za-z0-9_:]*(\s*\()?`)
+	labelValuesRe  = regexp.MustCompile(`^\s*label_values\s*\((.*)\)\s*$`)
+	promKeywords   = []string{"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset", "atan2", "inf", "nan", "Inf", "NaN"}
+)
+
+// promMetricNames finds the metric names a PromQL expression (or a Grafana
+// label_values(...) query) selects: identifiers that are not functions, keywords, label
+// names or parts of strings, ranges or Grafana variables.
+func promMetricNames(expr string) []string {
+	if m := labelValuesRe.FindStringSubmatch(expr); m != nil {
+		// label_values(selector, label) or label_values(label): only a selector names metrics.
+		expr = ""
+		if i := strings.LastIndex(m[1], ","); i >= 0 {
+			expr = m[1][:i]
+		}
+	}
+	expr = promStringRe.ReplaceAllString(expr, `""`)
+	expr = promMatcherRe.ReplaceAllString(expr, " ")
+	expr = promRangeRe.ReplaceAllString(expr, " ")
+	expr = promGroupingRe.ReplaceAllString(expr, " ")
+	expr = promVariableRe.ReplaceAllString(expr, " ")
+	var names []string
+	for _, m := range promIdentRe.FindAllStringSubmatch(expr, -1) {
+		if m[1] != "" { // a function call
+			continue
+		}
+		if name := m[0]; !slices.Contains(promKeywords, name) && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
+
+func TestPromMetricNames(t *testing.T) {
+	cases := map[string][]string{
+		`sum by (config, outcome) (rate(vault_apaleo_token_requests_total{config=~"$config", outcome!="success"}[$__rate_interval]))`:             {"vault_apaleo_token_requests_total"},
+		`histogram_quantile(0.99, sum by (le, config) (rate(vault_apaleo_token_request_duration_seconds_bucket{config=~"${config:regex}"}[5m])))`: {"vault_apaleo_token_request_duration_seconds_bucket"},
+		`sum(rate(a_sum[5m])) / sum(rate(a_count[5m])) > bool 0`:                                                                                  {"a_count", "a_sum"},
+		`max by (config, state) (vault_apaleo_credentials) or on (config) vault_apaleo_nope`:                                                      {"vault_apaleo_credentials", "vault_apaleo_nope"},
+		`label_values(vault_apaleo_credentials, config)`:                                                                                          {"vault_apaleo_credentials"},
+		`label_values(vault_apaleo_creds_reads_total{result="error"},config)`:                                                                     {"vault_apaleo_creds_reads_total"},
+		`label_values(config)`: nil,
+		`up`:                   {"up"},
+	}
+	for expr, want := range cases {
+		if got := promMetricNames(expr); !slices.Equal(got, want) {
+			t.Errorf("promMetricNames(%s) = %v, want %v", expr, got, want)
+		}
+	}
+}
+
+// servedMetricNames are the series names a scrape can hold: the registry's families,
+// each with a sample, histograms as their _bucket, _sum and _count.
+func servedMetricNames(t *testing.T) []string {
+	t.Helper()
+	m := newMetrics()
+	m.tokenRequest("c", "client_credentials", triggerRead, nil, time.Millisecond)
+	m.credsRead("c", readCached)
+	m.credentialStates(func() map[string]map[string]int { return map[string]map[string]int{"c": {"ok": 1}} })
+	families, err := m.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, mf := range families {
+		if len(mf.GetMetric()) == 0 {
+			t.Errorf("%s has no sample", mf.GetName())
+		}
+		if mf.GetType().String() == "HISTOGRAM" {
+			names = append(names, mf.GetName()+"_bucket", mf.GetName()+"_sum", mf.GetName()+"_count")
+		} else {
+			names = append(names, mf.GetName())
+		}
+	}
+	if len(families) != 4 {
+		t.Errorf("%d metric families, want 4: %v", len(families), names)
+	}
+	return names
+}
+
+// TestGrafanaDashboard: every metric the shipped dashboard queries is one the plugin
+// serves, and it queries each of them.
+func TestGrafanaDashboard(t *testing.T) {
+	raw, err := os.ReadFile("docs/grafana-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := servedMetricNames(t)
+	used := map[string]bool{}
+	queries := dashboardQueries(t, raw)
+	if len(queries) == 0 {
+		t.Fatal("the dashboard has no queries")
+	}
+	for expr, where := range queries {
+		names := promMetricNames(expr)
+		if len(names) == 0 {
+			t.Errorf("%s: no metric in %q", where, expr)
+		}
+		for _, n := range names {
+			used[n] = true
+			if !slices.Contains(served, n) {
+				t.Errorf("%s queries %s, which the plugin does not serve (it serves %v): %s", where, n, served, expr)
+			}
+		}
+	}
+	for _, n := range served {
+		if !used[n] {
+			t.Errorf("the dashboard never queries %s", n)
+		}
+	}
+	if !bytes.Contains(raw, []byte(`"${datasource}"`)) {
+		t.Error("panels should use the ${datasource} variable")
+	}
+}
