@@ -21,6 +21,7 @@ import (
 const (
 	grantClientCredentials = "client_credentials"
 	grantAuthorizationCode = "authorization_code"
+	grantRefreshToken      = "refresh_token" // the grant of an authorized credential's token requests
 
 	defaultIdentityURL = "https://identity.apaleo.com"
 	defaultMinTTL      = 15 * time.Minute

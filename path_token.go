@@ -168,27 +168,61 @@ const (
 )
 
 func (b *backend) pathCredsList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	names, err := req.Storage.List(ctx, credsPrefix)
+	names, statuses, err := b.statuses(ctx, req.Storage)
 	if err != nil {
 		return nil, err
 	}
+	info := make(map[string]any, len(statuses))
+	for n, s := range statuses {
+		info[n] = s.keyInfo()
+	}
+	return logical.ListResponseWithInfo(names, info), nil
+}
+
+// statuses lists creds/ with each credential's status, from memory where it can: no
+// token request, and a storage read only for entries not yet in memory.
+func (b *backend) statuses(ctx context.Context, s logical.Storage) ([]string, map[string]credStatus, error) {
+	names, err := s.List(ctx, credsPrefix)
+	if err != nil {
+		return nil, nil, err
+	}
 	now := b.now()
-	info := make(map[string]any, len(names))
+	out := make(map[string]credStatus, len(names))
 	for _, n := range names {
-		cred, err := b.cred(ctx, req.Storage, n)
+		cred, err := b.cred(ctx, s, n)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if cred == nil {
 			continue
 		}
-		cfg, err := b.config(ctx, req.Storage, cred.Config)
+		cfg, err := b.config(ctx, s, cred.Config)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		info[n] = b.status(n, cred, cfg, now).keyInfo()
+		out[n] = b.status(n, cred, cfg, now)
 	}
-	return logical.ListResponseWithInfo(names, info), nil
+	return names, out, nil
+}
+
+// credentialCounts is the credentials gauge: config -> state -> count, at scrape time.
+func (b *backend) credentialCounts() map[string]map[string]int {
+	if b.storage == nil {
+		return nil
+	}
+	_, statuses, err := b.statuses(context.Background(), b.storage)
+	if err != nil {
+		b.Logger().Warn("counting credentials for the metrics failed", "error", err)
+		return nil
+	}
+	out := map[string]map[string]int{}
+	for _, s := range statuses {
+		if out[s.config] == nil {
+			out[s.config] = map[string]int{}
+		}
+		out[s.config][s.state]++
+	}
+	return out
 }
 
 // credStatus is what creds/ lists of one credential.
@@ -502,11 +536,10 @@ func (b *backend) requestToken(ctx context.Context, name string, cred *credentia
 	if cred.Token.valid(cfg, b.now()) {
 		policy.Attempts = 1
 	}
-	observed := b.observeTokenRequests(ctx, cred.Config, cred.GrantType, trigger)
 	if cred.GrantType == grantClientCredentials {
-		return srv.ClientCredentials(observed, cfg.Scopes, policy)
+		return srv.ClientCredentials(b.metrics.observeTokenRequests(ctx, cred.Config, grantClientCredentials, trigger), cfg.Scopes, policy)
 	}
-	return b.refresh(observed, srv, cred.RefreshToken, policy)
+	return b.refresh(b.metrics.observeTokenRequests(ctx, cred.Config, grantRefreshToken, trigger), srv, cred.RefreshToken, policy)
 }
 
 // refresh runs the refresh grant. Once a refresh is on the wire, nothing cuts it short
@@ -525,13 +558,6 @@ func (b *backend) refresh(ctx context.Context, srv identityServer, refreshToken 
 			return nil, &final
 		}
 		return res, err
-	})
-}
-
-// observeTokenRequests counts every token request sent under ctx in the metrics.
-func (b *backend) observeTokenRequests(ctx context.Context, config, grantType, trigger string) context.Context {
-	return withAttemptObserver(ctx, func(err error, d time.Duration) {
-		b.metrics.tokenRequest(config, grantType, trigger, err, d)
 	})
 }
 
@@ -744,7 +770,7 @@ func (b *backend) pathCredsImport(ctx context.Context, req *logical.Request, d *
 	}
 	// Once sent, the refresh runs to its end whatever the caller does: apaleo spends the
 	// token on receipt.
-	sendCtx := b.observeTokenRequests(context.WithoutCancel(ctx), cfgName, grantAuthorizationCode, triggerImport)
+	sendCtx := b.metrics.observeTokenRequests(context.WithoutCancel(ctx), cfgName, grantRefreshToken, triggerImport)
 	res, err := b.refresh(sendCtx, srv, refreshToken, b.retry)
 	if err != nil {
 		var ue *upstreamError
