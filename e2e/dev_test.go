@@ -496,9 +496,13 @@ func testPolicies(t *testing.T, e *devEnv) {
 
 func testAgent(t *testing.T, e *devEnv) {
 	v := e.vault
-	// hotel-muc moves to the short-lived identity server: its cached token goes.
+	// hotel-muc moves to the short-lived identity server: its cached token goes. A move
+	// to another host must carry the client secret.
 	before := e.short.stats(t)
-	v.must(t, "write", mount+"/config/hotel-muc", "identity_url="+e.short.URL, "ca_certificate=@"+e.short.CAFile)
+	if msg := v.mustFail(t, "write", mount+"/config/hotel-muc", "identity_url="+e.short.URL, "ca_certificate=@"+e.short.CAFile); !strings.Contains(msg, "must carry client_secret") {
+		t.Errorf("moving identity_url without client_secret: %s", msg)
+	}
+	v.must(t, "write", mount+"/config/hotel-muc", "identity_url="+e.short.URL, "ca_certificate=@"+e.short.CAFile, "client_secret="+e.secMuc)
 	// Its lease follows the token's life (Agent reads again when the lease ends).
 	s := v.read(t, mount+"/creds/hotel-muc")
 	checkToken(t, s, tokenWant{name: "hotel-muc", config: "hotel-muc", clientID: "hotel-muc", account: "MUC",
