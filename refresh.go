@@ -17,11 +17,13 @@ import (
 
 // refreshWindow is when refresh-ahead may refresh a token: a moment drawn at random in
 // [start, end), so that tokens issued together are not refreshed together, and ending
-// well before the token stops being fresh, so a slow apaleo still answers in time.
+// well before the token stops being fresh (half the window's length, up to 5 minutes),
+// so a slow apaleo or a spent budget still leaves readers a fresh token. For apaleo's
+// hour-long tokens and the default min_ttl: from minute 35 to minute 40.
 func refreshWindow(t *cachedToken, cfg *apaleoConfig) (start, end time.Time) {
 	freshEnd := t.ExpiresAt.Add(-min(cfg.MinTTL, t.ExpiresAt.Sub(t.IssuedAt)/2))
-	lead := min(freshEnd.Sub(t.IssuedAt)/4, 10*time.Minute)
-	return freshEnd.Add(-lead), freshEnd.Add(-lead / 3)
+	lead := min(freshEnd.Sub(t.IssuedAt)/3, 10*time.Minute)
+	return freshEnd.Add(-lead), freshEnd.Add(-lead / 2)
 }
 
 // scheduler holds the names refresh-ahead has planned, ordered by when they are due.

@@ -1,0 +1,464 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fleet_test.go: many hotels under one connect app, against the real Vault and the dev
+// identity server: refresh-ahead while apaleo is slow, failure memory, isolation of a
+// hanging app, and the request budget per app.
+
+// TestFleet shares one Vault dev server among its cases; each has identity servers of
+// its own, so their request counts are their own.
+func TestFleet(t *testing.T) {
+	v := startDevVault(t)
+	v.enablePlugin(t)
+	t.Run("refresh_ahead_with_slow_apaleo", func(t *testing.T) { testFleetRefreshAhead(t, v) })
+	t.Run("failure_memory", func(t *testing.T) { testFleetFailureMemory(t, v) })
+	t.Run("stale_window_outage", func(t *testing.T) { testFleetOutage(t, v) })
+	t.Run("hanging_app_isolated", func(t *testing.T) { testFleetIsolation(t, v) })
+	t.Run("budget", func(t *testing.T) { testFleetBudget(t, v) })
+}
+
+// authorizeAll authorizes each name for config through the browser flow (the identity
+// server consents at once and redirects to Vault's callback), a few at a time.
+func authorizeAll(t *testing.T, v *vault, idp *identity, config string, names []string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 6)
+	errs := make(chan string, len(names))
+	for _, name := range names {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			status, body, err := v.api(http.MethodPut, mount+"/authorize/"+name, map[string]any{"config": config})
+			var out struct {
+				Data struct {
+					AuthURL string `json:"auth_url"`
+				} `json:"data"`
+			}
+			if err != nil || status != http.StatusOK || json.Unmarshal(body, &out) != nil {
+				errs <- fmt.Sprintf("authorize/%s: %d %v %s", name, status, err, body)
+				return
+			}
+			b := idp.browser(t, true)
+			resp, err := b.Get(out.Data.AuthURL)
+			if err != nil {
+				errs <- fmt.Sprintf("%s: %v", name, err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				errs <- fmt.Sprintf("%s: callback page %d", name, resp.StatusCode)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+// readCred reads creds/<name> over the HTTP API: status, access token, how long it took.
+func (v *vault) readCred(name string) (int, string, time.Duration) {
+	started := time.Now()
+	status, body, err := v.api(http.MethodGet, mount+"/creds/"+name, nil)
+	took := time.Since(started)
+	if err != nil {
+		return 0, err.Error(), took
+	}
+	var out struct {
+		Data struct {
+			AccessToken string `json:"access_token"`
+		} `json:"data"`
+		Warnings []string `json:"warnings"`
+		Errors   []string `json:"errors"`
+	}
+	_ = json.Unmarshal(body, &out)
+	if status != http.StatusOK {
+		return status, strings.Join(out.Errors, "; "), took
+	}
+	return status, out.Data.AccessToken, took
+}
+
+// listDetailed is `vault list -detailed apaleo/creds` as key_info.
+func (v *vault) listDetailed(t *testing.T) map[string]map[string]any {
+	t.Helper()
+	status, body, err := v.api("LIST", mount+"/creds/", nil)
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("LIST creds/: %d %v %s", status, err, body)
+	}
+	var out struct {
+		Data struct {
+			KeyInfo map[string]map[string]any `json:"key_info"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		t.Fatal(err)
+	}
+	return out.Data.KeyInfo
+}
+
+// injectFaults queues faults at the identity server (each is taken by one token request).
+func (i *identity) injectFaults(t *testing.T, faults ...map[string]any) {
+	t.Helper()
+	b, _ := json.Marshal(faults)
+	resp, err := i.http.Post(i.URL+"/_admin/faults", "application/json", strings.NewReader(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("injecting faults: %d", resp.StatusCode)
+	}
+}
+
+func (i *identity) post(t *testing.T, what string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, i.URL+"/_admin/"+what, nil)
+	resp, err := i.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("POST /_admin/%s: %d", what, resp.StatusCode)
+	}
+}
+
+func (i *identity) clearFaults(t *testing.T) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodDelete, i.URL+"/_admin/faults", nil)
+	resp, err := i.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}
+
+func repeated(n int, f map[string]any) []map[string]any {
+	out := make([]map[string]any, n)
+	for i := range out {
+		out[i] = f
+	}
+	return out
+}
+
+// mostInOneSecond is the most timestamps (Unix ms) that fall in any one-second window.
+func mostInOneSecond(times []int64) int {
+	times = slices.Clone(times)
+	slices.Sort(times)
+	most, j := 0, 0
+	for i := range times {
+		for times[i]-times[j] >= 1000 {
+			j++
+		}
+		most = max(most, i-j+1)
+	}
+	return most
+}
+
+func names(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%02d", prefix, i)
+	}
+	return out
+}
+
+// testFleetRefreshAhead: every token request takes a second at apaleo; 40 credentials
+// authorized within seconds of each other are read continuously for five token lives:
+// no read fails, none after the first of each waits (500 ms, for a 1 s apaleo), every
+// refresh token survives, and idle credentials cause no token request.
+func testFleetRefreshAhead(t *testing.T, v *vault) {
+	const ttl = 15 * time.Second
+	callback := v.Addr + "/v1/" + mount + "/callback"
+	secret := randomSecret(t, "fleet")
+	idp := startIdentity(t, "identity-fleet", ttl, "fleet-app:"+secret+":FLT:reservations.read:"+callback)
+	v.writeConfig(t, appConfig{name: "fleet", clientID: "fleet-app", secret: secret, idp: idp,
+		grant: "authorization_code", redirect: callback, scopes: "reservations.read", minTTL: "1s"})
+	v.must(t, "write", mount+"/config/fleet", "max_token_requests_per_second=50")
+	busy, idle := names("fleet", 40), names("idle", 5)
+	authorizeAll(t, v, idp, "fleet", append(slices.Clone(busy), idle...))
+	idleBefore := v.listDetailed(t)
+	idp.injectFaults(t, repeated(5000, map[string]any{"delay": "1s"})...)
+	before := idp.stats(t)
+
+	type readStat struct {
+		failed, slow, total atomic.Int64
+		slowest             atomic.Int64
+	}
+	var st readStat
+	seen := sync.Map{}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failures []string
+	for r := range 4 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(r), 7))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				name := busy[rng.IntN(len(busy))]
+				status, text, took := v.readCred(name)
+				st.total.Add(1)
+				if status != http.StatusOK {
+					st.failed.Add(1)
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("%s: %d %s", name, status, text))
+					mu.Unlock()
+				}
+				if _, again := seen.LoadOrStore(name, true); again && took > 500*time.Millisecond {
+					st.slow.Add(1)
+				}
+				if ms := took.Milliseconds(); ms > st.slowest.Load() {
+					st.slowest.Store(ms)
+				}
+				time.Sleep(40 * time.Millisecond)
+			}
+		})
+	}
+	run := 5 * ttl
+	time.Sleep(run)
+	close(stop)
+	wg.Wait()
+	after := idp.stats(t)
+	refreshes := after.ByGrant["refresh_token"] - before.ByGrant["refresh_token"]
+	t.Logf("fleet: %d reads, %d failed, %d slower than 500 ms after the first (slowest %d ms); %d refresh requests for %d credentials over %v (token life %v); invalid_grant %d",
+		st.total.Load(), st.failed.Load(), st.slow.Load(), st.slowest.Load(), refreshes, len(busy), run, ttl, after.Errors["invalid_grant"])
+	if st.failed.Load() != 0 {
+		t.Errorf("%d reads failed, e.g. %v", st.failed.Load(), failures[:min(3, len(failures))])
+	}
+	if st.slow.Load() != 0 {
+		t.Errorf("%d reads after the first of their credential took over 500 ms", st.slow.Load())
+	}
+	if n := after.Errors["invalid_grant"]; n != 0 {
+		t.Errorf("%d refresh tokens were refused: refresh tokens were lost", n)
+	}
+	// About one refresh per credential and token life: none idle, none doubled.
+	lives := int(run / ttl)
+	if refreshes < len(busy)*(lives-1) || refreshes > len(busy)*(lives+1) {
+		t.Errorf("%d refreshes, want about %d (%d credentials x %d token lives)", refreshes, len(busy)*lives, len(busy), lives)
+	}
+	idp.clearFaults(t)
+	// Idle credentials were never refreshed; every busy one still refreshes.
+	now := v.listDetailed(t)
+	for _, n := range idle {
+		if now[n]["last_refreshed_at"] != idleBefore[n]["last_refreshed_at"] {
+			t.Errorf("idle %s was refreshed: %v -> %v", n, idleBefore[n]["last_refreshed_at"], now[n]["last_refreshed_at"])
+		}
+	}
+	for _, n := range busy {
+		if now[n]["state"] != "ok" {
+			t.Errorf("%s: state %v (%v)", n, now[n]["state"], now[n]["last_error"])
+		}
+	}
+}
+
+// testFleetFailureMemory: a revoked refresh token read 50 times costs one refresh
+// request; a 429 with Retry-After: 60 read 30 times costs one request.
+func testFleetFailureMemory(t *testing.T, v *vault) {
+	callback := v.Addr + "/v1/" + mount + "/callback"
+	secApp, secCC := randomSecret(t, "mem-app"), randomSecret(t, "mem-cc")
+	idp := startIdentity(t, "identity-memory", time.Hour,
+		"mem-app:"+secApp+":MEM:reservations.read,account.read:"+callback,
+		"mem-cc:"+secCC+":MEM:reservations.read")
+	v.writeConfig(t, appConfig{name: "mem-app", clientID: "mem-app", secret: secApp, idp: idp,
+		grant: "authorization_code", redirect: callback, scopes: "reservations.read"})
+	authorizeAll(t, v, idp, "mem-app", []string{"hotel-revoked"})
+
+	idp.post(t, "revoke?client_id=mem-app")
+	// A scope change drops the cached token: the next read must refresh.
+	v.must(t, "write", mount+"/config/mem-app", "scopes=reservations.read,account.read")
+	before := idp.stats(t)
+	for i := range 50 {
+		status, text, _ := v.readCred("hotel-revoked")
+		if status != http.StatusBadRequest || !strings.Contains(text, "authorize/hotel-revoked") {
+			t.Fatalf("read %d: %d %s", i, status, text)
+		}
+	}
+	revoked := idp.stats(t).ByGrant["refresh_token"] - before.ByGrant["refresh_token"]
+	info := v.listDetailed(t)["hotel-revoked"]
+	t.Logf("revoked refresh token, 50 reads: %d refresh request(s); state %v", revoked, info["state"])
+	if revoked != 1 {
+		t.Errorf("%d refresh requests for 50 reads, want 1", revoked)
+	}
+	if info["state"] != "needs_authorization" || !strings.Contains(fmt.Sprint(info["last_error"]), "invalid_grant") {
+		t.Errorf("list -detailed: %v", info)
+	}
+
+	v.writeConfig(t, appConfig{name: "mem-cc", clientID: "mem-cc", secret: secCC, idp: idp, scopes: "reservations.read"})
+	idp.injectFaults(t, map[string]any{"status": 429, "retry_after": "60"})
+	before = idp.stats(t)
+	for i := range 30 {
+		status, text, _ := v.readCred("mem-cc")
+		if status != http.StatusTooManyRequests || !strings.Contains(text, "next attempt at") {
+			t.Fatalf("read %d: %d %s", i, status, text)
+		}
+	}
+	limited := idp.stats(t).TokenRequests - before.TokenRequests
+	t.Logf("429 Retry-After 60, 30 reads: %d token request(s)", limited)
+	if limited != 1 {
+		t.Errorf("%d token requests for 30 reads, want 1", limited)
+	}
+	if info := v.listDetailed(t)["mem-cc"]; info["state"] != "failing" || info["next_attempt_at"] == nil {
+		t.Errorf("list -detailed: %v", info)
+	}
+}
+
+// testFleetOutage: apaleo answers 500 while four readers hammer a credential in its stale
+// window: every read gets the cached token, and at most one request goes out per
+// backoff step (from 5 s).
+func testFleetOutage(t *testing.T, v *vault) {
+	const ttl = 20 * time.Second
+	secret := randomSecret(t, "outage")
+	idp := startIdentity(t, "identity-outage", ttl, "outage-cc:"+secret+":OUT:reservations.read")
+	v.writeConfig(t, appConfig{name: "outage-cc", clientID: "outage-cc", secret: secret, idp: idp, scopes: "reservations.read"})
+	v.must(t, "write", mount+"/config/outage-cc", "refresh_ahead=false")
+	_, cached, _ := v.readCred("outage-cc")
+	issued := time.Now()
+	// Fresh for half its life (10 s), then stale until 5 s before it expires.
+	time.Sleep(time.Until(issued.Add(ttl/2 + 500*time.Millisecond)))
+	idp.injectFaults(t, repeated(200, map[string]any{"status": 500})...)
+	before := idp.stats(t)
+	hammer := time.Until(issued.Add(ttl - 6*time.Second))
+	var reads, other atomic.Int64
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(hammer)
+	for range 4 {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				status, tok, _ := v.readCred("outage-cc")
+				reads.Add(1)
+				if status != http.StatusOK || tok != cached {
+					other.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	requests := idp.stats(t).TokenRequests - before.TokenRequests
+	steps := 1 + int(hammer/(5*time.Second))
+	t.Logf("500 outage in the stale window: %d reads over %v, %d not the cached token; %d token request(s) (backoff steps: %d)",
+		reads.Load(), hammer.Round(100*time.Millisecond), other.Load(), requests, steps)
+	if other.Load() != 0 {
+		t.Errorf("%d reads did not get the cached token", other.Load())
+	}
+	if requests < 1 || requests > steps {
+		t.Errorf("%d token requests, want 1 to %d", requests, steps)
+	}
+	idp.clearFaults(t)
+}
+
+// testFleetIsolation: a token request hanging at one app's identity server leaves every
+// other config's reads as fast as before.
+func testFleetIsolation(t *testing.T, v *vault) {
+	secHang, secFast := randomSecret(t, "hang"), randomSecret(t, "fast")
+	hangIdp := startIdentity(t, "identity-hang", time.Hour, "hang-cc:"+secHang+":HNG:reservations.read")
+	fastIdp := startIdentity(t, "identity-fast", time.Hour, "fast-cc:"+secFast+":FST:reservations.read")
+	v.writeConfig(t, appConfig{name: "hang-cc", clientID: "hang-cc", secret: secHang, idp: hangIdp})
+	v.writeConfig(t, appConfig{name: "fast-cc", clientID: "fast-cc", secret: secFast, idp: fastIdp})
+	cold := func() []time.Duration {
+		var out []time.Duration
+		for range 10 {
+			v.must(t, "delete", mount+"/creds/fast-cc") // drops the cached token: the read fetches
+			status, text, took := v.readCred("fast-cc")
+			if status != http.StatusOK {
+				t.Fatalf("fast-cc: %d %s", status, text)
+			}
+			out = append(out, took)
+			if status, _, took := v.readCred("fleet-00"); status != http.StatusOK {
+				t.Fatalf("fleet-00: %d", status)
+			} else {
+				out = append(out, took)
+			}
+		}
+		return out
+	}
+	baseline := cold()
+	hangIdp.injectFaults(t, repeated(20, map[string]any{"hang": true})...)
+	go v.readCred("hang-cc") // hangs at apaleo for up to 30 s; nobody waits for it
+	time.Sleep(300 * time.Millisecond)
+	during := cold()
+	median := func(d []time.Duration) time.Duration {
+		d = slices.Clone(d)
+		sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+		return d[len(d)/2]
+	}
+	slowest := slices.Max(during)
+	t.Logf("reads of other configs: median %v before, %v while hang-cc hangs (slowest %v)", median(baseline), median(during), slowest)
+	if slowest > 500*time.Millisecond {
+		t.Errorf("a read of another config took %v while hang-cc hung", slowest)
+	}
+	hangIdp.clearFaults(t)
+}
+
+// testFleetBudget: 60 credentials of one app whose cached tokens a config write drops,
+// read at once with max_token_requests_per_second=5: the identity server never sees more
+// than 10 token requests in a second (a burst of 5, then 5 a second), and every read
+// succeeds.
+func testFleetBudget(t *testing.T, v *vault) {
+	callback := v.Addr + "/v1/" + mount + "/callback"
+	secret := randomSecret(t, "budget")
+	idp := startIdentity(t, "identity-budget", time.Hour, "budget-app:"+secret+":BDG:reservations.read,account.read:"+callback)
+	v.writeConfig(t, appConfig{name: "budget", clientID: "budget-app", secret: secret, idp: idp,
+		grant: "authorization_code", redirect: callback, scopes: "reservations.read"})
+	v.must(t, "write", mount+"/config/budget", "max_token_requests_per_second=5")
+	hotels := names("budget", 60)
+	authorizeAll(t, v, idp, "budget", hotels) // the code exchanges count against the budget too
+	exchanges := idp.stats(t).RequestTimes
+
+	v.must(t, "write", mount+"/config/budget", "scopes=reservations.read,account.read") // drops every cached token
+	before := len(idp.stats(t).RequestTimes)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	var slowest atomic.Int64
+	for _, n := range hotels {
+		wg.Go(func() {
+			status, text, took := v.readCred(n)
+			if status != http.StatusOK {
+				failed.Add(1)
+				t.Logf("%s: %d %s", n, status, text)
+			}
+			if ms := took.Milliseconds(); ms > slowest.Load() {
+				slowest.Store(ms)
+			}
+		})
+	}
+	wg.Wait()
+	times := idp.stats(t).RequestTimes
+	reads := times[before:]
+	t.Logf("budget 5/s: %d code exchanges, most in one second %d; %d cold reads, %d token requests, most in one second %d, slowest read %d ms, %d failed",
+		len(exchanges), mostInOneSecond(exchanges), len(hotels), len(reads), mostInOneSecond(reads), slowest.Load(), failed.Load())
+	if failed.Load() != 0 {
+		t.Errorf("%d reads failed", failed.Load())
+	}
+	if m := mostInOneSecond(times); m > 10 {
+		t.Errorf("%d token requests in one second, want at most 10", m)
+	}
+	if len(reads) != len(hotels) {
+		t.Errorf("%d token requests for %d cold credentials", len(reads), len(hotels))
+	}
+	_ = url.Values{}
+}
