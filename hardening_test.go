@@ -10,6 +10,8 @@ import (
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/helper/errutil"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/devidp"
 )
 
 // hardening_test.go: the hardening issue's points, one test (or more) each.
@@ -121,4 +123,57 @@ func TestHardening_SensitiveFieldsCovered(t *testing.T) {
 	if resp, err := do("fine"); err != nil || resp.IsError() {
 		t.Fatal(err, respErr(resp))
 	}
+}
+
+// TestHardening_UnreadableAnswerNotRetried (point 3): a 2xx token answer that cannot be
+// read is not retried for a refresh or a code exchange, whose one-time secret the server
+// has spent (before: 2 requests, the second re-sending the spent refresh token and
+// getting invalid_grant); client credentials still retry.
+func TestHardening_UnreadableAnswerNotRetried(t *testing.T) {
+	t.Run("refresh", func(t *testing.T) {
+		fe := newFaultEnv(t, kindAuth, modeCold, faultPolicy)
+		rt := fe.storedCred().RefreshToken
+		fe.inject(devidp.Fault{Truncate: true})
+		before := fe.idp.Stats()
+		resp, err := fe.do(logical.ReadOperation, "creds/hotel-ber", nil)
+		after := fe.idp.Stats()
+		if n := after.TokenRequests - before.TokenRequests; n != 1 {
+			t.Errorf("%d token requests, want 1: the spent refresh token was sent again", n)
+		}
+		if n := after.Errors["invalid_grant"] - before.Errors["invalid_grant"]; n != 0 {
+			t.Errorf("%d invalid_grant", n)
+		}
+		msg := errText(resp, err)
+		if status := statusOf(logical.ReadOperation, resp, err); status != http.StatusBadGateway ||
+			!strings.Contains(msg, "unusable token response") || !strings.Contains(msg, "may need a new authorization") {
+			t.Errorf("%d %q", status, msg)
+		}
+		fe.assertNoSecrets(rt, connectSc)
+	})
+	t.Run("exchange", func(t *testing.T) {
+		e := newTestEnv(t)
+		e.b.retry = faultPolicy
+		e.writeConnectConfig("connect", nil)
+		q := e.authorize("hotel-ber", "connect")
+		e.idp.InjectFaults(devidp.Fault{Status: 200, Body: "<html>maintenance</html>"})
+		before := e.tokenRequests()
+		status, page := e.callback(q)
+		if n := e.tokenRequests() - before; n != 1 {
+			t.Errorf("%d token requests, want 1: the code was sent again", n)
+		}
+		if status != http.StatusBadGateway || !strings.Contains(page, "authorization code sent with it is most likely spent") {
+			t.Errorf("%d %s", status, pageText(page))
+		}
+		e.assertNoSecrets(q.Get("code"), connectSc)
+	})
+	t.Run("client credentials retry", func(t *testing.T) {
+		e := newTestEnv(t)
+		e.b.retry = faultPolicy
+		e.writeSimpleConfig("hotel-muc", nil)
+		e.idp.InjectFaults(devidp.Fault{Truncate: true})
+		e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
+		if n := e.tokenRequests(); n != 2 {
+			t.Errorf("%d token requests, want 2", n)
+		}
+	})
 }
