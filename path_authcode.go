@@ -162,7 +162,7 @@ func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, 
 		return logical.ErrorResponse(err.Error()), nil
 	}
 	if !nameRegex.MatchString(cfgName) {
-		return logical.ErrorResponse("config %q is not a valid config name", cfgName), nil
+		return logical.ErrorResponse("config %q is not a valid config name", truncate(cfgName, 64)), nil
 	}
 	account := d.Get("account_code").(string)
 	if account != "" && !accountCodeRegex.MatchString(account) {
@@ -582,12 +582,17 @@ config and returns auth_url: the hotel account admin opens it, consents, and apa
 redirects to the config's redirect_uri (callback, or your own app that calls
 exchange). The authorization uses state and PKCE (S256), expires after 10 minutes
 and can be used once. Afterwards creds/<name> returns access tokens.
+
+With account_code, the authorization must be for that apaleo account. Without it,
+re-authorizing an existing credential must yield the account it already holds,
+unless replace=true. A token for another account is revoked and nothing is stored.
 `
 	pathCallbackHelpSyn  = "Redirect target for apaleo's authorization code flow (unauthenticated)."
 	pathCallbackHelpDesc = `
 Register https://<vault>/v1/<mount>/callback as the redirect URI of the apaleo app.
 With a valid state it exchanges the code, stores the credential and answers a
-small HTML page; unknown, expired or reused state gets an error page.
+small HTML page; unknown, expired or reused state gets an error page. apaleo's
+error_description is shown only for a state that matched a pending authorization.
 `
 	pathExchangeHelpSyn  = "Redeem an authorization code received by your own redirect URI."
 	pathExchangeHelpDesc = `
