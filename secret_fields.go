@@ -3,11 +3,10 @@ package apaleo
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
-	"sync"
 
+	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/helper/errutil"
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -20,16 +19,6 @@ import (
 // secretFieldNames hold a secret on whichever path declares them; fields marked
 // DisplayAttrs.Sensitive are secret too, so a field added later is covered by its schema.
 var secretFieldNames = []string{"client_secret", "code", "code_verifier", "refresh_token", "state"}
-
-// secretRoute is one path's pattern and the secret fields it declares.
-type secretRoute struct {
-	re     *regexp.Regexp
-	fields []string
-}
-
-// secretRoutesByPaths caches the compiled routes, keyed by the paths' patterns: every
-// backend instance builds the same paths, and compiling them per request would cost.
-var secretRoutesByPaths sync.Map // patterns joined by "\n" -> []secretRoute
 
 // HandleRequest refuses a secret field that is not a string, then hands the request to
 // the framework.
@@ -58,50 +47,29 @@ func nonStringSecretMessage(fields []string) string {
 }
 
 // nonStringSecrets returns the secret fields of the request's path whose value is set but
-// not a string, sorted.
+// not a string, sorted. The path is the one the framework routes the request to.
 func (b *backend) nonStringSecrets(req *logical.Request) []string {
 	if len(req.Data) == 0 {
 		return nil
 	}
-	for _, r := range b.secretRoutes() {
-		if !r.re.MatchString(req.Path) {
+	p := b.Route(req.Path)
+	if p == nil {
+		return nil
+	}
+	var bad []string
+	for name, schema := range p.Fields {
+		v, ok := req.Data[name]
+		if !ok || v == nil || !isSecretField(name, schema) {
 			continue
 		}
-		var bad []string
-		for _, f := range r.fields {
-			if v, ok := req.Data[f]; ok && v != nil {
-				if _, isString := v.(string); !isString {
-					bad = append(bad, f)
-				}
-			}
+		if _, isString := v.(string); !isString {
+			bad = append(bad, name)
 		}
-		return bad // the first matching path is the one the framework routes to
 	}
-	return nil
+	slices.Sort(bad)
+	return bad
 }
 
-func (b *backend) secretRoutes() []secretRoute {
-	patterns := make([]string, len(b.Paths))
-	for i, p := range b.Paths {
-		patterns[i] = strings.TrimSuffix(strings.TrimPrefix(p.Pattern, "^"), "$")
-	}
-	key := strings.Join(patterns, "\n")
-	if v, ok := secretRoutesByPaths.Load(key); ok {
-		return v.([]secretRoute)
-	}
-	routes := make([]secretRoute, 0, len(b.Paths))
-	for i, p := range b.Paths {
-		// Anchored as the framework anchors it (it may have done so already).
-		pattern := "^" + patterns[i] + "$"
-		var fields []string
-		for name, schema := range p.Fields {
-			if slices.Contains(secretFieldNames, name) || (schema.DisplayAttrs != nil && schema.DisplayAttrs.Sensitive) {
-				fields = append(fields, name)
-			}
-		}
-		slices.Sort(fields)
-		routes = append(routes, secretRoute{re: regexp.MustCompile(pattern), fields: fields})
-	}
-	v, _ := secretRoutesByPaths.LoadOrStore(key, routes)
-	return v.([]secretRoute)
+func isSecretField(name string, schema *framework.FieldSchema) bool {
+	return slices.Contains(secretFieldNames, name) || (schema != nil && schema.DisplayAttrs != nil && schema.DisplayAttrs.Sensitive)
 }
