@@ -5,16 +5,21 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
@@ -162,7 +167,7 @@ func (c *identityClient) ClientCredentials(ctx context.Context, scopes []string,
 		Scopes:       scopes,
 		AuthStyle:    oauth2.AuthStyleInHeader,
 	}
-	return c.retrieve(ctx, p, scopes, func(ctx context.Context) (*oauth2.Token, error) {
+	return c.retrieve(ctx, p, scopes, c.redactor(), "", func(ctx context.Context) (*oauth2.Token, error) {
 		return cc.Token(ctx)
 	})
 }
@@ -187,7 +192,7 @@ func (c *identityClient) oauthConfig(scopes []string) *oauth2.Config {
 // the same one when the server did not rotate it.
 func (c *identityClient) Refresh(ctx context.Context, refreshToken string, p retryPolicy) (*tokenResult, error) {
 	cfg := c.oauthConfig(nil)
-	return c.retrieve(ctx, p, nil, func(ctx context.Context) (*oauth2.Token, error) {
+	return c.retrieve(ctx, p, nil, c.redactor(refreshToken), "refresh token", func(ctx context.Context) (*oauth2.Token, error) {
 		return cfg.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken}).Token()
 	})
 }
@@ -195,7 +200,7 @@ func (c *identityClient) Refresh(ctx context.Context, refreshToken string, p ret
 // Exchange redeems an authorization code with its PKCE verifier.
 func (c *identityClient) Exchange(ctx context.Context, code, verifier string, scopes []string, p retryPolicy) (*tokenResult, error) {
 	cfg := c.oauthConfig(scopes)
-	return c.retrieve(ctx, p, scopes, func(ctx context.Context) (*oauth2.Token, error) {
+	return c.retrieve(ctx, p, scopes, c.redactor(code, verifier), "authorization code", func(ctx context.Context) (*oauth2.Token, error) {
 		return cfg.Exchange(ctx, code, oauth2.VerifierOption(verifier))
 	})
 }
@@ -208,6 +213,7 @@ func (c *identityClient) AuthCodeURL(state, verifier string, scopes []string) st
 // Revoke revokes a refresh token (RFC 7009).
 func (c *identityClient) Revoke(ctx context.Context, refreshToken string, p retryPolicy) error {
 	form := url.Values{"token": {refreshToken}, "token_type_hint": {"refresh_token"}}
+	r := c.redactor(refreshToken)
 	_, err := withRetries(ctx, p, func(ctx context.Context) (struct{}, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint(revocationPath), strings.NewReader(form.Encode()))
 		if err != nil {
@@ -217,23 +223,31 @@ func (c *identityClient) Revoke(ctx context.Context, refreshToken string, p retr
 		req.SetBasicAuth(url.QueryEscape(c.settings.ClientID), url.QueryEscape(c.settings.ClientSecret))
 		resp, err := c.httpClient.Do(req)
 		if err != nil {
-			return struct{}{}, classifyTransportError(err)
+			return struct{}{}, r.clean(classifyTransportError(err))
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode/100 == 2 {
 			return struct{}{}, nil
 		}
-		return struct{}{}, upstreamFromStatus(resp, "")
+		return struct{}{}, r.clean(upstreamFromStatus(resp, ""))
 	})
 	return err
 }
 
-func (c *identityClient) retrieve(ctx context.Context, p retryPolicy, requested []string, fetch func(context.Context) (*oauth2.Token, error)) (*tokenResult, error) {
+// retrieve runs a token request under p. oneTime names the secret the request carries
+// that the server spends on receipt (a refresh token under rotation, an authorization
+// code), if any: a 2xx answer that cannot be read is then final, since sending the secret
+// again would only earn invalid_grant, or look like token theft to the server.
+func (c *identityClient) retrieve(ctx context.Context, p retryPolicy, requested []string, r *redactor, oneTime string, fetch func(context.Context) (*oauth2.Token, error)) (*tokenResult, error) {
 	return withRetries(ctx, p, func(ctx context.Context) (*tokenResult, error) {
 		started := c.now()
 		tok, err := fetch(context.WithValue(ctx, oauth2.HTTPClient, c.httpClient))
 		if err != nil {
-			return nil, classifyOAuthError(err)
+			ue := r.clean(classifyOAuthError(err))
+			if ue.Unreadable && oneTime != "" {
+				ue.Spent, ue.spentWhat, ue.Temporary = true, oneTime, false
+			}
+			return nil, ue
 		}
 		return newTokenResult(tok, started, requested), nil
 	})
@@ -294,7 +308,15 @@ type upstreamError struct {
 	Temporary   bool          // worth retrying
 	Timeout     bool
 	Answered    bool // the server sent an answer, if an unusable one
-	cause       string
+	// Unreadable: the server answered 2xx, but with no token the client could read.
+	Unreadable bool
+	// Spent: an Unreadable answer to a request that carried a refresh token or an
+	// authorization code. The server has most likely spent that one-time secret, so the
+	// request is not retried and the credential may need a new authorization.
+	Spent     bool
+	spentWhat string // "refresh token" or "authorization code"
+	cause     string
+	body      []byte // a non-OAuth error body, until clean turns it into cause
 }
 
 func (e *upstreamError) Error() string {
@@ -311,16 +333,23 @@ func (e *upstreamError) Error() string {
 	} else if e.cause != "" {
 		fmt.Fprintf(&b, ": %s", e.cause)
 	}
+	if e.Spent {
+		fmt.Fprintf(&b, "; not retried: the %s sent with it is most likely spent at apaleo, so the credential may need a new authorization", e.spentWhat)
+	}
 	if e.RetryAfter > 0 {
 		fmt.Fprintf(&b, "; retry after %s", e.RetryAfter.Round(time.Second))
 	}
 	return b.String()
 }
 
-func classifyOAuthError(err error) error {
+func classifyOAuthError(err error) *upstreamError {
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) && re.Response != nil {
-		return upstreamFromStatus(re.Response, re.ErrorCode, re.ErrorDescription, snippet(re.Body))
+		ue := upstreamFromStatus(re.Response, re.ErrorCode, re.ErrorDescription)
+		if ue.Code == "" && ue.cause == "" {
+			ue.body = re.Body
+		}
+		return ue
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -330,10 +359,11 @@ func classifyOAuthError(err error) error {
 		return classifyTransportError(err)
 	}
 	// A 2xx that oauth2 could not use: unparsable JSON, no access_token.
-	return &upstreamError{Temporary: true, Answered: true, cause: "unusable token response: " + strings.TrimPrefix(err.Error(), "oauth2: ")}
+	return &upstreamError{Temporary: true, Answered: true, Unreadable: true,
+		cause: "unusable token response: " + strings.TrimPrefix(err.Error(), "oauth2: ")}
 }
 
-func classifyTransportError(err error) error {
+func classifyTransportError(err error) *upstreamError {
 	ue := &upstreamError{Temporary: true}
 	var ne net.Error
 	switch {
@@ -374,9 +404,6 @@ func upstreamFromStatus(resp *http.Response, fields ...string) *upstreamError {
 	if len(fields) > 1 {
 		ue.Description = fields[1]
 	}
-	if ue.Code == "" && len(fields) > 2 {
-		ue.cause = fields[2]
-	}
 	switch {
 	case resp.StatusCode == http.StatusTooManyRequests:
 		ue.Temporary = true
@@ -399,22 +426,114 @@ func redirectHost(resp *http.Response) string {
 	return "an unknown location"
 }
 
-// snippet is a short printable prefix of a non-OAuth error body.
-func snippet(body []byte) string {
-	s := strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, string(body))
-	s = strings.TrimSpace(s)
-	if len(s) > 200 {
-		s = s[:200] + "..."
-	}
+// snippet is a short printable prefix of a non-OAuth error body, already redacted.
+func snippet(body string) string {
+	s := strings.TrimSpace(printable(body))
 	if s == "" {
 		return "empty body"
 	}
-	return "body: " + s
+	return "body: " + cutUTF8(s, maxSnippet)
+}
+
+// Bounds on upstream text carried in an error.
+const (
+	maxSnippet     = 200
+	maxDescription = 500
+	maxCode        = 100
+)
+
+// printable replaces control characters and invalid UTF-8, which would garble a log line.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, " "))
+}
+
+// cutUTF8 cuts s to at most n bytes on a rune boundary, marking a cut with "...".
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "..."
+}
+
+// redactedMark replaces a request's secrets in upstream text.
+const redactedMark = "[redacted]"
+
+// redactor removes one request's secrets from what the server (or a proxy or debug page
+// in front of it, which may echo the request) answered, before any of it is used.
+type redactor struct {
+	forms []string // every form a secret may take in an echo, longest first
+}
+
+// redactor knows the client secret (as sent in the form and inside the Basic header) and
+// the request's own secrets: a refresh token, a code, a PKCE verifier.
+func (c *identityClient) redactor(secrets ...string) *redactor {
+	r := &redactor{}
+	add := func(s string) {
+		if s == "" {
+			return
+		}
+		js, _ := json.Marshal(s)
+		for _, f := range []string{s, url.QueryEscape(s), url.PathEscape(s), strings.Trim(string(js), `"`), html.EscapeString(s)} {
+			if !slices.Contains(r.forms, f) {
+				r.forms = append(r.forms, f)
+			}
+		}
+	}
+	for _, s := range append([]string{c.settings.ClientSecret}, secrets...) {
+		add(s)
+	}
+	if c.settings.ClientSecret != "" {
+		// HTTP Basic as oauth2 and Revoke send it, and as RFC 7617 would without escaping.
+		for _, pair := range []string{
+			url.QueryEscape(c.settings.ClientID) + ":" + url.QueryEscape(c.settings.ClientSecret),
+			c.settings.ClientID + ":" + c.settings.ClientSecret,
+		} {
+			add(base64.StdEncoding.EncodeToString([]byte(pair)))
+			add(base64.RawStdEncoding.EncodeToString([]byte(pair)))
+		}
+	}
+	slices.SortFunc(r.forms, func(a, b string) int { return len(b) - len(a) })
+	return r
+}
+
+// redact replaces every secret in s, and a secret's beginning where s was cut off in it.
+func (r *redactor) redact(s string) string {
+	for _, f := range r.forms {
+		s = strings.ReplaceAll(s, f, redactedMark)
+	}
+	for _, f := range r.forms {
+		for k := len(f) - 1; k >= minRedactedPrefix; k-- {
+			if strings.HasSuffix(s, f[:k]) {
+				s = s[:len(s)-k] + redactedMark
+				break
+			}
+		}
+	}
+	return s
+}
+
+// minRedactedPrefix: a text that ends in this much of a secret's start was cut off in it.
+const minRedactedPrefix = 6
+
+// clean redacts every text of ue that came from upstream and bounds it, so an
+// *upstreamError leaving client.go holds no secret of its request.
+func (r *redactor) clean(ue *upstreamError) *upstreamError {
+	ue.Code = cutUTF8(printable(r.redact(ue.Code)), maxCode)
+	ue.Description = cutUTF8(printable(r.redact(ue.Description)), maxDescription)
+	if ue.body != nil {
+		ue.cause = snippet(r.redact(string(ue.body)))
+		ue.body = nil
+	}
+	ue.cause = cutUTF8(printable(r.redact(ue.cause)), maxDescription)
+	return ue
 }
 
 // parseRetryAfter reads delay-seconds or an HTTP date (RFC 9110 10.2.3).

@@ -314,18 +314,25 @@ func faultCases() []faultCase {
 				faultWant{outcome: gotStale, contains: []string{"has not answered"}, requests: 1}),
 		},
 		{
+			// A refresh is not retried after a 2xx: the token it carried may be spent.
 			name: "non-JSON 200 body, once",
 			arm:  injecting(nonJSON),
-			want: everywhere(
-				faultWant{outcome: gotNew, requests: 2},
-				staleServed("unusable token response")),
+			want: map[string]faultWant{
+				ccCold:    {outcome: gotNew, requests: 2},
+				ccStale:   staleServed("unusable token response"),
+				authCold:  {outcome: gotError, status: 502, contains: []string{"unusable token response", "not retried", "may need a new authorization"}, requests: 1},
+				authStale: staleServed("unusable token response"),
+			},
 		},
 		{
 			name: "non-JSON 200 body on every attempt",
 			arm:  injecting(repeatFault(100, nonJSON)...),
-			want: everywhere(
-				faultWant{outcome: gotError, status: 502, contains: []string{"unusable token response", "missing access_token", "gave up after"}},
-				staleServed("unusable token response")),
+			want: map[string]faultWant{
+				ccCold:    {outcome: gotError, status: 502, contains: []string{"unusable token response", "missing access_token", "gave up after"}},
+				ccStale:   staleServed("unusable token response"),
+				authCold:  {outcome: gotError, status: 502, contains: []string{"unusable token response", "missing access_token", "not retried"}, requests: 1},
+				authStale: staleServed("unusable token response"),
+			},
 		},
 		{
 			// The server handled the request: a refresh token is rotated, so the one
@@ -335,7 +342,7 @@ func faultCases() []faultCase {
 			want: map[string]faultWant{
 				ccCold:    {outcome: gotNew, requests: 2},
 				ccStale:   staleServed("unusable token response", "cannot parse json"),
-				authCold:  {outcome: gotError, status: 400, contains: []string{"invalid_grant", "run authorize/hotel-ber config=connect again"}, requests: 2, lost: true},
+				authCold:  {outcome: gotError, status: 502, contains: []string{"unusable token response", "refresh token sent with it is most likely spent"}, requests: 1, lost: true},
 				authStale: {outcome: gotStale, contains: []string{"unusable token response"}, requests: 1, lost: true},
 			},
 		},
@@ -615,8 +622,8 @@ func TestFaults_CodeExchange(t *testing.T) {
 			[]string{"creds/hotel-ber"}, 0, time.Second},
 		{"token response without expires_in", injecting(devidp.Fault{NoExpiresIn: true}), 200,
 			[]string{"creds/hotel-ber"}, defaultTokenLifetime, 0},
-		{"non-JSON 200 body, once", injecting(devidp.Fault{Status: 200, Body: "<html>maintenance</html>"}), 200,
-			[]string{"creds/hotel-ber"}, 0, 0},
+		{"non-JSON 200 body, once", injecting(devidp.Fault{Status: 200, Body: "<html>maintenance</html>"}), 502,
+			[]string{"unusable token response", "not retried", "Nothing was stored", "authorize/hotel-ber"}, 0, 0},
 		{"503 on every attempt", injecting(repeatFault(100, devidp.Fault{Status: 503})...), 502,
 			[]string{"exchanging the code failed", "HTTP 503", "Nothing was stored", "authorize/hotel-ber"}, 0, 0},
 		{"no answer at all (hang)", injecting(repeatFault(100, devidp.Fault{Hang: true})...), 504,
@@ -625,8 +632,8 @@ func TestFaults_CodeExchange(t *testing.T) {
 			[]string{"exchanging the code failed", "connection refused", "Nothing was stored"}, 0, 0},
 		{"answer lost after the code was redeemed", injecting(devidp.Fault{DropAfterHandle: true}), 400,
 			[]string{"invalid_grant", "Nothing was stored", "authorize/hotel-ber"}, 0, 0},
-		{"truncated JSON body", injecting(devidp.Fault{Truncate: true}), 400,
-			[]string{"invalid_grant", "Nothing was stored"}, 0, 0},
+		{"truncated JSON body", injecting(devidp.Fault{Truncate: true}), 502,
+			[]string{"unusable token response", "authorization code sent with it is most likely spent", "Nothing was stored"}, 0, 0},
 		{"certificate the config does not trust", (*faultEnv).distrust, 502,
 			[]string{"TLS certificate not trusted", "Nothing was stored"}, 0, 0},
 	}

@@ -30,6 +30,8 @@ const pendingTTL = 10 * time.Minute
 // pendingAuthorization is the storage entry pending/<sha256(state)>: one authorize/<name>
 // waiting for its callback. It is stored, not kept in memory, so a callback that lands
 // after a restart or on another node still finds it; only a hash of state names it.
+// Entries stored before account_code and replace existed read as neither: the
+// authorization must then yield the account an existing credential holds.
 type pendingAuthorization struct {
 	Name        string    `json:"name"`
 	Config      string    `json:"config"`
@@ -37,7 +39,14 @@ type pendingAuthorization struct {
 	Scopes      []string  `json:"scopes"`
 	RedirectURI string    `json:"redirect_uri"`
 	ExpiresAt   time.Time `json:"expires_at"`
+	// AccountCode, when set, is the only apaleo account the authorization may yield.
+	AccountCode string `json:"account_code,omitempty"`
+	// Replace allows the authorization to replace an existing credential of another account.
+	Replace bool `json:"replace,omitempty"`
 }
+
+// accountCodeRegex bounds account_code: apaleo account codes are short and alphanumeric.
+var accountCodeRegex = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 func pathAuthCode(b *backend) []*framework.Path {
 	return []*framework.Path{
@@ -61,6 +70,15 @@ func pathAuthCode(b *backend) []*framework.Path {
 				"scopes": {
 					Type:        framework.TypeCommaStringSlice,
 					Description: "Optional narrower set of the config's scopes.",
+				},
+				"account_code": {
+					Type:        framework.TypeString,
+					Description: "Optional apaleo account code: the completed authorization must be for this account.",
+				},
+				"replace": {
+					Type:        framework.TypeBool,
+					Default:     false,
+					Description: "Allow replacing an existing credential with one for another account. Without it, re-authorizing an existing credential must yield the account it holds.",
 				},
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
@@ -140,9 +158,17 @@ func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, 
 	if cfgName == "" {
 		return logical.ErrorResponse("config is required: the name of an authorization_code config"), nil
 	}
-	if !nameRegex.MatchString(cfgName) {
-		return logical.ErrorResponse("config %q is not a valid config name", cfgName), nil
+	if err := checkNameLength("config", cfgName); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
 	}
+	if !nameRegex.MatchString(cfgName) {
+		return logical.ErrorResponse("config %q is not a valid config name", truncate(cfgName, 64)), nil
+	}
+	account := d.Get("account_code").(string)
+	if account != "" && !accountCodeRegex.MatchString(account) {
+		return logical.ErrorResponse("account_code %q is not an apaleo account code: up to 64 letters, digits, '.', '_' or '-'", truncate(account, 70)), nil
+	}
+	replace := d.Get("replace").(bool)
 	cfg, err := readConfig(ctx, req.Storage, cfgName)
 	if err != nil {
 		return nil, err
@@ -155,6 +181,13 @@ func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, 
 	}
 	if resp, err := b.checkCredName(ctx, req.Storage, name); resp != nil || err != nil {
 		return resp, err
+	}
+	if old, err := readCred(ctx, req.Storage, name); err != nil {
+		return nil, err
+	} else if old != nil && !replace && account != "" && old.AccountCode != "" && !strings.EqualFold(old.AccountCode, account) {
+		return nil, logical.CodedError(http.StatusConflict, fmt.Sprintf(
+			"creds/%s holds account %s, not %s; to replace it with a credential for account %s, run authorize/%s with replace=true",
+			name, old.AccountCode, account, account, name))
 	}
 
 	scopes := cfg.Scopes
@@ -193,11 +226,13 @@ func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, 
 		Scopes:      scopes,
 		RedirectURI: cfg.RedirectURI,
 		ExpiresAt:   b.now().Add(pendingTTL).UTC(),
+		AccountCode: account,
+		Replace:     replace,
 	}
 	if err := writeJSON(ctx, req.Storage, pendingKey(state), p); err != nil {
 		return nil, err
 	}
-	b.Logger().Info("authorization started", "name", name, "config", cfgName, "expires_at", p.ExpiresAt)
+	b.Logger().Info("authorization started", "name", name, "config", cfgName, "account_code", account, "replace", replace, "expires_at", p.ExpiresAt)
 	return &logical.Response{Data: map[string]any{
 		"auth_url":   srv.AuthCodeURL(state, p.Verifier, scopes),
 		"state":      state,
@@ -231,18 +266,22 @@ func (b *backend) pathCallbackRead(ctx context.Context, req *logical.Request, d 
 	state := d.Get("state").(string)
 	if oauthErr := d.Get("error").(string); oauthErr != "" {
 		// The admin declined or apaleo refused: the state is spent either way.
-		// Anyone can call the callback: cut what it echoes to page and log.
-		oauthErr = truncate(oauthErr, 200)
+		// Anyone can call the callback, and the page is served from Vault's origin: text
+		// from the query is shown only for a state that matched a pending authorization,
+		// and cut short even then.
 		name := b.dropPending(ctx, req.Storage, state)
-		desc := truncate(d.Get("error_description").(string), 500)
+		if name == "" {
+			b.Logger().Info("callback with an error and no pending authorization", "state_given", state != "")
+			return htmlResponse(http.StatusBadRequest, "Authorization failed", unmatchedErrorPage), nil
+		}
+		oauthErr = printableText(truncate(oauthErr, 200))
+		desc := printableText(truncate(d.Get("error_description").(string), 500))
 		b.Logger().Info("authorization refused by apaleo", "name", name, "error", oauthErr)
 		msg := fmt.Sprintf("apaleo answered %s", oauthErr)
 		if desc != "" {
 			msg += ": " + desc
 		}
-		if name != "" {
-			msg += fmt.Sprintf(". Nothing was stored; start again with authorize/%s.", name)
-		}
+		msg += fmt.Sprintf(". Nothing was stored; start again with authorize/%s.", name)
 		return htmlResponse(http.StatusBadRequest, "Authorization failed", msg), nil
 	}
 	name, cred, err := b.completeAuthorization(ctx, req.Storage, state, d.Get("code").(string))
@@ -329,18 +368,53 @@ func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, 
 	if res.RefreshToken == "" {
 		return "", nil, badAuth("apaleo returned no refresh token: the app needs the offline_access scope and offline access enabled by apaleo. Nothing was stored")
 	}
+	name, cred, err := b.storeAuthorization(ctx, s, p, cfg, res)
+	if err != nil {
+		// apaleo's refresh tokens do not expire: one that is not stored must not stay valid.
+		outcome := " The new refresh token was revoked at apaleo."
+		if rerr := b.revokeUnstored(ctx, srv, res.RefreshToken); rerr != nil {
+			b.Logger().Warn("revoking the refresh token of a failed authorization failed", "name", p.Name, "config", p.Config, "error", rerr)
+			outcome = fmt.Sprintf(" Revoking the new refresh token at apaleo failed (%v): an apaleo account admin can remove the app's access.", rerr)
+		} else {
+			b.Logger().Info("authorization not stored; its refresh token was revoked", "name", p.Name, "config", p.Config, "error", err)
+		}
+		var ae *authError
+		if errors.As(err, &ae) {
+			ae.msg = strings.TrimSuffix(ae.msg, ".") + "." + outcome
+		}
+		return "", nil, err
+	}
+	return name, cred, nil
+}
 
+// storeAuthorization stores the result of a code exchange as creds/<name>, under the
+// locks of the config and the name, after checking again what may have changed while
+// the code was exchanged. Any error means nothing was stored.
+func (b *backend) storeAuthorization(ctx context.Context, s logical.Storage, p *pendingAuthorization, exchangedWith *apaleoConfig, res *tokenResult) (string, *credential, error) {
 	for _, l := range b.locksFor(configPrefix+p.Config, credsPrefix+p.Name) {
 		l.Lock()
 		defer l.Unlock()
 	}
+	cfg, err := readConfig(ctx, s, p.Config)
+	if err != nil {
+		return "", nil, err
+	}
+	if cfg == nil || cfg.GrantType != grantAuthorizationCode {
+		return "", nil, conflictAuth("config %q was deleted or changed its grant_type while the code was exchanged. Nothing was stored", p.Config)
+	}
+	if cfg.ClientID != exchangedWith.ClientID || cfg.IdentityURL != exchangedWith.IdentityURL {
+		return "", nil, conflictAuth("config %q changed its client_id or identity_url while the code was exchanged. Nothing was stored; start again with authorize/%s", p.Config, p.Name)
+	}
 	if resp, err := b.checkCredName(ctx, s, p.Name); err != nil {
 		return "", nil, err
 	} else if resp != nil {
-		return "", nil, badAuth("%s", resp.Error())
+		return "", nil, conflictAuth("%s. Nothing was stored", resp.Error())
 	}
 	old, err := readCred(ctx, s, p.Name)
 	if err != nil {
+		return "", nil, err
+	}
+	if err := checkAccount(p, old, res.AccountCode); err != nil {
 		return "", nil, err
 	}
 	cred := &credential{
@@ -350,7 +424,7 @@ func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, 
 		Scopes:       res.Scopes,
 		AccountCode:  res.AccountCode,
 		CreatedAt:    b.now().UTC(),
-		Token:        newCachedToken(res, cfg.Generation),
+		Token:        newCachedToken(res, exchangedWith.Generation),
 	}
 	if err := b.putCred(ctx, s, p.Name, cred); err != nil {
 		return "", nil, err
@@ -363,6 +437,35 @@ func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, 
 		}
 	}
 	return p.Name, cred, nil
+}
+
+// checkAccount refuses a token for another account than the authorization expects: the
+// account_code given to authorize/<name>, else the account an existing credential holds
+// (unless replace=true).
+func checkAccount(p *pendingAuthorization, old *credential, got string) error {
+	expected, why := p.AccountCode, fmt.Sprintf("authorize/%s was called with account_code=%s", p.Name, p.AccountCode)
+	if expected == "" && !p.Replace && old != nil && old.GrantType == grantAuthorizationCode && old.AccountCode != "" {
+		expected, why = old.AccountCode, fmt.Sprintf("creds/%s holds account %s, and re-authorizing keeps the account unless authorize/%s is called with replace=true", p.Name, old.AccountCode, p.Name)
+	}
+	switch {
+	case expected == "" || strings.EqualFold(expected, got):
+		return nil
+	case got == "":
+		return conflictAuth("expected an authorization for apaleo account %s (%s), but the token names no account, so it cannot be checked. Nothing was stored", expected, why)
+	}
+	return conflictAuth("expected an authorization for apaleo account %s (%s), but it was for account %s: sign in to apaleo as an admin of account %s and start again with authorize/%s. Nothing was stored",
+		expected, why, got, expected, p.Name)
+}
+
+func conflictAuth(format string, args ...any) *authError {
+	return &authError{status: http.StatusConflict, msg: fmt.Sprintf(format, args...)}
+}
+
+// revokeUnstored revokes a refresh token that was issued but not stored.
+func (b *backend) revokeUnstored(ctx context.Context, srv identityServer, refreshToken string) error {
+	policy := b.retry
+	policy.Total = min(policy.Total, 10*time.Second)
+	return srv.Revoke(context.WithoutCancel(ctx), refreshToken, policy)
 }
 
 // takePending consumes the pending authorization of state.
@@ -421,6 +524,20 @@ func (b *backend) cleanPending(ctx context.Context, req *logical.Request) error 
 	return nil
 }
 
+// unmatchedErrorPage is the fixed text for an error redirect whose state matches no
+// pending authorization: whatever else the query says came from whoever built the link.
+const unmatchedErrorPage = "The authorization did not complete, and this link does not belong to an authorization Vault is waiting for (unknown, expired or already used state). Nothing was stored. Ask your Vault operator for a new link (authorize/<name>)."
+
+// printableText drops control characters from text shown on the page or logged.
+func printableText(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
@@ -465,12 +582,17 @@ config and returns auth_url: the hotel account admin opens it, consents, and apa
 redirects to the config's redirect_uri (callback, or your own app that calls
 exchange). The authorization uses state and PKCE (S256), expires after 10 minutes
 and can be used once. Afterwards creds/<name> returns access tokens.
+
+With account_code, the authorization must be for that apaleo account. Without it,
+re-authorizing an existing credential must yield the account it already holds,
+unless replace=true. A token for another account is revoked and nothing is stored.
 `
 	pathCallbackHelpSyn  = "Redirect target for apaleo's authorization code flow (unauthenticated)."
 	pathCallbackHelpDesc = `
 Register https://<vault>/v1/<mount>/callback as the redirect URI of the apaleo app.
 With a valid state it exchanges the code, stores the credential and answers a
-small HTML page; unknown, expired or reused state gets an error page.
+small HTML page; unknown, expired or reused state gets an error page. apaleo's
+error_description is shown only for a state that matched a pending authorization.
 `
 	pathExchangeHelpSyn  = "Redeem an authorization code received by your own redirect URI."
 	pathExchangeHelpDesc = `

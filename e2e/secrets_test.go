@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -55,7 +56,11 @@ func fetchPage(t *testing.T, tr *transcript, c *http.Client, what, u string) htm
 // logging (the plugin's log lines go to the Vault server log) and a file audit device:
 // client credentials, a wrong client secret, authorize + callback (and a replayed, an
 // unknown and a refused callback), exchange (and a replayed one and a bogus code),
-// refreshes, a revoked refresh token (invalid_grant), deletes with revocation. It
+// refreshes, a revoked refresh token (invalid_grant), deletes with revocation; and the
+// hardening cases: secret fields sent as a list (config and callback), a forged error
+// callback, an identity server behind a proxy that echoes the client secret, a
+// truncated answer to a code exchange, an authorization for another account than
+// account_code (refused, its refresh token revoked). It
 // records every response Vault gave, then asks the identity server for every client
 // secret, refresh token, authorization code and PKCE verifier it issued or received, and
 // scans the responses, the Vault server log, the audit log and the identity server's
@@ -107,6 +112,20 @@ func TestSecretScan(t *testing.T) {
 	v.must(t, "delete", mount+"/config/hotel-wrong")
 	// Bad input is refused (and echoes nothing secret).
 	v.mustFail(t, "write", mount+"/config/bad", "client_id=x", "client_secret="+wrong, "identity_url=http://identity.example.com")
+	// A secret field that is not a string: 400 naming the field, never its value.
+	notString := randomSecret(t, "notstring")
+	if status, body, _ := v.api(http.MethodPost, mount+"/config/bad", map[string]any{"client_id": "x", "client_secret": []string{notString}}); status != http.StatusBadRequest || !strings.Contains(string(body), "client_secret must be a single string") {
+		t.Errorf("client_secret as a list: %d %s", status, body)
+	}
+	// A proxy in front of the identity server echoes the request: the client secret, as
+	// sent and inside the Basic header, is redacted from the error.
+	basic := base64.StdEncoding.EncodeToString([]byte("hotel-muc:" + secMuc))
+	v.writeConfig(t, appConfig{name: "hotel-echo", clientID: "hotel-muc", secret: secMuc, idp: idp, scopes: "account.read"})
+	idp.injectFaults(t, map[string]any{"status": 400, "body": "<html>proxy echo: client_secret=" + secMuc + " Authorization: Basic " + basic + "</html>"})
+	if msg := v.mustFail(t, "read", mount+"/creds/hotel-echo"); !strings.Contains(msg, "[redacted]") {
+		t.Errorf("read through an echoing proxy: %s", msg)
+	}
+	v.must(t, "delete", mount+"/config/hotel-echo")
 
 	// Exchange (the operator's own redirect URI), a replay and a bogus code.
 	v.writeConfig(t, appConfig{name: "connect-ext", clientID: "connect-ext", secret: secExt, idp: idp,
@@ -124,6 +143,18 @@ func TestSecretScan(t *testing.T) {
 	if msg := v.mustFail(t, "write", mount+"/exchange", "state="+state2, "code="+bogus); !strings.Contains(msg, "Code: 4") {
 		t.Errorf("exchange with a bogus code: %s", msg)
 	}
+	// An unreadable 2xx answer to a code exchange: not retried (the code is spent), 502.
+	authURL, stateTrunc := v.authorize(t, "hotel-trunc", "connect-ext")
+	codeTrunc := redirectFromIdentity(t, idp, authURL).Query().Get("code")
+	requestsBefore := idp.stats(t).TokenRequests
+	idp.injectFaults(t, map[string]any{"truncate": true})
+	if msg := v.mustFail(t, "write", mount+"/exchange", "state="+stateTrunc, "code="+codeTrunc); !strings.Contains(msg, "Code: 502") || !strings.Contains(msg, "not retried") {
+		t.Errorf("exchange answered with a truncated body: %s", msg)
+	}
+	if n := idp.stats(t).TokenRequests - requestsBefore; n != 1 {
+		t.Errorf("the truncated exchange made %d token requests, want 1", n)
+	}
+	watch.add("an authorization code", codeTrunc)
 	v.read(t, mount+"/creds/hotel-ext")
 	// apaleo withdraws the app's refresh tokens: hotel-ext's next refresh is refused.
 	idp.adminRevoke(t, "connect-ext")
@@ -150,6 +181,30 @@ func TestSecretScan(t *testing.T) {
 	fetchPage(t, tr, plain, "callback with an unknown state", callback+"?state=no-such-state&code=not-a-code")
 	_, deniedState := v.authorize(t, "hotel-denied", "connect")
 	fetchPage(t, tr, plain, "refused callback", callback+"?"+url.Values{"error": {"access_denied"}, "state": {deniedState}}.Encode())
+	// Two codes in one callback, and a forged error with text for the page.
+	twoCodes := randomSecret(t, "twocodes")
+	callbackCodes = append(callbackCodes, twoCodes) // in the audit log's request_uri, as every callback code
+	if p := fetchPage(t, tr, plain, "callback with two codes", callback+"?"+url.Values{"state": {"x"}, "code": {twoCodes, "b"}}.Encode()); p.status != http.StatusBadRequest {
+		t.Errorf("callback with two codes: %d", p.status)
+	}
+	if p := fetchPage(t, tr, plain, "forged error callback", callback+"?state=forged&error=access_denied&error_description=Call+evil.example+support+now"); strings.Contains(p.body, "evil.example") {
+		t.Errorf("forged error callback shows its text: %s", p.body)
+	}
+	// An authorization for another account than account_code: refused, its refresh token revoked.
+	revocationsBefore := idp.stats(t).Revocations
+	authURL, _ = v.authorize(t, "hotel-other", "connect", "account_code=ZZZ")
+	other := idp.browser(t, true)
+	if p := fetchPage(t, tr, other.Client, "callback for another account", authURL.String()); p.status != http.StatusConflict || !strings.Contains(p.body, "account ZZZ") {
+		t.Errorf("callback for another account: %d %s", p.status, p.body)
+	}
+	for _, u := range other.visited {
+		if strings.HasPrefix(u.String(), callback+"?") {
+			callbackCodes = append(callbackCodes, u.Query().Get("code"))
+		}
+	}
+	if n := idp.stats(t).Revocations - revocationsBefore; n != 1 {
+		t.Errorf("the refused authorization made %d revocations, want 1", n)
+	}
 
 	// Refreshes: two rotations of hotel-ber's refresh token.
 	tok := v.read(t, mount+"/creds/hotel-ber").str("access_token")
@@ -203,9 +258,10 @@ func TestSecretScan(t *testing.T) {
 	for _, x := range sec.RefreshTokens {
 		watch.add("a refresh token", x)
 	}
-	for _, x := range []string{secMuc, secApp, secExt, wrong} {
+	for _, x := range []string{secMuc, secApp, secExt, wrong, notString} {
 		watch.add("a client secret", x)
 	}
+	watch.add("a client secret inside a Basic header", basic)
 	watch.add("an authorization code", code)
 	watch.add("an authorization code", bogus)
 	for _, c := range callbackCodes {
