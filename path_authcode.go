@@ -284,7 +284,7 @@ func (b *backend) pathCallbackRead(ctx context.Context, req *logical.Request, d 
 		msg += fmt.Sprintf(". Nothing was stored; start again with authorize/%s.", name)
 		return htmlResponse(http.StatusBadRequest, "Authorization failed", msg), nil
 	}
-	name, cred, err := b.completeAuthorization(ctx, req.Storage, state, d.Get("code").(string))
+	name, cred, err := b.completeAuthorization(ctx, req.Storage, state, d.Get("code").(string), triggerCallback)
 	if err != nil {
 		var ae *authError
 		if errors.As(err, &ae) {
@@ -300,7 +300,7 @@ func (b *backend) pathCallbackRead(ctx context.Context, req *logical.Request, d 
 }
 
 func (b *backend) pathExchangeWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name, cred, err := b.completeAuthorization(ctx, req.Storage, d.Get("state").(string), d.Get("code").(string))
+	name, cred, err := b.completeAuthorization(ctx, req.Storage, d.Get("state").(string), d.Get("code").(string), triggerExchange)
 	if err != nil {
 		var ae *authError
 		if errors.As(err, &ae) {
@@ -311,18 +311,13 @@ func (b *backend) pathExchangeWrite(ctx context.Context, req *logical.Request, d
 		}
 		return nil, err
 	}
-	return &logical.Response{Data: map[string]any{
-		"name":         name,
-		"account_code": cred.AccountCode,
-		"scopes":       nonNil(cred.Scopes),
-		"expires_at":   cred.Token.ExpiresAt.UTC().Format(time.RFC3339),
-	}}, nil
+	return &logical.Response{Data: authorizedData(name, cred)}, nil
 }
 
 // completeAuthorization redeems state and code: the pending authorization is consumed
 // first (so a state works once, whatever happens next), the code is exchanged with its
 // PKCE verifier, and the refresh token and first access token are stored as creds/<name>.
-func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, state, code string) (string, *credential, error) {
+func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, state, code, trigger string) (string, *credential, error) {
 	if state == "" {
 		return "", nil, badAuth("state is missing; open the auth_url from authorize/<name> again")
 	}
@@ -354,7 +349,14 @@ func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, 
 	if err != nil {
 		return "", nil, err
 	}
-	res, err := srv.Exchange(ctx, code, p.Verifier, p.Scopes, b.retry)
+	// A code exchange spends the app's budget like any token request.
+	if err := b.spendBudget(ctx, p.Config, cfg, b.budgetDeadline(b.now())); err != nil {
+		return "", nil, &authError{status: errStatus(err), msg: fmt.Sprintf("%v. Nothing was stored; start again with authorize/%s", err, p.Name)}
+	}
+	// Once sent, the exchange runs to its end whatever the caller does: apaleo spends the
+	// code on receipt and the refresh token it mints must not be lost.
+	sendCtx := b.metrics.observeTokenRequests(context.WithoutCancel(ctx), p.Config, grantAuthorizationCode, trigger)
+	res, err := srv.Exchange(sendCtx, code, p.Verifier, p.Scopes, b.retry)
 	if err != nil {
 		var ue *upstreamError
 		switch {

@@ -116,20 +116,6 @@ func (v *vault) listDetailed(t *testing.T) map[string]map[string]any {
 	return out.Data.KeyInfo
 }
 
-// injectFaults queues faults at the identity server (each is taken by one token request).
-func (i *identity) injectFaults(t *testing.T, faults ...map[string]any) {
-	t.Helper()
-	b, _ := json.Marshal(faults)
-	resp, err := i.http.Post(i.URL+"/_admin/faults", "application/json", strings.NewReader(string(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("injecting faults: %d", resp.StatusCode)
-	}
-}
-
 func (i *identity) post(t *testing.T, what string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, i.URL+"/_admin/"+what, nil)

@@ -294,6 +294,7 @@ type idpStats struct {
 	Errors         map[string]int `json:"errors"`
 	Revocations    int            `json:"revocations"`
 	Authorizations int            `json:"authorizations"`
+	RequestTimes   []int64        `json:"request_times_ms"` // when each token request arrived
 }
 
 // startIdentity runs the dev identity server over TLS with the admin API, tokens valid
