@@ -609,7 +609,7 @@ func TestEngine_RefreshAhead(t *testing.T) {
 		t.Fatalf("planned %v (%v), want in [%v, %v)", due, ok, start, end)
 	}
 	freshEnd := first.ExpiresAt.Add(-cfg.MinTTL)
-	if !end.Before(freshEnd) {
+	if !end.Before(freshEnd) || !end.Before(first.freshUntil(cfg)) {
 		t.Fatalf("window ends %v, after the token stops being fresh at %v", end, freshEnd)
 	}
 	e.clock.Add(due.Sub(e.clock.Now()))

@@ -44,11 +44,14 @@ const expirySkew = 5 * time.Second
 // fresh reports whether the token may be handed out without asking for a new one: it
 // has more than min_ttl left, or more than half its lifetime where that is shorter.
 func (t *cachedToken) fresh(cfg *apaleoConfig, now time.Time) bool {
-	if !t.valid(cfg, now) {
-		return false
-	}
+	return t.valid(cfg, now) && now.Before(t.freshUntil(cfg))
+}
+
+// freshUntil is when the token stops being fresh: min_ttl (or half its lifetime, where
+// that is shorter) before it expires, and never later than it stops being valid.
+func (t *cachedToken) freshUntil(cfg *apaleoConfig) time.Time {
 	threshold := min(cfg.MinTTL, t.ExpiresAt.Sub(t.IssuedAt)/2)
-	return t.ExpiresAt.Sub(now) > threshold
+	return t.ExpiresAt.Add(-max(threshold, expirySkew))
 }
 
 // valid reports whether the token still works: served when a refresh fails.
