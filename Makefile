@@ -4,6 +4,7 @@
 #   make test       unit tests, then the end-to-end suite against a real Vault
 #   make demo       Vault dev server + dev identity server + the plugin, handing out a token
 #   make demo-stop  stop the demo
+#   make release VERSION=vX.Y.Z   reproducible release zips and SHA256SUMS in dist/
 
 SHELL       := /bin/bash
 VERSION     ?= v0.1.0
@@ -12,19 +13,29 @@ MODULE      := github.com/apaleo-vault/vault-plugin-secrets-apaleo
 GO          ?= go
 LDFLAGS     := -s -w -X $(MODULE).Version=$(VERSION)
 BUILD_DIR   := build
-VAULT_BIN   := $(BUILD_DIR)/vault
+DIST        ?= dist
+# A prebuilt Vault may be handed in (make demo VAULT_BIN=/path/to/vault): only the
+# default path has a rule that builds it.
+VAULT_BIN   ?= $(BUILD_DIR)/vault
 GO_SOURCES  := $(shell find . -name '*.go' -not -path './tools/*' -not -path './$(BUILD_DIR)/*')
 
 export VAULT_BIN_PATH := $(abspath $(VAULT_BIN))
 
-.PHONY: all build dev-identity vault test test-unit test-e2e fuzz demo demo-stop bench fmt vet clean
+.PHONY: all build dev-identity vault test test-unit test-e2e fuzz demo demo-stop release bench fmt vet clean FORCE
 
 all: build
 
 build: bin/$(PLUGIN)
 
-bin/$(PLUGIN): $(GO_SOURCES) go.mod go.sum
+# The binary depends on the version it reports: a build for another VERSION rebuilds.
+bin/$(PLUGIN): $(GO_SOURCES) go.mod go.sum $(BUILD_DIR)/plugin-version
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/$(PLUGIN)
+
+# Rewritten only when VERSION differs from the last build's, so its time says when the
+# version last changed.
+$(BUILD_DIR)/plugin-version: FORCE
+	@mkdir -p $(BUILD_DIR)
+	@if [ "$$(cat $@ 2>/dev/null)" != '$(VERSION)' ]; then echo '$(VERSION)' >$@; fi
 
 dev-identity: bin/apaleo-dev-identity
 
@@ -35,10 +46,10 @@ bin/apaleo-dev-identity: $(GO_SOURCES) go.mod go.sum
 # and rebuilt only when that pin changes. A cold build takes minutes; a warm one seconds.
 vault: $(VAULT_BIN)
 
-$(VAULT_BIN): tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
+$(BUILD_DIR)/vault: tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
 	@mkdir -p $(BUILD_DIR)
-	cd tools/vault && CGO_ENABLED=0 $(GO) build -tags minimal -trimpath -ldflags '-s -w' -o ../../$(VAULT_BIN) .
-	@./$(VAULT_BIN) version
+	cd tools/vault && CGO_ENABLED=0 $(GO) build -tags minimal -trimpath -ldflags '-s -w' -o ../../$(BUILD_DIR)/vault .
+	@./$(BUILD_DIR)/vault version
 
 FUZZ_TARGETS := FuzzConfigWrite FuzzCallback FuzzExchange
 FUZZTIME     ?= 20s
@@ -65,6 +76,14 @@ demo: build dev-identity vault
 demo-stop:
 	@scripts/demo.sh stop
 
+# Reproducible: two runs on one commit give byte-identical zips (scripts/release).
+# VERSION must have a section in CHANGELOG.md.
+release:
+ifeq ($(origin VERSION),file)
+	$(error make release needs a version: make release VERSION=vX.Y.Z)
+endif
+	$(GO) run ./scripts/release -version '$(VERSION)' -out '$(DIST)'
+
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
@@ -72,7 +91,7 @@ vet:
 	$(GO) vet ./...
 
 clean:
-	rm -rf bin $(BUILD_DIR)/e2e.log
+	rm -rf bin $(DIST) $(BUILD_DIR)/e2e.log $(BUILD_DIR)/plugin-version
 
 # make bench, bench-go, bench-profile: docs/benchmarks.md
 include bench.mk

@@ -13,6 +13,11 @@
 #
 # Everything lives in .demo/ (git-ignored): logs, pid files, Vault's HOME (Vault keeps
 # ~/.vault-token there) and the plugin directory with a copy of the plugin binary.
+#
+# Environment: VAULT_BIN_PATH (the vault binary, default build/vault), VERSION (the
+# plugin version to register, default v0.1.0), DEMO_VAULT_PORT (Vault's port; its cluster
+# port is the next one; default: the first free port from 8200 on). The dev identity
+# server always takes a free port of its own.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,7 +38,22 @@ die() {
 	exit 1
 }
 
+# running PID: the process runs (a zombie does not count).
+running() {
+	kill -0 "$1" 2>/dev/null || return 1
+	if [[ -r /proc/$1/stat ]]; then
+		local stat
+		stat=$(<"/proc/$1/stat") || return 1
+		stat=${stat##*) }
+		[[ ${stat%% *} != Z ]]
+	fi
+}
+
 # alive PIDFILE PATTERN: the pid in PIDFILE runs and its command line contains PATTERN.
+# Only for servers of an earlier run of this script (demo-stop, a second start): the
+# pattern guards against a reused pid. Right after a start, the child may not have exec'd
+# yet and still show this script's command line, so a start checks `running` instead and
+# waits for the server's own signal of readiness.
 alive() {
 	local pid
 	[[ -f $1 ]] || return 1
@@ -49,20 +69,34 @@ alive() {
 
 # stop_one PIDFILE PATTERN WHAT: SIGTERM, wait up to 15 s, then SIGKILL; removes PIDFILE.
 stop_one() {
-	local pid i
 	if alive "$1" "$2"; then
-		pid=$(<"$1")
-		kill "$pid" 2>/dev/null || true
-		for ((i = 0; i < 150; i++)); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.1
-		done
-		if kill -0 "$pid" 2>/dev/null; then
-			kill -9 "$pid" 2>/dev/null || true
-		fi
-		say "stopped $3 (pid $pid)"
+		stop_pid "$(<"$1")"
+		say "stopped $3 (pid $(<"$1"))"
 	fi
 	rm -f "$1"
+}
+
+# stop_pid PID: SIGTERM, wait up to 15 s, then SIGKILL.
+stop_pid() {
+	local i
+	kill "$1" 2>/dev/null || return 0
+	for ((i = 0; i < 150; i++)); do
+		running "$1" || return 0
+		sleep 0.1
+	done
+	kill -9 "$1" 2>/dev/null || true
+}
+
+# The servers this run of the script started, stopped by pid if the start fails (they
+# may not have exec'd yet, so alive's command-line check would miss them).
+STARTED=()
+
+stop_started() {
+	local pid
+	for pid in "${STARTED[@]}"; do
+		stop_pid "$pid"
+	done
+	rm -f "$DEMO/vault.pid" "$DEMO/identity.pid"
 }
 
 sha256() {
@@ -76,16 +110,25 @@ sha256() {
 # port_in_use PORT: something accepts connections on 127.0.0.1:PORT.
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# free_port: the first free port from 8200 (Vault's usual one) on.
+# free_port: DEMO_VAULT_PORT if set, else the first port from 8200 (Vault's usual one) on
+# that is free together with the next one (Vault's cluster port).
 free_port() {
 	local p
+	if [[ -n ${DEMO_VAULT_PORT:-} ]]; then
+		[[ $DEMO_VAULT_PORT =~ ^[0-9]+$ ]] || die "DEMO_VAULT_PORT=$DEMO_VAULT_PORT is not a port number"
+		for p in "$DEMO_VAULT_PORT" "$((DEMO_VAULT_PORT + 1))"; do
+			! port_in_use "$p" || die "port $p (DEMO_VAULT_PORT=$DEMO_VAULT_PORT, or its cluster port) is in use"
+		done
+		echo "$DEMO_VAULT_PORT"
+		return 0
+	fi
 	for ((p = 8200; p < 8300; p++)); do
-		if ! port_in_use "$p"; then
+		if ! port_in_use "$p" && ! port_in_use "$((p + 1))"; then
 			echo "$p"
 			return 0
 		fi
 	done
-	die "no free port in 8200-8299"
+	die "no free port in 8200-8299 (set DEMO_VAULT_PORT)"
 }
 
 random_secret() { od -An -N18 -tx1 /dev/urandom | tr -d ' \n'; }
@@ -113,7 +156,7 @@ print_env() {
 }
 
 start() {
-	if alive "$DEMO/vault.pid" "$VAULT"; then
+	if alive "$DEMO/vault.pid" "$(vault_of_demo)"; then
 		say "the demo is already running"
 		print_env
 		return 0
@@ -134,7 +177,7 @@ start() {
 	# A fresh state directory; leftovers of a crashed demo are stopped first.
 	stop_quiet
 	# Whatever fails from here on stops what was started; the logs stay in .demo/.
-	trap 'rc=$?; if ((rc != 0)); then stop_quiet; echo "demo: start failed; logs are in $DEMO" >&2; fi' EXIT
+	trap 'rc=$?; if ((rc != 0)); then stop_started; echo "demo: start failed; logs are in $DEMO" >&2; fi' EXIT
 	rm -rf "$DEMO"
 	mkdir -p "$DEMO/home" "$DEMO/plugins" "$DEMO/identity"
 	chmod 700 "$DEMO"
@@ -142,7 +185,7 @@ start() {
 	cp "$PLUGIN_BIN" "$DEMO/plugins/$PLUGIN"
 	chmod 755 "$DEMO/plugins/$PLUGIN"
 
-	local port addr callback i
+	local port addr callback i pid
 	port=$(free_port)
 	addr=http://127.0.0.1:$port
 	callback=$addr/v1/$MOUNT/callback
@@ -164,16 +207,19 @@ start() {
 			-client "$NAME:$client_secret:MUC:$SCOPES" \
 			-client "connect-app:$connect_secret:DEMO:$SCOPES:$callback" \
 			>"$DEMO/identity.log" 2>&1 </dev/null &
-		echo $! >"$DEMO/identity.pid"
-		for ((i = 0; i < 100; i++)); do
+		pid=$!
+		STARTED+=("$pid")
+		echo "$pid" >"$DEMO/identity.pid"
+		# Ready once it has written its URL (atomically, after it listens).
+		for ((i = 0; i < 300; i++)); do
 			[[ -s $DEMO/identity/url ]] && break
-			if ! alive "$DEMO/identity.pid" "$IDP_BIN"; then
+			if ! running "$pid"; then
 				cat "$DEMO/identity.log" >&2
-				die "the dev identity server did not start"
+				die "the dev identity server exited at start (log above: $DEMO/identity.log)"
 			fi
 			sleep 0.1
 		done
-		[[ -s $DEMO/identity/url ]] || die "the dev identity server did not start within 10s (see $DEMO/identity.log)"
+		[[ -s $DEMO/identity/url ]] || die "the dev identity server did not start within 30s (see $DEMO/identity.log)"
 		identity_url=$(<"$DEMO/identity/url")
 		say "dev identity server at $identity_url (its test CA: $DEMO/identity/ca.pem)"
 	fi
@@ -190,15 +236,19 @@ EOF
 			-dev-listen-address="127.0.0.1:$port" -config="$DEMO/vault.hcl" \
 			>"$DEMO/vault.log" 2>&1 </dev/null
 	) &
-	echo $! >"$DEMO/vault.pid"
+	pid=$!
+	STARTED+=("$pid")
+	echo "$pid" >"$DEMO/vault.pid"
+	echo "$VAULT" >"$DEMO/vault.bin"
 
 	export HOME=$DEMO/home VAULT_ADDR=$addr VAULT_TOKEN=$ROOT_TOKEN
 	unset VAULT_NAMESPACE VAULT_CACERT VAULT_CAPATH VAULT_FORMAT VAULT_CLIENT_CERT VAULT_CLIENT_KEY
+	# Ready once it answers, unsealed, on its address.
 	for ((i = 0; i < 300; i++)); do
 		"$VAULT" status >/dev/null 2>&1 && break
-		if ! alive "$DEMO/vault.pid" "$VAULT"; then
+		if ! running "$pid"; then
 			tail -20 "$DEMO/vault.log" >&2
-			die "vault did not start"
+			die "vault exited at start (log above: $DEMO/vault.log)"
 		fi
 		sleep 0.1
 	done
@@ -231,8 +281,18 @@ EOF
 	print_env
 }
 
+# vault_of_demo: the vault binary the running demo was started with (make demo
+# VAULT_BIN=... and a plain make demo-stop may differ).
+vault_of_demo() {
+	if [[ -s $DEMO/vault.bin ]]; then
+		cat "$DEMO/vault.bin"
+	else
+		echo "$VAULT"
+	fi
+}
+
 stop_quiet() {
-	stop_one "$DEMO/vault.pid" "$VAULT" "vault" >/dev/null
+	stop_one "$DEMO/vault.pid" "$(vault_of_demo)" "vault" >/dev/null
 	stop_one "$DEMO/identity.pid" "$IDP_BIN" "the dev identity server" >/dev/null
 }
 
@@ -241,7 +301,7 @@ stop() {
 		say "the demo is not running"
 		return 0
 	fi
-	stop_one "$DEMO/vault.pid" "$VAULT" "vault"
+	stop_one "$DEMO/vault.pid" "$(vault_of_demo)" "vault"
 	stop_one "$DEMO/identity.pid" "$IDP_BIN" "the dev identity server"
 }
 
