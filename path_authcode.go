@@ -106,7 +106,7 @@ func pathAuthCode(b *backend) []*framework.Path {
 				OperationSuffix: "callback",
 			},
 			Fields: map[string]*framework.FieldSchema{
-				"code":              {Type: framework.TypeString, Query: true, Description: "Authorization code."},
+				"code":              {Type: framework.TypeString, Query: true, Description: "Authorization code.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
 				"state":             {Type: framework.TypeString, Query: true, Description: "State from authorize/<name>."},
 				"error":             {Type: framework.TypeString, Query: true, Description: "OAuth error from apaleo."},
 				"error_description": {Type: framework.TypeString, Query: true, Description: "OAuth error description from apaleo."},
@@ -132,7 +132,7 @@ func pathAuthCode(b *backend) []*framework.Path {
 				OperationVerb:   "exchange",
 			},
 			Fields: map[string]*framework.FieldSchema{
-				"code":  {Type: framework.TypeString, Description: "Authorization code from the redirect.", Required: true},
+				"code":  {Type: framework.TypeString, Description: "Authorization code from the redirect.", Required: true, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
 				"state": {Type: framework.TypeString, Description: "State from the redirect.", Required: true},
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{

@@ -120,7 +120,7 @@ func pathConfig(b *backend) []*framework.Path {
 				"min_ttl": {
 					Type:        framework.TypeDurationSecond,
 					Description: "A cached access token is handed out only while it has more than min_ttl left (or more than half its lifetime, where that is shorter).",
-					Default:     int(defaultMinTTL.Seconds()),
+					Default:     defaultMinTTL.String(),
 				},
 				"refresh_ahead": {
 					Type:        framework.TypeBool,
