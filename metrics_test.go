@@ -22,10 +22,9 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/hashicorp/vault/sdk/plugin/pb"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/devidp"
+	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/promtext"
 )
 
 // sample is one series of a scrape: a counter's or gauge's value, or a histogram's
@@ -39,36 +38,13 @@ type sample struct {
 // parseExposition parses Prometheus text as a scraper would and flattens it.
 func parseExposition(t *testing.T, body []byte) []sample {
 	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	ss, err := promtext.Parse(body)
 	if err != nil {
 		t.Fatalf("parsing the exposition: %v\n%s", err, body)
 	}
-	var out []sample
-	for name, mf := range families {
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			switch {
-			case m.GetCounter() != nil:
-				out = append(out, sample{name, labels, m.GetCounter().GetValue()})
-			case m.GetGauge() != nil:
-				out = append(out, sample{name, labels, m.GetGauge().GetValue()})
-			case m.GetHistogram() != nil:
-				h := m.GetHistogram()
-				out = append(out, sample{name + "_count", labels, float64(h.GetSampleCount())},
-					sample{name + "_sum", labels, h.GetSampleSum()})
-				for _, bk := range h.GetBucket() {
-					bl := map[string]string{"le": fmt.Sprint(bk.GetUpperBound())}
-					for k, v := range labels {
-						bl[k] = v
-					}
-					out = append(out, sample{name + "_bucket", bl, float64(bk.GetCumulativeCount())})
-				}
-			}
-		}
+	out := make([]sample, len(ss))
+	for i, s := range ss {
+		out[i] = sample{s.Name, s.Labels, s.Value}
 	}
 	return out
 }

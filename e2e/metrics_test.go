@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bytes"
-	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -14,8 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/promtext"
 )
 
 // promSample is one series of a scrape; histograms are flattened to _bucket, _sum, _count.
@@ -89,36 +87,13 @@ func getMetrics(t *testing.T, v *vault, token string) metricsAnswer {
 // parseScrape parses the text exposition as Prometheus does.
 func parseScrape(t *testing.T, body []byte) scrape {
 	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	ss, err := promtext.Parse(body)
 	if err != nil {
 		t.Fatalf("parsing metrics: %v\n%s", err, body)
 	}
-	var out scrape
-	for name, mf := range families {
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, l := range m.GetLabel() {
-				labels[l.GetName()] = l.GetValue()
-			}
-			switch {
-			case m.GetCounter() != nil:
-				out = append(out, promSample{name, labels, m.GetCounter().GetValue()})
-			case m.GetGauge() != nil:
-				out = append(out, promSample{name, labels, m.GetGauge().GetValue()})
-			case m.GetHistogram() != nil:
-				h := m.GetHistogram()
-				out = append(out, promSample{name + "_count", labels, float64(h.GetSampleCount())},
-					promSample{name + "_sum", labels, h.GetSampleSum()})
-				for _, b := range h.GetBucket() {
-					bl := map[string]string{"le": fmt.Sprint(b.GetUpperBound())}
-					for k, v := range labels {
-						bl[k] = v
-					}
-					out = append(out, promSample{name + "_bucket", bl, float64(b.GetCumulativeCount())})
-				}
-			}
-		}
+	out := make(scrape, len(ss))
+	for i, s := range ss {
+		out[i] = promSample{s.Name, s.Labels, s.Value}
 	}
 	return out
 }
