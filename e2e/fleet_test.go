@@ -24,7 +24,7 @@ import (
 // TestFleet shares one Vault dev server among its cases; each has identity servers of
 // its own, so their request counts are their own.
 func TestFleet(t *testing.T) {
-	v := startDevVaultWith(t, "vault-fleet", "trace", nil)
+	v := startDevVaultWith(t, "vault-fleet", "info", nil)
 	v.enablePlugin(t)
 	t.Run("refresh_ahead_with_slow_apaleo", func(t *testing.T) { testFleetRefreshAhead(t, v) })
 	t.Run("failure_memory", func(t *testing.T) { testFleetFailureMemory(t, v) })
