@@ -119,6 +119,10 @@ func TestOpenAPI(t *testing.T) {
 					continue
 				}
 				found++
+				if f.query {
+					t.Logf("%s: %s is a query parameter, which Vault's OpenAPI cannot mark sensitive", ep, f.name)
+					continue
+				}
 				if !f.sensitive {
 					t.Errorf("%s: secret field %s is not marked sensitive", ep, f.name)
 				}
@@ -190,6 +194,7 @@ type apiModel struct {
 type apiField struct {
 	name      string
 	sensitive bool
+	query     bool // a query parameter: Vault's OpenAPI has no display attributes for those
 }
 
 func (m *apiModel) endpoints() []string {
@@ -253,7 +258,7 @@ func describeAPI(t *testing.T, doc *openapi3.T) *apiModel {
 					isList = true
 					continue
 				}
-				fields = append(fields, apiField{name: pr.Value.Name, sensitive: sensitive(pr.Value.Extensions)})
+				fields = append(fields, apiField{name: pr.Value.Name, sensitive: sensitive(pr.Value.Extensions), query: pr.Value.In == "query"})
 			}
 			if op.RequestBody != nil && op.RequestBody.Value != nil {
 				for _, mt := range op.RequestBody.Value.Content {
