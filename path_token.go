@@ -378,10 +378,7 @@ func (b *backend) answerError(ctx context.Context, s logical.Storage, name strin
 	}
 	now := b.now()
 	if cred.Token.valid(cfg, now) {
-		msg := err.Error()
-		if f := b.failureOf(name); f != nil {
-			msg += "; " + f.nextAttemptText(name, cred.Config)
-		}
+		msg := err.Error() // says when the next attempt is, where failure memory holds one
 		b.Logger().Warn("token request failed; serving the cached token", "name", name, "expires_at", cred.Token.ExpiresAt, "error", err)
 		b.metrics.credsRead(cred.Config, readStale)
 		resp := b.tokenResponse(name, cred, now)
