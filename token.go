@@ -1,0 +1,275 @@
+package apaleo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// token.go is the token request of one credential, in named steps: load what it needs
+// under the name's lock, decide whether a request is still wanted, respect failure memory
+// and the app's budget, send it, and remember a failure or store the answer. Reads
+// (path_token.go) and refresh-ahead (refresh.go) share it through one flight per name.
+
+type fetchOutcome struct {
+	cred    *credential
+	warning string
+	sent    bool // a token request was sent for this outcome
+}
+
+// fetchToken gets a new access token for name under its lock: the one token request of
+// a flight, shared by reads and refresh-ahead. It re-reads storage first: another request
+// may have fetched a token, or rotated the refresh token, meanwhile.
+func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name, trigger string) (*fetchOutcome, error) {
+	defer b.lockName(name)()
+
+	cred, cfg, err := b.loadForFetch(ctx, s, name)
+	if err != nil {
+		return nil, err
+	}
+	now := b.now()
+	if !b.needsToken(cred, cfg, trigger, now) {
+		return &fetchOutcome{cred: cred}, nil
+	}
+	if f := b.failureOf(name); f != nil && f.blocks(now) {
+		return nil, logical.CodedError(errStatus(f.err), fmt.Sprintf("%v; %s", f.err, f.nextAttemptText(name, cred.Config)))
+	}
+	if err := b.spendBudget(ctx, cred.Config, cfg, b.budgetDeadline(now)); err != nil {
+		return nil, err
+	}
+
+	res, err := b.requestToken(ctx, name, cred, cfg, trigger)
+	if err != nil {
+		return nil, b.rememberFailure(name, cred, cfg, err)
+	}
+	b.setFailure(name, nil)
+	return b.storeToken(ctx, s, name, cred, cfg, res)
+}
+
+// loadForFetch reads the credential (storing a rotated refresh token memory still holds)
+// and its config.
+func (b *backend) loadForFetch(ctx context.Context, s logical.Storage, name string) (*credential, *apaleoConfig, error) {
+	cred, err := b.credForUpdate(ctx, s, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cred == nil {
+		return nil, nil, logical.CodedError(http.StatusNotFound, fmt.Sprintf("creds/%s was deleted", name))
+	}
+	// The in-memory config is as current as storage: config writes update it, and
+	// Invalidate drops it on nodes that did not write.
+	cfg, err := b.config(ctx, s, cred.Config)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg == nil {
+		return nil, nil, fmt.Errorf("credential %q refers to config %q, which does not exist", name, cred.Config)
+	}
+	return cred, cfg, nil
+}
+
+// needsToken reports whether a token request is still wanted: for a read, the token is
+// no longer fresh; for refresh-ahead, its refresh window has begun.
+func (b *backend) needsToken(cred *credential, cfg *apaleoConfig, trigger string, now time.Time) bool {
+	if !cred.Token.fresh(cfg, now) {
+		return true
+	}
+	if trigger != triggerRefreshAhead {
+		return false
+	}
+	start, _ := refreshWindow(cred.Token, cfg)
+	return !now.Before(start)
+}
+
+// budgetDeadline is how long a token request started at now may wait for its config's
+// budget: what leaves one attempt inside the read bound.
+func (b *backend) budgetDeadline(now time.Time) time.Time {
+	return now.Add(max(b.retry.Total-flightMargin-b.retry.PerAttempt, 0))
+}
+
+// spendBudget takes one token request from config's budget, waiting for it until
+// deadline at the latest; past that the read is answered 429 with when to retry.
+func (b *backend) spendBudget(ctx context.Context, config string, cfg *apaleoConfig, deadline time.Time) error {
+	lim := b.budgets.limiter(config, cfg.MaxTokenRequestsPerSecond)
+	if lim == nil {
+		return nil
+	}
+	now := b.now()
+	r := lim.ReserveN(now, 1)
+	wait := r.DelayFrom(now)
+	if wait == 0 {
+		return nil
+	}
+	if now.Add(wait).After(deadline) {
+		r.CancelAt(now)
+		return logical.CodedError(http.StatusTooManyRequests, fmt.Sprintf(
+			"config/%s may send %g token requests per second (max_token_requests_per_second) and that budget is spent; retry after %s",
+			config, cfg.MaxTokenRequestsPerSecond, wait.Round(time.Second)))
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		r.CancelAt(b.now())
+		return ctx.Err()
+	}
+}
+
+// refreshTimeout bounds a refresh-token request: generous, because a refresh cut short
+// may have spent the refresh token at apaleo all the same.
+const refreshTimeout = 60 * time.Second
+
+// flightMargin ends a flight's retries a little before the readers waiting for it give
+// up, so that they are answered its error rather than a bare time-out.
+const flightMargin = 250 * time.Millisecond
+
+// requestToken sends the token request of name's grant, with retries for 5xx and
+// network errors within the read bound. With a still-valid token in hand it makes one
+// attempt (failure memory plans the next).
+func (b *backend) requestToken(ctx context.Context, name string, cred *credential, cfg *apaleoConfig, trigger string) (*tokenResult, error) {
+	srv, err := b.identity(cred.Config, cfg)
+	if err != nil {
+		return nil, err
+	}
+	policy := b.retry
+	policy.Total = max(policy.Total-flightMargin, policy.PerAttempt)
+	if cred.Token.valid(cfg, b.now()) {
+		policy.Attempts = 1
+	}
+	if cred.GrantType == grantClientCredentials {
+		return srv.ClientCredentials(b.metrics.observeTokenRequests(ctx, cred.Config, grantClientCredentials, trigger), cfg.Scopes, policy)
+	}
+	return b.refresh(b.metrics.observeTokenRequests(ctx, cred.Config, grantRefreshToken, trigger), srv, cred.RefreshToken, policy)
+}
+
+// refresh runs the refresh grant. Once a refresh is on the wire, nothing cuts it short
+// but its own generous timeout (refreshTimeout): apaleo may rotate the refresh token
+// whether or not we wait for the answer. p bounds when new attempts may start; one that
+// timed out is not retried, since the token may be spent.
+func (b *backend) refresh(ctx context.Context, srv identityServer, refreshToken string, p retryPolicy) (*tokenResult, error) {
+	one := retryPolicy{Total: b.refreshTimeout, PerAttempt: b.refreshTimeout, Attempts: 1}
+	p.PerAttempt = b.refreshTimeout
+	return withRetries(withoutAttemptObserver(ctx), p, func(actx context.Context) (*tokenResult, error) {
+		res, err := srv.Refresh(context.WithoutCancel(ctx), refreshToken, one)
+		var ue *upstreamError
+		if errors.As(err, &ue) && ue.Timeout {
+			final := *ue
+			final.Temporary = false
+			return nil, &final
+		}
+		return res, err
+	})
+}
+
+// rememberFailure records a failed token request in failure memory and returns the
+// error a read answers.
+func (b *backend) rememberFailure(name string, cred *credential, cfg *apaleoConfig, err error) error {
+	var ue *upstreamError
+	if !errors.As(err, &ue) {
+		b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", err)
+		return err
+	}
+	explained := explainUpstream(name, cred, cfg, err)
+	now := b.now()
+	f := &failure{err: explained, at: now, attempts: 1}
+	if prev := b.failureOf(name); prev != nil {
+		f.attempts = prev.attempts + 1
+	}
+	refresh := cred.GrantType == grantAuthorizationCode
+	switch {
+	case ue.Code == "invalid_client" || ue.Code == "unauthorized_client" || ue.Code == "invalid_scope":
+		f.kind = failUntilConfig
+	case refresh && (ue.Code == "invalid_grant" || ue.Code == "invalid_request"):
+		f.kind = failUntilAuthorize
+	case ue.Status == http.StatusTooManyRequests && ue.RetryAfter > 0:
+		f.kind = failRetryAfter
+		f.next = now.Add(ue.RetryAfter)
+	default:
+		f.next = now.Add(backoffAfter(f.attempts))
+	}
+	if refresh && ue.Timeout {
+		f.maySpent = true
+		f.err = logical.CodedError(errStatus(explained), fmt.Sprintf(
+			"%v; the refresh request got no answer in time, so apaleo may have used up the refresh token: if the next refresh is refused, run authorize/%s config=%s again",
+			explained, name, cred.Config))
+	}
+	b.setFailure(name, f)
+	next := f.nextAttemptText(name, cred.Config)
+	b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", f.err, "next_attempt", next)
+	return logical.CodedError(errStatus(f.err), fmt.Sprintf("%v; %s", f.err, next))
+}
+
+// storeToken stores the new token and a rotated refresh token before it is served.
+func (b *backend) storeToken(ctx context.Context, s logical.Storage, name string, cred *credential, cfg *apaleoConfig, res *tokenResult) (*fetchOutcome, error) {
+	next := *cred
+	next.Token = newCachedToken(res, cfg.Generation)
+	if len(next.Token.Scopes) == 0 {
+		// The server did not say what it granted: a refresh keeps the consented scopes.
+		next.Token.Scopes = tokenScopes(cred, cfg)
+	}
+	if res.RefreshToken != "" {
+		next.RefreshToken = res.RefreshToken
+	}
+	if next.AccountCode == "" {
+		next.AccountCode = res.AccountCode
+	}
+	rotated := next.RefreshToken != cred.RefreshToken
+	if err := b.putCred(ctx, s, name, &next); err != nil {
+		// The token is good; only storing it failed. A rotated refresh token must not be
+		// lost: hold it in memory, where it wins over storage, until a store succeeds.
+		// A mark set before stays set: only a successful store clears it.
+		if !rotated && b.unsavedOf(name) == nil {
+			b.creds.set(name, &next)
+			b.Logger().Warn("storing the new access token failed; it is cached in memory only", "name", name, "error", err)
+			return &fetchOutcome{cred: &next, sent: true}, nil
+		}
+		b.setUnsaved(name, &next)
+		b.Logger().Error("storing the rotated refresh token failed; it is held in memory and stored at the next refresh or periodic pass", "name", name, "error", err)
+		return &fetchOutcome{cred: &next, sent: true, warning: fmt.Sprintf(
+			"storing the rotated refresh token failed (%v): this Vault node holds it in memory and stores it at the next chance; if the node restarts first, run authorize/%s again", err, name)}, nil
+	}
+	b.Logger().Debug("new access token", "name", name, "config", cred.Config, "expires_at", next.Token.ExpiresAt, "rotated", rotated)
+	return &fetchOutcome{cred: &next, sent: true}, nil
+}
+
+// explainUpstream turns an identity-server error into one that says what to do.
+func explainUpstream(name string, cred *credential, cfg *apaleoConfig, err error) error {
+	var ue *upstreamError
+	if !errors.As(err, &ue) {
+		return err
+	}
+	msg := err.Error()
+	switch {
+	case ue.Code == "invalid_client" || ue.Code == "unauthorized_client":
+		return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("%s: check client_id and client_secret of config/%s", msg, cred.Config))
+	case ue.Code == "invalid_scope":
+		return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("%s: the scopes requested were %q; request only scopes the apaleo app may have (config/%s scopes)",
+			msg, strings.Join(tokenScopes(cred, cfg), " "), cred.Config))
+	case cred.GrantType == grantAuthorizationCode && (ue.Code == "invalid_grant" || ue.Code == "invalid_request"):
+		return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("%s: the refresh token of creds/%s was refused (revoked, expired, or the app's scopes changed); run authorize/%s config=%s again",
+			msg, name, name, cred.Config))
+	case ue.Status == http.StatusTooManyRequests:
+		return logical.CodedError(http.StatusTooManyRequests, msg)
+	case ue.Timeout:
+		return logical.CodedError(http.StatusGatewayTimeout, msg)
+	case ue.Temporary:
+		return logical.CodedError(http.StatusBadGateway, msg)
+	case ue.Status >= 400 && ue.Status < 500:
+		return logical.CodedError(http.StatusBadRequest, msg)
+	}
+	return logical.CodedError(http.StatusBadGateway, msg)
+}
+
+func tokenScopes(cred *credential, cfg *apaleoConfig) []string {
+	if cred.GrantType == grantAuthorizationCode && len(cred.Scopes) > 0 {
+		return cred.Scopes
+	}
+	return cfg.Scopes
+}
