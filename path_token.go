@@ -481,26 +481,10 @@ func (b *backend) pathCredsImport(ctx context.Context, req *logical.Request, d *
 	if !b.canWrite() {
 		return nil, logical.ErrReadOnly
 	}
-	for _, l := range b.locksFor(configPrefix+cfgName, credsPrefix+name) {
-		l.Lock()
-		defer l.Unlock()
-	}
-	cfg, err := readConfig(ctx, req.Storage, cfgName)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case cfg == nil:
-		return logical.ErrorResponse("config %q does not exist; create it with config/%s grant_type=authorization_code", cfgName, cfgName), nil
-	case cfg.GrantType != grantAuthorizationCode:
-		return logical.ErrorResponse("config %q has grant_type %q; an import needs an authorization_code config", cfgName, cfg.GrantType), nil
-	}
-	if existing, err := readCred(ctx, req.Storage, name); err != nil {
-		return nil, err
-	} else if existing != nil {
-		return b.pathCredsUpdate(ctx, req, d)
-	}
-	if resp, err := b.checkCredName(ctx, req.Storage, name); resp != nil || err != nil {
+	// Checked before the refresh token is spent, and again under the locks before the
+	// new one is stored: no lock is held while apaleo answers.
+	cfg, resp, err := b.importTarget(ctx, req.Storage, name, cfgName)
+	if resp != nil || err != nil {
 		return resp, err
 	}
 	if err := b.spendBudget(ctx, cfgName, cfg, b.budgetDeadline(b.now())); err != nil {
@@ -538,15 +522,59 @@ func (b *backend) pathCredsImport(ctx context.Context, req *logical.Request, d *
 		}
 		cred.Token.Scopes = cred.Scopes
 	}
-	if err := b.putCred(ctx, req.Storage, name, cred); err != nil {
+
+	for _, l := range b.locksFor(configPrefix+cfgName, credsPrefix+name) {
+		l.Lock()
+		defer l.Unlock()
+	}
+	// What changed while apaleo answered: a live refresh token is never dropped unrevoked.
+	dropNew := func(why string) string {
 		if rerr := b.revoke(ctx, req.Storage, cred); rerr != nil {
-			b.Logger().Warn("revoking the imported refresh token after a failed store failed", "name", name, "error", rerr)
+			b.Logger().Warn("revoking the imported refresh token failed", "name", name, "error", rerr)
+			return why + "; revoking the new refresh token at apaleo failed too: " + rerr.Error()
 		}
-		return nil, err
+		return why + "; the new refresh token was revoked at apaleo"
+	}
+	latest, resp, err := b.importTarget(ctx, req.Storage, name, cfgName)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%s", dropNew(err.Error()))
+	case resp != nil:
+		return nil, logical.CodedError(http.StatusConflict, dropNew(resp.Error().Error()+" (changed while apaleo redeemed the refresh token)"))
+	case latest.Generation != cfg.Generation:
+		return nil, logical.CodedError(http.StatusConflict, dropNew(fmt.Sprintf("config/%s changed while apaleo redeemed the refresh token; import again", cfgName)))
+	}
+	if err := b.putCred(ctx, req.Storage, name, cred); err != nil {
+		return nil, fmt.Errorf("%s", dropNew("storing the imported credential failed: "+err.Error()))
 	}
 	b.setFailure(name, nil)
 	b.Logger().Info("credential imported", "name", name, "config", cfgName, "account_code", cred.AccountCode)
 	return &logical.Response{Data: authorizedData(name, cred)}, nil
+}
+
+// importTarget checks that name may be imported for config cfgName: an
+// authorization_code config exists, and name is neither a credential nor a
+// client-credentials config.
+func (b *backend) importTarget(ctx context.Context, s logical.Storage, name, cfgName string) (*apaleoConfig, *logical.Response, error) {
+	cfg, err := readConfig(ctx, s, cfgName)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case cfg == nil:
+		return nil, logical.ErrorResponse("config %q does not exist; create it with config/%s grant_type=authorization_code", cfgName, cfgName), nil
+	case cfg.GrantType != grantAuthorizationCode:
+		return nil, logical.ErrorResponse("config %q has grant_type %q; an import needs an authorization_code config", cfgName, cfg.GrantType), nil
+	}
+	if existing, err := readCred(ctx, s, name); err != nil {
+		return nil, nil, err
+	} else if existing != nil {
+		return nil, logical.ErrorResponse("creds/%s exists; an import only creates: delete creds/%s first, or choose another name", name, name), nil
+	}
+	if resp, err := b.checkCredName(ctx, s, name); resp != nil || err != nil {
+		return nil, resp, err
+	}
+	return cfg, nil, nil
 }
 
 // authorizedFields and authorizedData describe a newly authorized or imported credential.

@@ -194,7 +194,8 @@ const (
 
 // failure is what the engine remembers of a name's last failed token request.
 type failure struct {
-	err      error // as a read answers it (a logical.CodedError)
+	config   string // of the credential: a write of it clears the failure
+	err      error  // as a read answers it (a logical.CodedError)
 	kind     failureKind
 	at       time.Time
 	next     time.Time // when a request may be sent again; zero for failUntil*
@@ -287,15 +288,13 @@ func (b *backend) setFailure(name string, f *failure) {
 // write may have fixed what failed).
 func (b *backend) clearFailures(config string) {
 	b.statesMu.RLock()
-	names := make([]string, 0, len(b.states))
-	for n := range b.states {
-		names = append(names, n)
-	}
-	b.statesMu.RUnlock()
-	for _, n := range names {
-		if c, ok := b.creds.get(n); (ok && c != nil && c.Config == config) || n == config {
-			b.setFailure(n, nil)
+	defer b.statesMu.RUnlock()
+	for _, st := range b.states {
+		st.mu.Lock()
+		if st.failure != nil && st.failure.config == config {
+			st.failure = nil
 		}
+		st.mu.Unlock()
 	}
 }
 

@@ -178,7 +178,7 @@ func (b *backend) rememberFailure(name string, cred *credential, cfg *apaleoConf
 	}
 	explained := explainUpstream(name, cred, cfg, err)
 	now := b.now()
-	f := &failure{err: explained, at: now, attempts: 1}
+	f := &failure{config: cred.Config, err: explained, at: now, attempts: 1}
 	if prev := b.failureOf(name); prev != nil {
 		f.attempts = prev.attempts + 1
 	}
