@@ -103,7 +103,7 @@ func (e *testEnv) scrape() []sample {
 	if fmt.Sprint(status) != "200" || ct != resp.Data[logical.HTTPContentType] || !bytes.Equal(wire, resp.Data[logical.HTTPRawBody].([]byte)) {
 		e.t.Errorf("over gRPC: status %v, content type %v, body %d bytes; want what the plugin sent", status, ct, len(wire))
 	}
-	if got := resp.Data[logical.HTTPContentType]; got != "text/plain; version=0.0.4; charset=utf-8" {
+	if got := resp.Data[logical.HTTPContentType]; got != "text/plain; version=0.0.4" {
 		e.t.Errorf("content type %v", got)
 	}
 	if got := resp.Data[logical.HTTPStatusCode]; got != http.StatusOK {

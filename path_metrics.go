@@ -12,7 +12,7 @@ import (
 )
 
 // metricsContentType is the Prometheus text exposition format, version 0.0.4.
-const metricsContentType = "text/plain; version=0.0.4; charset=utf-8"
+const metricsContentType = "text/plain; version=0.0.4" // as SPEC.md names it; UTF-8 is the format's default
 
 // pathMetrics serves metrics: the mount's Prometheus metrics as text, for a scraper with a
 // Vault token allowed to read <mount>/metrics.
