@@ -6,9 +6,13 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/pem"
+	"flag"
 	"fmt"
+	"log"
 	"maps"
+	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -106,6 +110,49 @@ var signingKey = sync.OnceValue(func() *rsa.PrivateKey {
 	return k
 })
 
+// TestMain lets the parallel tests (t.Parallel) all run at once unless -parallel says
+// otherwise: they are the slow ones, and they spend their time waiting for timers and
+// the identity server, not on the CPU that -parallel's default (GOMAXPROCS) is sized for.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		if err := flag.Set("test.parallel", "16"); err != nil {
+			panic(err)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// listeners guards the ports of the tests' servers. A server takes its port under a read
+// lock; a test that closes its server's port and counts on connections to it being
+// refused holds the write lock (closePort) until it ends, so that no concurrent test's
+// new server takes that port over meanwhile.
+var listeners sync.RWMutex
+
+// newTestServer starts an httptest server (with TLS, or plain) under the listeners lock;
+// errorLog, if not nil, takes the server's own error log.
+func newTestServer(h http.Handler, withTLS bool, errorLog *log.Logger) *httptest.Server {
+	listeners.RLock()
+	defer listeners.RUnlock()
+	ts := httptest.NewUnstartedServer(h)
+	ts.Config.ErrorLog = errorLog
+	if withTLS {
+		ts.StartTLS()
+	} else {
+		ts.Start()
+	}
+	return ts
+}
+
+// closePort closes ts and keeps its port free of other tests' servers until t ends.
+func closePort(t *testing.T, ts *httptest.Server) {
+	listeners.Lock()
+	t.Cleanup(listeners.Unlock)
+	ts.Close()
+}
+
 func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 	t.Helper()
 	o := devidp.Options{SigningKey: signingKey(), Clients: []devidp.Client{
@@ -120,7 +167,7 @@ func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewTLSServer(idp)
+	ts := newTestServer(idp, true, nil)
 	t.Cleanup(func() {
 		idp.Close()
 		ts.Close()

@@ -294,6 +294,7 @@ func TestEngine_PerNameIsolation(t *testing.T) {
 // TestEngine_Budget: 20 cold credentials of a config limited to 5 token requests a
 // second: never more than a second's worth at once, and every read succeeds.
 func TestEngine_Budget(t *testing.T) {
+	t.Parallel() // seconds of real time, spent waiting
 	e := newEngineEnv(t)
 	e.b.now = time.Now // the bucket fills in real time here
 	e.idp.now = time.Now

@@ -114,8 +114,8 @@ func faultCases() []faultCase {
 				staleServed("HTTP 502")),
 		},
 		{
-			name: "connection refused (closed 127.0.0.1 port)", exclusive: true,
-			arm: (*faultEnv).closeServer,
+			name: "connection refused (closed 127.0.0.1 port)",
+			arm:  (*faultEnv).closeServer,
 			want: everywhere(
 				faultWant{outcome: gotError, status: 502, contains: []string{"connection refused", "gave up after"}, requests: noRequest, cutOff: true},
 				// The single attempt may go out on a pooled connection the server has

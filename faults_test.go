@@ -79,11 +79,10 @@ type faultWant struct {
 }
 
 type faultCase struct {
-	name      string
-	policy    *retryPolicy
-	arm       func(fe *faultEnv) // sets the fault up, right before the read
-	want      map[string]faultWant
-	exclusive bool // runs alone, after the others
+	name   string
+	policy *retryPolicy
+	arm    func(fe *faultEnv) // sets the fault up, right before the read
+	want   map[string]faultWant
 }
 
 // faultEnv is a testEnv with one readable name, set up for a kind and a mode.
@@ -139,11 +138,11 @@ func (fe *faultEnv) storedCred() *credential {
 
 func (fe *faultEnv) inject(f ...devidp.Fault) { fe.idp.InjectFaults(f...) }
 
-// closeServer closes the identity server's port, so connections are refused. The port
-// stays free for anyone: cases that close it run alone (exclusive), since a concurrent
-// test's new server could take the port over, and they skip the recovery read.
+// closeServer closes the identity server's port, so connections are refused. Until the
+// case ends no other test's new server may take the port over (closePort), and the case
+// skips the recovery read.
 func (fe *faultEnv) closeServer() {
-	fe.ts.Close()
+	closePort(fe.t, fe.ts)
 	fe.closed = true
 }
 
@@ -160,14 +159,12 @@ func (fe *faultEnv) distrust() {
 
 // runConcurrently runs fn for each name as a subtest, many at once: most fault cases
 // spend their time waiting for timers, which -parallel (GOMAXPROCS) would serialise.
-// Exclusive names run one by one afterwards.
-func runConcurrently(t *testing.T, names []string, exclusive func(string) bool, fn func(t *testing.T, name string)) {
-	sem := make(chan struct{}, 8)
+// A case that closes its server's port holds the other cases' new servers back
+// meanwhile (closePort).
+func runConcurrently(t *testing.T, names []string, fn func(t *testing.T, name string)) {
+	sem := make(chan struct{}, 16)
 	var wg sync.WaitGroup
 	for _, name := range names {
-		if exclusive(name) {
-			continue
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -177,16 +174,12 @@ func runConcurrently(t *testing.T, names []string, exclusive func(string) bool, 
 		}()
 	}
 	wg.Wait()
-	for _, name := range names {
-		if exclusive(name) {
-			t.Run(name, func(t *testing.T) { fn(t, name) })
-		}
-	}
 }
 
 // TestFaults_Matrix is the fault matrix: every fault at the token endpoint, for both
 // kinds of credential, cold and stale.
 func TestFaults_Matrix(t *testing.T) {
+	t.Parallel()
 	type run struct {
 		c   faultCase
 		key string
@@ -203,7 +196,7 @@ func TestFaults_Matrix(t *testing.T) {
 			}
 		}
 	}
-	runConcurrently(t, names, func(name string) bool { return runs[name].c.exclusive }, func(t *testing.T, name string) {
+	runConcurrently(t, names, func(t *testing.T, name string) {
 		r := runs[name]
 		runFaultCase(t, r.c, r.key, r.w)
 	})
@@ -390,6 +383,7 @@ func storageVerdict(w faultWant, before, after map[string]string) string {
 // TestFaults_CodeExchange: faults while callback redeems the authorization code. The
 // state is spent whatever happens; the credential is stored only on success.
 func TestFaults_CodeExchange(t *testing.T) {
+	t.Parallel()
 	type exchangeCase struct {
 		name     string
 		arm      func(fe *faultEnv)
@@ -424,7 +418,7 @@ func TestFaults_CodeExchange(t *testing.T) {
 	for i, c := range cases {
 		names[i] = c.name
 	}
-	runConcurrently(t, names, func(name string) bool { return name == "connection refused" }, func(t *testing.T, name string) {
+	runConcurrently(t, names, func(t *testing.T, name string) {
 		c := cases[slices.IndexFunc(cases, func(c exchangeCase) bool { return c.name == name })]
 		e := newTestEnv(t)
 		e.b.retry = faultPolicy
@@ -474,6 +468,7 @@ func TestFaults_CodeExchange(t *testing.T) {
 // read must still say what the server answered, not 504 "no answer in time": the server
 // did answer, every time. An unusable 200 body is an answer too.
 func TestFaults_LastAttemptCutByTheBound(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name  string
 		fault devidp.Fault
@@ -484,6 +479,7 @@ func TestFaults_LastAttemptCutByTheBound(t *testing.T) {
 			[]string{"unusable token response"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			e := newTestEnv(t)
 			e.b.retry = retryPolicy{Total: time.Second, PerAttempt: 750 * time.Millisecond, BaseDelay: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond}
 			e.writeSimpleConfig("hotel-muc", nil)
