@@ -346,9 +346,11 @@ func TestBackend_Factory(t *testing.T) {
 
 // TestBackend_Invalidate: a replicated write elsewhere drops the in-memory copies, so a
 // standby never serves a stale config.
+// TestBackend_Invalidate: a change another node makes to storage reaches this node's
+// in-memory cache through Invalidate (against the fake identity server).
 func TestBackend_Invalidate(t *testing.T) {
-	e := newTestEnv(t)
-	e.writeSimpleConfig("hotel-muc", nil)
+	e := newEngineEnv(t)
+	e.simpleConfig("hotel-muc", nil)
 	e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
 
 	// Another node changes the stored config behind this backend's back.
@@ -375,9 +377,9 @@ func TestBackend_Invalidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.b.InvalidateKey(context.Background(), credsPrefix+"hotel-muc")
-	before := e.tokenRequests()
+	before := e.idp.total()
 	e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
-	if got := e.tokenRequests() - before; got != 1 {
+	if got := e.idp.total() - before; got != 1 {
 		t.Fatalf("after a replicated token drop, %d token requests, want 1", got)
 	}
 }

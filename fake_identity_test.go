@@ -28,6 +28,7 @@ type fakeIdentity struct {
 	calls    map[string]int // by grant
 	times    []time.Time    // real time of each call
 	spent    map[string]bool
+	refused  int // refresh tokens refused as spent (invalid_grant)
 	issued   int
 	lifetime time.Duration
 	noRotate bool
@@ -64,6 +65,7 @@ func (f *fakeIdentity) answer(grant, refreshToken string) (*tokenResult, error) 
 	}
 	if refreshToken != "" {
 		if f.spent[refreshToken] {
+			f.refused++
 			return nil, &upstreamError{Status: 400, Code: "invalid_grant", Answered: true}
 		}
 		if !f.noRotate {
@@ -113,6 +115,13 @@ func (f *fakeIdentity) count(grant string) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.calls[grant]
+}
+
+// invalidGrants is how many spent refresh tokens were sent, and refused.
+func (f *fakeIdentity) invalidGrants() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.refused
 }
 
 func (f *fakeIdentity) total() int {
