@@ -125,31 +125,77 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// listeners guards the ports of the tests' servers. A server takes its port under a read
-// lock; a test that closes its server's port and counts on connections to it being
-// refused holds the write lock (closePort) until it ends, so that no concurrent test's
-// new server takes that port over meanwhile.
-var listeners sync.RWMutex
+// listeners keeps the tests' new servers off the ports that closed servers left behind
+// while a test counts on connections to such a port being refused (closePort). Servers
+// start together, and tests holding closed ports run together, but never both at once.
+var listeners = newPortGuard()
 
-// newTestServer starts an httptest server (with TLS, or plain) under the listeners lock;
+type portGuard struct {
+	mu                          sync.Mutex
+	cond                        *sync.Cond
+	starting, holding, toBeHeld int
+}
+
+func newPortGuard() *portGuard {
+	g := &portGuard{}
+	g.cond = sync.NewCond(&g.mu)
+	return g
+}
+
+// starts runs start, which takes a port, while no closed port is held.
+func (g *portGuard) starts(start func()) {
+	g.mu.Lock()
+	for g.holding > 0 || g.toBeHeld > 0 {
+		g.cond.Wait()
+	}
+	g.starting++
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.starting--
+		g.cond.Broadcast()
+		g.mu.Unlock()
+	}()
+	start()
+}
+
+// hold waits until no server is starting, then holds the closed ports off until release.
+func (g *portGuard) hold() (release func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.toBeHeld++
+	for g.starting > 0 {
+		g.cond.Wait()
+	}
+	g.toBeHeld--
+	g.holding++
+	return func() {
+		g.mu.Lock()
+		g.holding--
+		g.cond.Broadcast()
+		g.mu.Unlock()
+	}
+}
+
+// newTestServer starts an httptest server (with TLS, or plain) under the listeners guard;
 // errorLog, if not nil, takes the server's own error log.
 func newTestServer(h http.Handler, withTLS bool, errorLog *log.Logger) *httptest.Server {
-	listeners.RLock()
-	defer listeners.RUnlock()
-	ts := httptest.NewUnstartedServer(h)
-	ts.Config.ErrorLog = errorLog
-	if withTLS {
-		ts.StartTLS()
-	} else {
-		ts.Start()
-	}
+	var ts *httptest.Server
+	listeners.starts(func() {
+		ts = httptest.NewUnstartedServer(h)
+		ts.Config.ErrorLog = errorLog
+		if withTLS {
+			ts.StartTLS()
+		} else {
+			ts.Start()
+		}
+	})
 	return ts
 }
 
-// closePort closes ts and keeps its port free of other tests' servers until t ends.
+// closePort closes ts and keeps its port free of other tests' new servers until t ends.
 func closePort(t *testing.T, ts *httptest.Server) {
-	listeners.Lock()
-	t.Cleanup(listeners.Unlock)
+	t.Cleanup(listeners.hold())
 	ts.Close()
 }
 

@@ -468,7 +468,6 @@ func TestFaults_CodeExchange(t *testing.T) {
 // read must still say what the server answered, not 504 "no answer in time": the server
 // did answer, every time. An unusable 200 body is an answer too.
 func TestFaults_LastAttemptCutByTheBound(t *testing.T) {
-	t.Parallel()
 	for _, c := range []struct {
 		name  string
 		fault devidp.Fault
@@ -479,7 +478,6 @@ func TestFaults_LastAttemptCutByTheBound(t *testing.T) {
 			[]string{"unusable token response"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
 			e := newTestEnv(t)
 			e.b.retry = retryPolicy{Total: time.Second, PerAttempt: 750 * time.Millisecond, BaseDelay: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond}
 			e.writeSimpleConfig("hotel-muc", nil)
