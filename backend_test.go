@@ -430,17 +430,18 @@ func TestBackend_Invalidate(t *testing.T) {
 	}
 }
 
-// TestBackend_Restart: configs and cached tokens survive a plugin restart.
+// TestBackend_Restart: configs and cached tokens survive a plugin restart (against the
+// fake identity server).
 func TestBackend_Restart(t *testing.T) {
-	e := newTestEnv(t)
-	e.writeSimpleConfig("hotel-muc", nil)
+	e := newEngineEnv(t)
+	e.simpleConfig("hotel-muc", nil)
 	first := e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
-	before := e.tokenRequests()
+	before := e.idp.total()
 
-	e.b = e.newBackend()
+	e.b = e.newBackend(nil)
 	second := e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
-	if e.tokenRequests() != before {
-		t.Fatalf("restart caused %d token requests", e.tokenRequests()-before)
+	if e.idp.total() != before {
+		t.Fatalf("restart caused %d token requests", e.idp.total()-before)
 	}
 	if first.Data["access_token"] != second.Data["access_token"] {
 		t.Fatal("restart did not reuse the stored token")
