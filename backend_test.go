@@ -113,10 +113,11 @@ var signingKey = sync.OnceValue(func() *rsa.PrivateKey {
 // TestMain lets the parallel tests (t.Parallel) all run at once unless -parallel says
 // otherwise: they are the slow ones, and they spend their time waiting for timers and
 // the identity server, not on the CPU that -parallel's default (GOMAXPROCS) is sized for.
+// Fuzzing keeps the default: there -parallel counts the fuzzing processes.
 func TestMain(m *testing.M) {
 	flag.Parse()
 	set := false
-	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" || f.Name == "test.fuzz" })
 	if !set {
 		if err := flag.Set("test.parallel", "16"); err != nil {
 			panic(err)
