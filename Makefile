@@ -1,7 +1,8 @@
 # vault-plugin-secrets-apaleo
 #
 #   make build      plugin binary at bin/vault-plugin-secrets-apaleo
-#   make test       unit tests, then the end-to-end suite against a real Vault
+#   make test       lint, unit tests, then the end-to-end suite against a real Vault
+#   make lint       gofmt, go vet (with the e2e tag too) and staticcheck (pinned in tools/)
 #   make demo       Vault dev server + dev identity server + the plugin, handing out a token
 #   make demo-stop  stop the demo
 #   make release VERSION=vX.Y.Z   reproducible release zips and SHA256SUMS in dist/
@@ -21,7 +22,7 @@ GO_SOURCES  := $(shell find . -name '*.go' -not -path './tools/*' -not -path './
 
 export VAULT_BIN_PATH := $(abspath $(VAULT_BIN))
 
-.PHONY: all build dev-identity vault test test-unit test-e2e fuzz demo demo-stop release bench fmt vet clean FORCE
+.PHONY: all build dev-identity vault test test-unit test-e2e fuzz lint demo demo-stop release bench fmt vet clean FORCE
 
 all: build
 
@@ -54,11 +55,29 @@ $(BUILD_DIR)/vault: tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
 FUZZ_TARGETS := FuzzConfigWrite FuzzCallback FuzzExchange
 FUZZTIME     ?= 20s
 
-test: test-unit fuzz test-e2e
+test: lint test-unit fuzz test-e2e
 
+# The coverage printed is the plugin package's (the root package), the one the unit tests
+# are for; the other packages' lines are filtered out of the profile.
 test-unit:
+	@mkdir -p $(BUILD_DIR)
+	$(GO) test -race -count=1 -coverprofile=$(BUILD_DIR)/cover.all.out ./...
+	@grep -E '^(mode:|$(MODULE)/[^/]+:)' $(BUILD_DIR)/cover.all.out >$(BUILD_DIR)/cover.out
+	@echo "coverage of the plugin package ($(MODULE)): $$($(GO) tool cover -func=$(BUILD_DIR)/cover.out | tail -1 | awk '{print $$NF}')"
+
+# staticcheck is pinned in tools/staticcheck/go.mod and built once into build/, like Vault.
+STATICCHECK := $(BUILD_DIR)/staticcheck
+
+lint: $(STATICCHECK)
+	@out=$$(gofmt -l $(GO_SOURCES) tools); if [ -n "$$out" ]; then echo "gofmt -l: not formatted:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) test -race -count=1 ./...
+	$(GO) vet -tags e2e ./e2e/
+	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags e2e ./e2e/
+
+$(STATICCHECK): tools/staticcheck/go.mod tools/staticcheck/go.sum
+	@mkdir -p $(BUILD_DIR)
+	cd tools/staticcheck && $(GO) build -trimpath -o ../../$(STATICCHECK) honnef.co/go/tools/cmd/staticcheck
 
 # A short coverage-guided run of each fuzz target; `go test` alone replays the committed
 # seed corpus in testdata/fuzz.
@@ -89,9 +108,10 @@ fmt:
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/
 
 clean:
-	rm -rf bin $(DIST) $(BUILD_DIR)/e2e.log $(BUILD_DIR)/plugin-version
+	rm -rf bin $(DIST) $(BUILD_DIR)/e2e.log $(BUILD_DIR)/plugin-version $(BUILD_DIR)/cover.out $(BUILD_DIR)/cover.all.out
 
 # make bench, bench-go, bench-profile: docs/benchmarks.md
 include bench.mk

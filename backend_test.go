@@ -6,9 +6,13 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/pem"
+	"flag"
 	"fmt"
+	"log"
 	"maps"
+	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -106,6 +110,96 @@ var signingKey = sync.OnceValue(func() *rsa.PrivateKey {
 	return k
 })
 
+// TestMain lets the parallel tests (t.Parallel) all run at once unless -parallel says
+// otherwise: they are the slow ones, and they spend their time waiting for timers and
+// the identity server, not on the CPU that -parallel's default (GOMAXPROCS) is sized for.
+// Fuzzing keeps the default: there -parallel counts the fuzzing processes.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" || f.Name == "test.fuzz" })
+	if !set {
+		if err := flag.Set("test.parallel", "16"); err != nil {
+			panic(err)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// listeners keeps the tests' new servers off the ports that closed servers left behind
+// while a test counts on connections to such a port being refused (closePort). Servers
+// start together, and tests holding closed ports run together, but never both at once.
+var listeners = newPortGuard()
+
+type portGuard struct {
+	mu                          sync.Mutex
+	cond                        *sync.Cond
+	starting, holding, toBeHeld int
+}
+
+func newPortGuard() *portGuard {
+	g := &portGuard{}
+	g.cond = sync.NewCond(&g.mu)
+	return g
+}
+
+// starts runs start, which takes a port, while no closed port is held.
+func (g *portGuard) starts(start func()) {
+	g.mu.Lock()
+	for g.holding > 0 || g.toBeHeld > 0 {
+		g.cond.Wait()
+	}
+	g.starting++
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.starting--
+		g.cond.Broadcast()
+		g.mu.Unlock()
+	}()
+	start()
+}
+
+// hold waits until no server is starting, then holds the closed ports off until release.
+func (g *portGuard) hold() (release func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.toBeHeld++
+	for g.starting > 0 {
+		g.cond.Wait()
+	}
+	g.toBeHeld--
+	g.holding++
+	return func() {
+		g.mu.Lock()
+		g.holding--
+		g.cond.Broadcast()
+		g.mu.Unlock()
+	}
+}
+
+// newTestServer starts an httptest server (with TLS, or plain) under the listeners guard;
+// errorLog, if not nil, takes the server's own error log.
+func newTestServer(h http.Handler, withTLS bool, errorLog *log.Logger) *httptest.Server {
+	var ts *httptest.Server
+	listeners.starts(func() {
+		ts = httptest.NewUnstartedServer(h)
+		ts.Config.ErrorLog = errorLog
+		if withTLS {
+			ts.StartTLS()
+		} else {
+			ts.Start()
+		}
+	})
+	return ts
+}
+
+// closePort closes ts and keeps its port free of other tests' new servers until t ends.
+func closePort(t *testing.T, ts *httptest.Server) {
+	t.Cleanup(listeners.hold())
+	ts.Close()
+}
+
 func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 	t.Helper()
 	o := devidp.Options{SigningKey: signingKey(), Clients: []devidp.Client{
@@ -120,7 +214,7 @@ func newTestEnv(t *testing.T, opts ...envOption) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewTLSServer(idp)
+	ts := newTestServer(idp, true, nil)
 	t.Cleanup(func() {
 		idp.Close()
 		ts.Close()
@@ -299,9 +393,11 @@ func TestBackend_Factory(t *testing.T) {
 
 // TestBackend_Invalidate: a replicated write elsewhere drops the in-memory copies, so a
 // standby never serves a stale config.
+// TestBackend_Invalidate: a change another node makes to storage reaches this node's
+// in-memory cache through Invalidate (against the fake identity server).
 func TestBackend_Invalidate(t *testing.T) {
-	e := newTestEnv(t)
-	e.writeSimpleConfig("hotel-muc", nil)
+	e := newEngineEnv(t)
+	e.simpleConfig("hotel-muc", nil)
 	e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
 
 	// Another node changes the stored config behind this backend's back.
@@ -328,24 +424,25 @@ func TestBackend_Invalidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.b.InvalidateKey(context.Background(), credsPrefix+"hotel-muc")
-	before := e.tokenRequests()
+	before := e.idp.total()
 	e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
-	if got := e.tokenRequests() - before; got != 1 {
+	if got := e.idp.total() - before; got != 1 {
 		t.Fatalf("after a replicated token drop, %d token requests, want 1", got)
 	}
 }
 
-// TestBackend_Restart: configs and cached tokens survive a plugin restart.
+// TestBackend_Restart: configs and cached tokens survive a plugin restart (against the
+// fake identity server).
 func TestBackend_Restart(t *testing.T) {
-	e := newTestEnv(t)
-	e.writeSimpleConfig("hotel-muc", nil)
+	e := newEngineEnv(t)
+	e.simpleConfig("hotel-muc", nil)
 	first := e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
-	before := e.tokenRequests()
+	before := e.idp.total()
 
-	e.b = e.newBackend()
+	e.b = e.newBackend(nil)
 	second := e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
-	if e.tokenRequests() != before {
-		t.Fatalf("restart caused %d token requests", e.tokenRequests()-before)
+	if e.idp.total() != before {
+		t.Fatalf("restart caused %d token requests", e.idp.total()-before)
 	}
 	if first.Data["access_token"] != second.Data["access_token"] {
 		t.Fatal("restart did not reuse the stored token")

@@ -82,19 +82,23 @@ func TestCreds_NotFound(t *testing.T) {
 
 // TestCreds_MinTTL: a cached token is handed out only while it has more than min_ttl
 // left, or more than half its lifetime where that is shorter.
+// TestCreds_MinTTL: a cached token is reused while it has more than min_ttl left, or more
+// than half its lifetime where that is shorter. Against the fake identity server, whose
+// tokens live an hour.
 func TestCreds_MinTTL(t *testing.T) {
-	e := newTestEnv(t)
-	e.writeSimpleConfig("hotel-muc", map[string]any{"min_ttl": "15m"})
+	e := newEngineEnv(t)
+	e.simpleConfig("hotel-muc", map[string]any{"min_ttl": "15m"})
+	tokenRequests := func() int { return e.idp.count(grantClientCredentials) }
 	e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
 
 	e.clock.Add(44 * time.Minute) // 16 min left
 	e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
-	if e.tokenRequests() != 1 {
+	if tokenRequests() != 1 {
 		t.Fatalf("token with 16m left was not reused")
 	}
 	e.clock.Add(90 * time.Second) // 14.5 min left
 	e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
-	if e.tokenRequests() != 2 {
+	if tokenRequests() != 2 {
 		t.Fatalf("token with 14.5m left was reused")
 	}
 
@@ -102,21 +106,21 @@ func TestCreds_MinTTL(t *testing.T) {
 	e.mustDo(logical.UpdateOperation, "config/hotel-muc", map[string]any{"min_ttl": "50m"})
 	e.clock.Add(29 * time.Minute) // 31 min left of 60
 	e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
-	if e.tokenRequests() != 2 {
+	if tokenRequests() != 2 {
 		t.Fatalf("token with more than half its life left was not reused")
 	}
 	e.clock.Add(2 * time.Minute)
 	e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
-	if e.tokenRequests() != 3 {
+	if tokenRequests() != 3 {
 		t.Fatalf("token with less than half its life left was reused")
 	}
 }
 
 // TestCreds_ConcurrentColdReads: 100 concurrent reads of a cold name make one token
-// request and all get its token.
+// request and all get its token (single flight, against the fake identity server).
 func TestCreds_ConcurrentColdReads(t *testing.T) {
-	e := newTestEnv(t)
-	e.writeSimpleConfig("hotel-muc", nil)
+	e := newEngineEnv(t)
+	e.simpleConfig("hotel-muc", nil)
 
 	const readers = 100
 	var wg sync.WaitGroup
@@ -143,7 +147,7 @@ func TestCreds_ConcurrentColdReads(t *testing.T) {
 			t.Fatalf("reader %d: err=%v token=%.10q", i, errs[i], tokens[i])
 		}
 	}
-	got := e.tokenRequests()
+	got := e.idp.total()
 	t.Logf("%d concurrent cold reads -> %d token request(s)", readers, got)
 	if got != 1 {
 		t.Fatalf("%d token requests, want 1", got)

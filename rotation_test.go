@@ -28,13 +28,14 @@ func (f *flakyStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
 // TestRotation_StorageWriteFails: a refresh succeeds and rotates, then storing fails.
 // The rotated refresh token is held in memory, served, and stored at the next chance;
 // the old one is never used again.
+// Against the fake identity server, which refuses a spent refresh token.
 func TestRotation_StorageWriteFails(t *testing.T) {
-	e := newTestEnv(t)
+	e := newEngineEnv(t)
 	flaky := &flakyStorage{Storage: e.storage}
 	e.storage = flaky
-	e.b = e.newBackend()
-	e.writeConnectConfig("connect", nil)
-	e.callback(e.authorize("hotel-ber", "connect"))
+	e.b = e.newBackend(nil)
+	e.connectConfig("connect", nil)
+	e.authorized("hotel-ber", "connect", "rt-0")
 	stored, _ := readCred(t.Context(), flaky.Storage, "hotel-ber")
 
 	e.clock.Add(50 * time.Minute)
@@ -52,9 +53,8 @@ func TestRotation_StorageWriteFails(t *testing.T) {
 	e.clock.Add(50 * time.Minute)
 	flaky.failPuts.Store(false)
 	e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
-	st := e.idp.Stats()
-	if st.ByGrant["refresh_token"] != 2 || st.Errors["invalid_grant"] != 0 {
-		t.Fatalf("refreshes %d, invalid_grant %d", st.ByGrant["refresh_token"], st.Errors["invalid_grant"])
+	if refreshes, refused := e.idp.count("refresh_token"), e.idp.invalidGrants(); refreshes != 2 || refused != 0 {
+		t.Fatalf("refreshes %d, invalid_grant %d", refreshes, refused)
 	}
 	if got, _ := readCred(t.Context(), flaky.Storage, "hotel-ber"); got.RefreshToken == stored.RefreshToken {
 		t.Fatal("the rotated refresh token never reached storage")
@@ -75,12 +75,13 @@ func TestRotation_StorageWriteFails(t *testing.T) {
 }
 
 // TestRotation_Stress: 200 concurrent readers across 100 forced rotations: every
-// rotation is one refresh request and no reader ever sees invalid_grant.
+// rotation is one refresh request and no reader ever sees invalid_grant. Against the
+// fake identity server, which rotates and refuses a spent refresh token.
 func TestRotation_Stress(t *testing.T) {
 	const readers, rotations = 200, 100
-	e := newTestEnv(t)
-	e.writeConnectConfig("connect", nil)
-	e.callback(e.authorize("hotel-ber", "connect"))
+	e := newEngineEnv(t)
+	e.connectConfig("connect", nil)
+	e.authorized("hotel-ber", "connect", "rt-0")
 
 	var failures atomic.Int64
 	for range rotations {
@@ -99,12 +100,12 @@ func TestRotation_Stress(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	st := e.idp.Stats()
+	refreshes, refused := e.idp.count("refresh_token"), e.idp.invalidGrants()
 	t.Logf("%d readers x %d rotations: %d refresh requests, %d invalid_grant, %d failed reads",
-		readers, rotations, st.ByGrant["refresh_token"], st.Errors["invalid_grant"], failures.Load())
-	if st.ByGrant["refresh_token"] != rotations || st.Errors["invalid_grant"] != 0 || failures.Load() != 0 {
+		readers, rotations, refreshes, refused, failures.Load())
+	if refreshes != rotations || refused != 0 || failures.Load() != 0 {
 		t.Fatalf("refreshes %d (want %d), invalid_grant %d, failed reads %d",
-			st.ByGrant["refresh_token"], rotations, st.Errors["invalid_grant"], failures.Load())
+			refreshes, rotations, refused, failures.Load())
 	}
 }
 

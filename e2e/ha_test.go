@@ -37,11 +37,20 @@ func TestHA(t *testing.T) {
 	t.Logf("cluster of %d raft nodes up in %s", len(nodes), time.Since(start).Round(100*time.Millisecond))
 	active := nodes[0]
 	standbys := nodes[1:]
-	for _, n := range nodes {
-		if li := n.leader(t); li.LeaderAddress != active.Addr || li.IsSelf != (n == active) {
-			t.Fatalf("%s: sys/leader %+v, want leader %s", n.Addr, li, active.Addr)
+	// step runs one named step of the test; the steps after a failed one cannot run.
+	step := func(name string, f func(t *testing.T)) {
+		t.Helper()
+		if !t.Run(name, f) {
+			t.FailNow()
 		}
 	}
+	step("one_leader", func(t *testing.T) {
+		for _, n := range nodes {
+			if li := n.leader(t); li.LeaderAddress != active.Addr || li.IsSelf != (n == active) {
+				t.Fatalf("%s: sys/leader %+v, want leader %s", n.Addr, li, active.Addr)
+			}
+		}
+	})
 
 	secMuc, secApp := randomSecret(t, "muc"), randomSecret(t, "app")
 	callback := standbys[0].Addr + "/v1/" + mount + "/callback"
@@ -50,7 +59,7 @@ func TestHA(t *testing.T) {
 
 	// Everything through the standbys: the plugin catalog and mounts are replicated, so
 	// one registration serves every node (each has the binary in its plugin_directory).
-	if !t.Run("writes_through_standbys", func(t *testing.T) {
+	step("writes_through_standbys", func(t *testing.T) {
 		standbys[0].enablePlugin(t)
 		standbys[1].writeConfig(t, appConfig{name: "hotel-muc", clientID: "hotel-muc", secret: secMuc, idp: long, scopes: "account.read"})
 		standbys[0].writeConfig(t, appConfig{name: "connect", clientID: "connect-app", secret: secApp, idp: short,
@@ -87,14 +96,15 @@ func TestHA(t *testing.T) {
 		if st := long.stats(t); st.ByGrant["client_credentials"] != 1 || st.TokenRequests != 1 {
 			t.Errorf("identity-long stats %+v, want one client_credentials request", st)
 		}
-	}) {
-		t.FailNow()
-	}
+	})
 
-	waitVoters(t, nodes)
-	t.Logf("every node a voter %s after the start", time.Since(start).Round(100*time.Millisecond))
+	step("every_node_a_voter", func(t *testing.T) {
+		waitVoters(t, nodes)
+		t.Logf("every node a voter %s after the start", time.Since(start).Round(100*time.Millisecond))
+	})
 
-	// Steady reads through both standbys, one reader per (node, credential).
+	// Steady reads through both standbys, one reader per (node, credential). The readers
+	// belong to the whole test, not to a step.
 	var rec readRecorder
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -113,42 +123,57 @@ func TestHA(t *testing.T) {
 	// Kill the active node right after a refresh of hotel-ber (stored before the read
 	// answered), so that no refresh is in flight on it: the next one is due haTTL-haMinTTL
 	// later, on the new leader, with the refresh token the old leader stored.
-	waitFor(t, "a refresh of hotel-ber during steady reads", haTTL+10*time.Second, 20*time.Millisecond, func() (bool, error) {
-		return len(rec.tokens("hotel-ber")) >= 2, nil
+	var (
+		preKill  []readResult
+		lastBer  readResult
+		killedAt time.Time
+	)
+	step("kill_the_active_node_after_a_refresh", func(t *testing.T) {
+		waitFor(t, "a refresh of hotel-ber during steady reads", haTTL+10*time.Second, 20*time.Millisecond, func() (bool, error) {
+			return len(rec.tokens("hotel-ber")) >= 2, nil
+		})
+		preKill = rec.snapshot()
+		lastBer = rec.last("hotel-ber")
+		killedAt = time.Now()
+		active.proc.kill()
+		t.Logf("killed the active node %s (SIGKILL to vault and its plugin)", active.Addr)
 	})
-	preKill := rec.snapshot()
-	lastBer := rec.last("hotel-ber")
-	killedAt := time.Now()
-	active.proc.kill()
-	t.Logf("killed the active node %s (SIGKILL to vault and its plugin)", active.Addr)
 
 	// A new leader among the survivors.
-	var leader *vault
-	waitFor(t, "a new active node", 60*time.Second, 50*time.Millisecond, func() (bool, error) {
-		var errs []error
-		for _, n := range standbys {
-			li, err := n.leaderInfo()
-			if err != nil {
-				errs = append(errs, err)
-				continue
+	var (
+		leader  *vault
+		elected time.Duration
+	)
+	step("a_new_leader", func(t *testing.T) {
+		waitFor(t, "a new active node", 60*time.Second, 50*time.Millisecond, func() (bool, error) {
+			var errs []error
+			for _, n := range standbys {
+				li, err := n.leaderInfo()
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				if li.IsSelf && n.healthStatus() == http.StatusOK {
+					leader = n
+					return true, nil
+				}
 			}
-			if li.IsSelf && n.healthStatus() == http.StatusOK {
-				leader = n
-				return true, nil
-			}
-		}
-		return false, errors.Join(errs...)
+			return false, errors.Join(errs...)
+		})
+		elected = time.Since(killedAt)
+		t.Logf("new active node %s after %s", leader.Addr, elected.Round(10*time.Millisecond))
 	})
-	elected := time.Since(killedAt)
-	t.Logf("new active node %s after %s", leader.Addr, elected.Round(10*time.Millisecond))
 
 	// Reads go on: each reader succeeds again, and hotel-ber is refreshed once more on
 	// the new leader within the steady reads.
-	waitFor(t, "reads to go on at the new leader, with a refresh there", 2*haTTL+30*time.Second, 50*time.Millisecond, func() (bool, error) {
-		return rec.successesAfter(killedAt.Add(elected), 10) && len(rec.tokens("hotel-ber")) >= 3, nil
+	var reads []readResult
+	step("reads_go_on_at_the_new_leader", func(t *testing.T) {
+		waitFor(t, "reads to go on at the new leader, with a refresh there", 2*haTTL+30*time.Second, 50*time.Millisecond, func() (bool, error) {
+			return rec.successesAfter(killedAt.Add(elected), 10) && len(rec.tokens("hotel-ber")) >= 3, nil
+		})
+		stopReaders()
+		reads = rec.snapshot()
 	})
-	stopReaders()
-	reads := rec.snapshot()
 
 	t.Run("reads_during_failover", func(t *testing.T) {
 		var failed, failedBefore, failedAfterElection, after int

@@ -1,0 +1,451 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// vault_test.go: Vault servers (dev and Raft), the CLI and the HTTP API, run as a token,
+// and the plugin registered and enabled.
+
+type vault struct {
+	Addr      string
+	Token     string
+	dir       string
+	home      string
+	pluginDir string
+	args      []string
+	log       string
+	raft      bool
+	unsealKey string
+	proc      *proc
+	t         *testing.T
+
+	// transcript, when set, records every CLI output and API response body.
+	transcript *transcript
+}
+
+// transcript collects every response a test got from Vault, to be scanned for secrets.
+type transcript struct {
+	mu      sync.Mutex
+	entries []transcriptEntry
+}
+
+type transcriptEntry struct{ what, text string }
+
+func (tr *transcript) add(what, text string) {
+	if tr == nil || text == "" {
+		return
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	tr.entries = append(tr.entries, transcriptEntry{what, text})
+}
+
+func (tr *transcript) all() []transcriptEntry {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return slices.Clone(tr.entries)
+}
+
+// newVaultDirs lays out a Vault's directories: its HOME, and a plugin directory holding
+// a copy of the plugin binary (Vault refuses symlinks in plugin_directory).
+func newVaultDirs(t *testing.T, name string) *vault {
+	t.Helper()
+	dir := filepath.Join(logDir(t), name)
+	v := &vault{dir: dir, home: filepath.Join(dir, "home"), pluginDir: filepath.Join(dir, "plugins"), log: filepath.Join(dir, "vault.log"), t: t}
+	for _, d := range []string{v.home, v.pluginDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile(t, bins.plugin, filepath.Join(v.pluginDir, pluginName), 0o755)
+	return v
+}
+
+func copyFile(t *testing.T, from, to string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeFile(t *testing.T, path, content string) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// startDevVault starts `vault server -dev` on a free port with root token "root", the
+// plugin directory set by a config file, and debug logging.
+func startDevVault(t *testing.T) *vault {
+	t.Helper()
+	return startDevVaultWith(t, "vault-dev", "debug", nil)
+}
+
+// startDevVaultWith is startDevVault with a log level ("trace", "debug", ...) and, if
+// tr is set, a transcript of every response (set before the first request).
+func startDevVaultWith(t *testing.T, name, logLevel string, tr *transcript) *vault {
+	t.Helper()
+	v := newVaultDirs(t, name)
+	v.transcript = tr
+	port := freePort(t)
+	v.Addr = fmt.Sprintf("http://127.0.0.1:%d", port)
+	v.Token = rootToken
+	cfg := writeFile(t, filepath.Join(v.dir, "config.hcl"), fmt.Sprintf("plugin_directory = %q\ndisable_mlock = true\n", v.pluginDir))
+	v.args = []string{"server", "-dev", "-dev-root-token-id=" + rootToken, "-dev-no-store-token",
+		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port), "-config=" + cfg, "-log-level=" + logLevel}
+	v.start(t)
+	v.waitHealth(t, http.StatusOK)
+	return v
+}
+
+// startRaftVault starts a one-node Vault with integrated storage (raft), initialises it
+// with one key share and unseals it.
+func startRaftVault(t *testing.T) *vault {
+	t.Helper()
+	v := newVaultDirs(t, "vault-raft")
+	v.raft = true
+	v.configureRaft(t, "node1", freePort(t), freePort(t), 1)
+	v.start(t)
+	v.waitHealth(t, http.StatusNotImplemented) // not initialised
+	v.initRaft(t)
+	v.unseal(t)
+	return v
+}
+
+// configureRaft writes the configuration of a Vault node with integrated storage
+// (raft) listening on 127.0.0.1:port (cluster port cport) and sets v.Addr and v.args.
+// perfMultiplier scales raft's timeouts: 1 s heartbeat and election timeouts and a
+// 500 ms leader lease per unit (Vault's default is 5).
+func (v *vault) configureRaft(t *testing.T, nodeID string, port, cport, perfMultiplier int) {
+	t.Helper()
+	v.raft = true
+	v.Addr = fmt.Sprintf("http://127.0.0.1:%d", port)
+	data := filepath.Join(v.dir, "raft")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeFile(t, filepath.Join(v.dir, "config.hcl"), fmt.Sprintf(`
+storage "raft" {
+  path                   = %q
+  node_id                = %q
+  performance_multiplier = %d
+  # autopilot promotes joined nodes to voters within seconds, not 10-20 s
+  autopilot_update_interval    = "500ms"
+  autopilot_reconcile_interval = "1s"
+}
+listener "tcp" {
+  address         = "127.0.0.1:%d"
+  cluster_address = "127.0.0.1:%d"
+  tls_disable     = true
+}
+api_addr         = %q
+cluster_addr     = "https://127.0.0.1:%d"
+plugin_directory = %q
+disable_mlock    = true
+log_level        = "debug"
+`, data, nodeID, perfMultiplier, port, cport, v.Addr, cport, v.pluginDir))
+	v.args = []string{"server", "-config=" + cfg}
+}
+
+// initRaft initialises a raft node with one key share and keeps its unseal key and
+// root token.
+func (v *vault) initRaft(t *testing.T) {
+	t.Helper()
+	var init struct {
+		Keys      []string `json:"unseal_keys_b64"`
+		RootToken string   `json:"root_token"`
+	}
+	v.jsonOut(t, &init, "operator", "init", "-key-shares=1", "-key-threshold=1", "-format=json")
+	if len(init.Keys) != 1 || init.RootToken == "" {
+		t.Fatalf("operator init: %+v", init)
+	}
+	v.unsealKey, v.Token = init.Keys[0], init.RootToken
+}
+
+// start starts the server process; the test that created v stops it at its end.
+func (v *vault) start(t *testing.T) {
+	t.Helper()
+	v.proc = startProcOwned(t, v.t, "vault", v.log, baseEnv(v.home), bins.vault, v.args...)
+}
+
+func (v *vault) unseal(t *testing.T) {
+	t.Helper()
+	v.must(t, "operator", "unseal", v.unsealKey)
+	v.waitHealth(t, http.StatusOK)
+}
+
+// restart stops Vault gracefully and starts it again with the same configuration;
+// a raft server is unsealed again.
+func (v *vault) restart(t *testing.T) {
+	t.Helper()
+	v.proc.stop(t)
+	if v.proc.err != nil {
+		t.Logf("vault exited with %v", v.proc.err)
+	}
+	v.start(t)
+	if v.raft {
+		v.waitHealth(t, http.StatusServiceUnavailable) // sealed
+		v.unseal(t)
+	} else {
+		v.waitHealth(t, http.StatusOK)
+	}
+}
+
+// waitHealth waits until GET /v1/sys/health answers want: 200 active, 501 not
+// initialised, 503 sealed.
+func (v *vault) waitHealth(t *testing.T, want int) {
+	t.Helper()
+	c := &http.Client{Timeout: 2 * time.Second}
+	waitFor(t, fmt.Sprintf("vault health %d", want), 60*time.Second, 50*time.Millisecond, func() (bool, error) {
+		if v.proc.exited() {
+			t.Fatalf("vault exited: %v\n%s", v.proc.err, tail(v.log, 30))
+		}
+		resp, err := c.Get(v.Addr + "/v1/sys/health")
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == want, fmt.Errorf("status %d", resp.StatusCode)
+	})
+}
+
+// cliResult is one run of the vault CLI.
+type cliResult struct {
+	Stdout, Stderr string
+	Err            error
+}
+
+func (r cliResult) String() string {
+	return fmt.Sprintf("err=%v\nstdout: %s\nstderr: %s", r.Err, r.Stdout, r.Stderr)
+}
+
+// runAs runs the vault CLI against this server with the given token (none if empty).
+// An argument "-" takes stdin.
+func (v *vault) runAs(token, stdin string, args ...string) cliResult {
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bins.vault, args...)
+	cmd.Env = append(baseEnv(v.home), "VAULT_ADDR="+v.Addr, "VAULT_FORMAT=table")
+	if token != "" {
+		cmd.Env = append(cmd.Env, "VAULT_TOKEN="+token)
+	}
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	what := cliLabel(args)
+	v.transcript.add(what+" (stdout)", out.String())
+	v.transcript.add(what+" (stderr)", errb.String())
+	return cliResult{Stdout: out.String(), Stderr: errb.String(), Err: err}
+}
+
+// cliLabel names a CLI run by its first two words, without flags or key=value
+// arguments (which may be secret): "vault write apaleo/exchange".
+func cliLabel(args []string) string {
+	label, words := "vault", 0
+	for _, a := range args {
+		if strings.Contains(a, "=") || strings.HasPrefix(a, "-") {
+			continue
+		}
+		label += " " + a
+		if words++; words == 2 {
+			break
+		}
+	}
+	return label
+}
+
+// apiClient does not follow redirects, so that a standby's 307 to the active node shows
+// (the vault CLI follows them; a standby that forwards answers itself).
+var apiClient = &http.Client{
+	Timeout:       30 * time.Second,
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// api calls Vault's HTTP API as root: method, path below /v1/, and a JSON body (nil
+// for none). It returns the status and body; the body goes to the transcript.
+func (v *vault) api(method, path string, body any) (int, []byte, error) {
+	return v.apiAs(v.Token, method, path, body)
+}
+
+func (v *vault) apiAs(token, method, path string, body any) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, v.Addr+"/v1/"+path, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	if token != "" {
+		req.Header.Set("X-Vault-Token", token)
+	}
+	resp, err := apiClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	v.transcript.add(method+" /v1/"+path, fmt.Sprintf("%d %s\n%s", resp.StatusCode, headerText(resp.Header), b))
+	return resp.StatusCode, b, err
+}
+
+// headerText is h as text, one "Key: value" a line, sorted.
+func headerText(h http.Header) string {
+	var lines []string
+	for k, vs := range h {
+		for _, v := range vs {
+			lines = append(lines, k+": "+v)
+		}
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+func (v *vault) run(args ...string) cliResult { return v.runAs(v.Token, "", args...) }
+
+// must runs the CLI as root and fails the test unless it succeeds; returns stdout.
+func (v *vault) must(t *testing.T, args ...string) string {
+	t.Helper()
+	r := v.run(args...)
+	if r.Err != nil {
+		t.Fatalf("vault %s: %s", strings.Join(redactArgs(args), " "), r)
+	}
+	return r.Stdout
+}
+
+// mustFail runs the CLI as root, expects it to fail and returns stderr.
+func (v *vault) mustFail(t *testing.T, args ...string) string {
+	t.Helper()
+	r := v.run(args...)
+	if r.Err == nil {
+		t.Fatalf("vault %s succeeded, want an error; stdout:\n%s", strings.Join(redactArgs(args), " "), r.Stdout)
+	}
+	return r.Stderr
+}
+
+// jsonOut runs the CLI as root (add -format=json yourself) and decodes stdout.
+func (v *vault) jsonOut(t *testing.T, out any, args ...string) {
+	t.Helper()
+	s := v.must(t, args...)
+	if err := json.Unmarshal([]byte(s), out); err != nil {
+		t.Fatalf("vault %s: decoding %q: %v", strings.Join(redactArgs(args), " "), s, err)
+	}
+}
+
+// redactArgs hides values of client_secret=... in failure messages.
+func redactArgs(args []string) []string {
+	out := slices.Clone(args)
+	for i, a := range out {
+		if strings.HasPrefix(a, "client_secret=") {
+			out[i] = "client_secret=<redacted>"
+		}
+	}
+	return out
+}
+
+// vaultSecret is the JSON form of `vault read/write -format=json`.
+type vaultSecret struct {
+	RequestID     string         `json:"request_id"`
+	LeaseID       string         `json:"lease_id"`
+	LeaseDuration int            `json:"lease_duration"`
+	Renewable     bool           `json:"renewable"`
+	Data          map[string]any `json:"data"`
+	Warnings      []string       `json:"warnings"`
+	Auth          *struct {
+		ClientToken string `json:"client_token"`
+	} `json:"auth"`
+}
+
+func (s vaultSecret) str(key string) string {
+	v, _ := s.Data[key].(string)
+	return v
+}
+
+func (s vaultSecret) list(key string) []string {
+	raw, _ := s.Data[key].([]any)
+	var out []string
+	for _, x := range raw {
+		if s, ok := x.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// read runs `vault read -format=json path` as root.
+func (v *vault) read(t *testing.T, path string) vaultSecret {
+	t.Helper()
+	var s vaultSecret
+	v.jsonOut(t, &s, "read", "-format=json", path)
+	return s
+}
+
+// write runs `vault write -format=json path kv...` as root.
+func (v *vault) write(t *testing.T, path string, kv ...string) vaultSecret {
+	t.Helper()
+	var s vaultSecret
+	out := v.must(t, append([]string{"write", "-format=json", path}, kv...)...)
+	if strings.TrimSpace(out) == "" {
+		return s
+	}
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("vault write %s: decoding %q: %v", path, out, err)
+	}
+	return s
+}
+
+// list runs `vault list -format=json path` as root.
+func (v *vault) list(t *testing.T, path string) []string {
+	t.Helper()
+	var keys []string
+	v.jsonOut(t, &keys, "list", "-format=json", path)
+	return keys
+}
+
+// enablePlugin registers the plugin binary with its sha256 and version and mounts it at
+// apaleo/ pinned to that version.
+func (v *vault) enablePlugin(t *testing.T) {
+	t.Helper()
+	v.must(t, "plugin", "register", "-sha256="+sha256File(t, filepath.Join(v.pluginDir, pluginName)),
+		"-version="+pluginVersion, "secret", pluginName)
+	v.must(t, "secrets", "enable", "-path="+mount, "-plugin-version="+pluginVersion, pluginName)
+}
+
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,256 @@
+package apaleo
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// fake_identity_test.go: a scripted fake of the identity server that answers and counts in
+// memory, and engineEnv, a backend on in-memory storage that talks only to it. Tests of the
+// engine's own logic (caching, min_ttl, single flight, locks, rotation bookkeeping, failure
+// memory, the budget) use it: no TLS, no OAuth framework, no network. The flows, the fault
+// matrix and the end-to-end tests use the fosite server (testEnv in backend_test.go).
+
+// fakeIdentity is a scripted identity server. Each call takes the next scripted answer
+// (nil: a good token); refreshes rotate and refuse a spent refresh token, so a refresh
+// token sent twice shows.
+type fakeIdentity struct {
+	now func() time.Time
+
+	mu       sync.Mutex
+	script   []error
+	calls    map[string]int // by grant
+	times    []time.Time    // real time of each call
+	spent    map[string]bool
+	refused  int // refresh tokens refused as spent (invalid_grant)
+	issued   int
+	lifetime time.Duration
+	noRotate bool
+	// gate, when set, holds every call until it is closed (or a value is sent).
+	gate chan struct{}
+	// holdFor holds only the refreshes of this refresh token prefix at gate.
+	started chan string
+}
+
+func newFakeIdentity(now func() time.Time) *fakeIdentity {
+	return &fakeIdentity{now: now, calls: map[string]int{}, spent: map[string]bool{}, lifetime: time.Hour}
+}
+
+func (f *fakeIdentity) answer(grant, refreshToken string) (*tokenResult, error) {
+	f.mu.Lock()
+	f.calls[grant]++
+	f.times = append(f.times, time.Now())
+	gate, started := f.gate, f.started
+	var err error
+	if len(f.script) > 0 {
+		err, f.script = f.script[0], f.script[1:]
+	}
+	f.mu.Unlock()
+	if started != nil {
+		started <- refreshToken
+	}
+	if gate != nil {
+		<-gate
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if refreshToken != "" {
+		if f.spent[refreshToken] {
+			f.refused++
+			return nil, &upstreamError{Status: 400, Code: "invalid_grant", Answered: true}
+		}
+		if !f.noRotate {
+			f.spent[refreshToken] = true
+		}
+	}
+	f.issued++
+	now := f.now()
+	res := &tokenResult{AccessToken: fmt.Sprintf("at-%d", f.issued), TokenType: "Bearer", IssuedAt: now,
+		Expiry: now.Add(f.lifetime), Scopes: []string{"reservations.read"}, AccountCode: "BER"}
+	if refreshToken != "" && !f.noRotate {
+		res.RefreshToken = fmt.Sprintf("rt-%d", f.issued)
+	}
+	return res, nil
+}
+
+func (f *fakeIdentity) ClientCredentials(_ context.Context, _ []string, _ retryPolicy) (*tokenResult, error) {
+	return f.answer(grantClientCredentials, "")
+}
+
+func (f *fakeIdentity) Refresh(_ context.Context, rt string, _ retryPolicy) (*tokenResult, error) {
+	return f.answer("refresh_token", rt)
+}
+
+func (f *fakeIdentity) Exchange(context.Context, string, string, []string, retryPolicy) (*tokenResult, error) {
+	return f.answer(grantAuthorizationCode, "code")
+}
+
+func (f *fakeIdentity) Revoke(context.Context, string, retryPolicy) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["revoke"]++
+	return nil
+}
+
+func (f *fakeIdentity) AuthCodeURL(state, _ string, _ []string) string {
+	return "https://identity.example/connect/authorize?state=" + state
+}
+
+func (f *fakeIdentity) push(errs ...error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.script = append(f.script, errs...)
+}
+
+func (f *fakeIdentity) count(grant string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[grant]
+}
+
+// invalidGrants is how many spent refresh tokens were sent, and refused.
+func (f *fakeIdentity) invalidGrants() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.refused
+}
+
+func (f *fakeIdentity) total() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.times)
+}
+
+// engineEnv is a backend on in-memory storage with the fake identity server.
+type engineEnv struct {
+	t       *testing.T
+	b       *backend
+	storage logical.Storage
+	idp     *fakeIdentity
+	clock   *fakeClock
+	logs    *syncBuffer
+}
+
+func newEngineEnv(t *testing.T) *engineEnv {
+	t.Helper()
+	e := &engineEnv{t: t, storage: &logical.InmemStorage{}, clock: &fakeClock{now: time.Now()}, logs: &syncBuffer{}}
+	e.idp = newFakeIdentity(e.clock.Now)
+	e.b = e.newBackend(nil)
+	return e
+}
+
+func (e *engineEnv) newBackend(sys logical.SystemView) *backend {
+	e.t.Helper()
+	conf := logical.TestBackendConfig()
+	conf.StorageView = e.storage
+	conf.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: e.logs})
+	if sys != nil {
+		conf.System = sys
+	}
+	b := newBackend()
+	b.now = e.clock.Now
+	b.retry = retryPolicy{Total: 3 * time.Second, PerAttempt: time.Second, BaseDelay: 10 * time.Millisecond, MaxDelay: 50 * time.Millisecond}
+	b.refreshTimeout = 3 * time.Second
+	b.refresher.manual = true
+	b.newClient = func(clientSettings, func() time.Time) (identityServer, error) { return e.idp, nil }
+	if err := b.Setup(context.Background(), conf); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { b.Clean(context.Background()) })
+	return b
+}
+
+func (e *engineEnv) do(op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+	return e.b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, Storage: e.storage})
+}
+
+func (e *engineEnv) mustDo(op logical.Operation, path string, data map[string]any) *logical.Response {
+	e.t.Helper()
+	resp, err := e.do(op, path, data)
+	if err != nil || (resp != nil && resp.IsError()) {
+		e.t.Fatalf("%s %s: err=%v resp=%v", op, path, err, respErr(resp))
+	}
+	return resp
+}
+
+// readErr reads creds/<name> and returns the status and text of its error.
+func (e *engineEnv) readErr(name string) (int, string) {
+	e.t.Helper()
+	resp, err := e.do(logical.ReadOperation, "creds/"+name, nil)
+	if err == nil && (resp == nil || !resp.IsError()) {
+		e.t.Fatalf("read %s: want an error, got %v", name, resp.Data)
+	}
+	return statusOf(logical.ReadOperation, resp, err), errText(resp, err)
+}
+
+func (e *engineEnv) simpleConfig(name string, extra map[string]any) {
+	e.t.Helper()
+	data := map[string]any{"client_id": "ID-" + name, "client_secret": "secret-" + name, "identity_url": "https://identity.example"}
+	for k, v := range extra {
+		data[k] = v
+	}
+	e.mustDo(logical.CreateOperation, "config/"+name, data)
+}
+
+func (e *engineEnv) connectConfig(name string, extra map[string]any) {
+	e.t.Helper()
+	data := map[string]any{"client_id": "CONNECT", "client_secret": "connect-secret", "grant_type": grantAuthorizationCode,
+		"identity_url": "https://identity.example", "redirect_uri": "https://vault.example/v1/apaleo/callback"}
+	for k, v := range extra {
+		data[k] = v
+	}
+	e.mustDo(logical.CreateOperation, "config/"+name, data)
+}
+
+// authorized stores an authorized credential with the refresh token rt and, unless
+// expired, a token issued now.
+func (e *engineEnv) authorized(name, config, rt string) {
+	e.t.Helper()
+	now := e.clock.Now()
+	c := &credential{Config: config, GrantType: grantAuthorizationCode, RefreshToken: rt, AccountCode: "BER", CreatedAt: now,
+		Token: &cachedToken{AccessToken: "at-" + name, TokenType: "Bearer", IssuedAt: now, ExpiresAt: now.Add(time.Hour), Generation: 1}}
+	if err := e.b.putCred(context.Background(), e.storage, name, c); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *engineEnv) stored(name string) *credential {
+	e.t.Helper()
+	c, err := readCred(context.Background(), e.storage, name)
+	if err != nil || c == nil {
+		e.t.Fatalf("creds/%s: %v %v", name, c, err)
+	}
+	return c
+}
+
+// settle waits until no token request of name is under way.
+func (e *engineEnv) settle(name string) { e.b.waitFlight(name) }
+
+// waitFlight waits for the token request of name under way, if any.
+func (b *backend) waitFlight(name string) {
+	_, _, _ = b.flights.Do(name, func() (any, error) { return nil, nil })
+}
+
+func upstream(status int, code string) *upstreamError {
+	return &upstreamError{Status: status, Code: code, Answered: true, Temporary: status >= 500 || status == 429}
+}
+
+func (e *engineEnv) list() map[string]map[string]any {
+	e.t.Helper()
+	resp := e.mustDo(logical.ListOperation, "creds/", nil)
+	out := map[string]map[string]any{}
+	infos, _ := resp.Data["key_info"].(map[string]any)
+	for k, v := range infos {
+		out[k] = v.(map[string]any)
+	}
+	return out
+}
