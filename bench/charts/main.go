@@ -122,7 +122,10 @@ func run(in, out string) error {
 			return err
 		}
 	}
-	markPhases(p, s.Phases, 0, top*1.08)
+	// Headroom above the data for the phase labels and the legend.
+	p.Y.Min, p.Y.Max = 0, top*1.4
+	p.Y.Tick.Marker = stepTicks(top * 1.4)
+	markPhases(p, s.Phases, 0, top*1.36)
 	if err := save(p, filepath.Join(out, "bench-fleet-token-requests.png")); err != nil {
 		return err
 	}
@@ -139,8 +142,8 @@ func run(in, out string) error {
 			return err
 		}
 	}
-	p.Y.Min, p.Y.Max = 0.5, top*2
-	markPhases(p, s.Phases, 0.5, top*1.5)
+	p.Y.Min, p.Y.Max = 0.5, top*12
+	markPhases(p, s.Phases, 0.5, top*10)
 	if err := save(p, filepath.Join(out, "bench-fleet-reads.png")); err != nil {
 		return err
 	}
@@ -180,9 +183,9 @@ func run(in, out string) error {
 			return err
 		}
 	}
-	p.Y.Min, p.Y.Max = 0, top*1.12
-	p.Y.Tick.Marker = stepTicks(top * 1.12)
-	markPhases(p, s.Phases, 0, top*1.08)
+	p.Y.Min, p.Y.Max = 0, top*1.4
+	p.Y.Tick.Marker = stepTicks(top * 1.4)
+	markPhases(p, s.Phases, 0, top*1.36)
 	if err := save(p, filepath.Join(out, "bench-fleet-token-latency.png")); err != nil {
 		return err
 	}
@@ -215,7 +218,7 @@ func newPlot(title, ylabel string, s series) *plot.Plot {
 	p.Legend.Top = true
 	p.Legend.Left = true
 	p.Legend.XOffs = vg.Points(4)
-	p.Legend.YOffs = -vg.Points(14) // below the phase labels
+	p.Legend.YOffs = -vg.Points(16) // below the phase labels
 	p.Legend.TextStyle.Font.Size = vg.Points(9)
 	p.Add(plotter.NewGrid())
 	return p

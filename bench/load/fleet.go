@@ -391,14 +391,39 @@ func readRandom(c *common, mount string, names []string, readers int, d time.Dur
 
 // pacedPass reads every name once, name i at start + i*d/len(names), so that the tokens
 // it fetches are issued evenly over d (as hotels coming online at different times).
-func pacedPass(c *common, mount string, names []string, d time.Duration) error {
+// Meanwhile readers goroutines read random names among those already passed, so every
+// credential is in use from its first token on, as in the measured window.
+func pacedPass(c *common, mount string, names []string, d time.Duration, readers int) error {
 	var (
-		wg    sync.WaitGroup
-		sem   = make(chan struct{}, 64)
-		errs  atomic.Int64
-		first atomic.Value
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, 64)
+		errs   atomic.Int64
+		first  atomic.Value
+		passed atomic.Int64
+		done   = make(chan struct{})
+		rwg    sync.WaitGroup
 	)
 	start := time.Now()
+	for i := range readers {
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			rng := mrand.New(mrand.NewPCG(uint64(i), uint64(start.UnixNano())))
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				k := int(passed.Load())
+				if k == 0 {
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				_, _, _ = c.do(http.MethodGet, mount+"/creds/"+names[rng.IntN(k)], nil)
+			}
+		}()
+	}
 	for i, name := range names {
 		time.Sleep(time.Until(start.Add(time.Duration(i) * d / time.Duration(len(names)))))
 		sem <- struct{}{}
@@ -409,9 +434,12 @@ func pacedPass(c *common, mount string, names []string, d time.Duration) error {
 				errs.Add(1)
 				first.CompareAndSwap(nil, err)
 			}
+			passed.Add(1)
 		}()
 	}
 	wg.Wait()
+	close(done)
+	rwg.Wait()
 	if n := errs.Load(); n > 0 {
 		return fmt.Errorf("paced pass: %d failed reads, first: %v", n, first.Load())
 	}
@@ -741,8 +769,8 @@ func runFleet(args []string) error {
 			if len(r.Modes) == 0 || r.Modes[len(r.Modes)-1].Mode == "cache-hit" {
 				// The first fleet mode: tokens from the import may have expired all at
 				// once; a paced pass spreads their issue over one lifetime.
-				fmt.Fprintf(os.Stderr, "load: fleet %s: warm-up: a paced pass over %d credentials in %s\n", m.Mode, *n, *ttl)
-				if err := pacedPass(&c, *mount, names, *ttl); err != nil {
+				fmt.Fprintf(os.Stderr, "load: fleet %s: warm-up: a paced pass over %d credentials in %s, %d readers over those passed\n", m.Mode, *n, *ttl, *readers)
+				if err := pacedPass(&c, *mount, names, *ttl, *readers); err != nil {
 					return err
 				}
 			} else {
