@@ -26,7 +26,8 @@
 #   BENCH_SCALE_N      configs of the scale run [10000]; 0 skips it
 #   BENCH_SCALE_CA     1: every scale config carries ca_certificate [0]
 #   BENCH_SCALE_SETTLE measure the plugin process again this long after the reads [0: no]
-#   BENCH_FLEET        1: run the fleet (4.) [1]; BENCH_FLEET_ONLY=1 runs only the fleet
+#   BENCH_FLEET        1: run the fleet (4.) [1; 0 with BENCH_PROFILE=1]; BENCH_FLEET_ONLY=1
+#                      runs only the fleet
 #   BENCH_FLEET_N      authorized credentials [1000]
 #   BENCH_FLEET_TTL    token lifetime at the fleet's identity server [30s]
 #   BENCH_FLEET_LIFETIMES  token lifetimes measured per mode [5]
@@ -65,7 +66,8 @@ ROUNDS=${BENCH_ROUNDS:-10}
 ROUND_TIME=${BENCH_ROUND_TIME:-1.5s}
 COLD_N=${BENCH_COLD_N:-200}
 SCALE_N=${BENCH_SCALE_N:-10000}
-FLEET=${BENCH_FLEET:-1}
+# The fleet is left out of profile runs unless asked for.
+if [[ $PROFILE == 1 ]]; then FLEET=${BENCH_FLEET:-0}; else FLEET=${BENCH_FLEET:-1}; fi
 FLEET_ONLY=${BENCH_FLEET_ONLY:-0}
 [[ $FLEET_ONLY == 1 ]] && FLEET=1
 FLEET_TTL=${BENCH_FLEET_TTL:-30s}
@@ -183,7 +185,7 @@ if [[ $FLEET == 1 ]]; then
 	# fleet's RSS is the fleet's alone.
 	cp "$PLUGIN_BIN" "$WORK/plugins/vault-plugin-secrets-apaleo-fleet"
 	vault plugin register -sha256="$(sha "$WORK/plugins/vault-plugin-secrets-apaleo-fleet")" -version="$PLUGIN_VERSION" \
-		"${PLUGIN_ENV[@]}" secret vault-plugin-secrets-apaleo-fleet >/dev/null
+		-env=SSL_CERT_FILE="$CA" secret vault-plugin-secrets-apaleo-fleet >/dev/null
 	vault secrets enable -path=apaleo-fleet vault-plugin-secrets-apaleo-fleet >/dev/null
 fi
 vault write apaleo/config/hotel-muc client_id="$CLIENT_ID" client_secret="$CLIENT_SECRET" \
