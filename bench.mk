@@ -2,7 +2,11 @@
 #
 #   make bench      Vault dev server + the plugin + a no-op floor plugin + KV v2, side by
 #                   side: reads/s, p50/p99 and ratios at 1, 8 and 64 readers; cold reads;
-#                   10,000 configs. Writes build/bench/results.md. About 5 minutes.
+#                   10,000 configs; the fleet (1,000 authorized credentials, short token
+#                   lives: refresh_ahead on vs off vs cache hits, an outage) and its
+#                   charts. Writes build/bench/results.md. About 12-15 minutes.
+#                   BENCH_FLEET_ONLY=1: the fleet alone (about 8 minutes); BENCH_FLEET=0:
+#                   without it. Sizes: see bench/run.sh.
 #   make bench-go   the Go benchmarks (go test -bench) of the read path, in process
 #   make bench-profile  `make bench` with the plugin instrumented (pprof, counters)
 
@@ -11,13 +15,17 @@ BENCH_BENCHTIME ?= 2000x
 
 .PHONY: bench bench-go bench-tools bench-profile
 
-bench: build dev-identity vault bench-tools
+# VAULT_BIN_PATH=/path/to/vault uses that binary instead of building one (`make vault`).
+bench: build dev-identity $(if $(VAULT_BIN_PATH),,vault) bench-tools
 	PLUGIN_VERSION=$(VERSION) BENCH_OUT=$(abspath $(BENCH_OUT)) bench/run.sh
 
-bench-tools: $(BENCH_OUT)/bin/load $(BENCH_OUT)/bin/floorplugin
+bench-tools: $(BENCH_OUT)/bin/load $(BENCH_OUT)/bin/floorplugin $(BENCH_OUT)/bin/charts
 
 $(BENCH_OUT)/bin/load: $(GO_SOURCES) go.mod go.sum
 	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./bench/load
+
+$(BENCH_OUT)/bin/charts: $(GO_SOURCES) go.mod go.sum
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./bench/charts
 
 # Built like the plugin (see the Makefile's build rule), so the two compare fairly.
 $(BENCH_OUT)/bin/floorplugin: $(GO_SOURCES) go.mod go.sum
@@ -29,7 +37,7 @@ bench-go:
 # The same run with bench/profplugin (the plugin instrumented with pprof and counters of
 # its round trips to Vault) in place of the release binary: build/bench/profile.md and
 # build/bench/profiles/*.pprof.
-bench-profile: build dev-identity vault bench-tools $(BENCH_OUT)/bin/profplugin
+bench-profile: build dev-identity $(if $(VAULT_BIN_PATH),,vault) bench-tools $(BENCH_OUT)/bin/profplugin
 	BENCH_PROFILE=1 PLUGIN_VERSION=$(VERSION) BENCH_OUT=$(abspath $(BENCH_OUT)) bench/run.sh
 
 $(BENCH_OUT)/bin/profplugin: $(GO_SOURCES) go.mod go.sum

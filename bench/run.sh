@@ -7,7 +7,12 @@
 #   1. read throughput of apaleo/creds/hotel-muc, floor/creds/hotel-muc and a KV v2 secret
 #      of the same shape, alternating in rounds, at 1, 8 and 64 concurrent readers;
 #   2. cold reads through Vault against the identity server's own time;
-#   3. 10,000 configs: write, list, read cold and warm, and the plugin process's RSS.
+#   3. 10,000 configs: write, list (plain and with key_info, as `vault list -detailed`),
+#      read cold and warm, and the plugin process's RSS;
+#   4. the fleet: 1,000 authorized credentials under one authorization_code config with
+#      short token lives (a second identity server), refresh_ahead on vs off vs a pure
+#      cache-hit run, then an outage of the identity server under 64 readers; the
+#      plugin's metrics scraped every second and drawn as charts (bench/charts).
 # It writes build/bench/results.md (and JSON beside it), prints it, and stops everything
 # it started.
 #
@@ -21,6 +26,17 @@
 #   BENCH_SCALE_N      configs of the scale run [10000]; 0 skips it
 #   BENCH_SCALE_CA     1: every scale config carries ca_certificate [0]
 #   BENCH_SCALE_SETTLE measure the plugin process again this long after the reads [0: no]
+#   BENCH_FLEET        1: run the fleet (4.) [1; 0 with BENCH_PROFILE=1]; BENCH_FLEET_ONLY=1
+#                      runs only the fleet
+#   BENCH_FLEET_N      authorized credentials [1000]
+#   BENCH_FLEET_TTL    token lifetime at the fleet's identity server [30s]
+#   BENCH_FLEET_LIFETIMES  token lifetimes measured per mode [5]
+#   BENCH_FLEET_READERS    concurrent readers [32]
+#   BENCH_FLEET_DELAY  delay of every token request at the identity server [200ms]
+#   BENCH_FLEET_BASELINE   length of the cache-hit run [30s]
+#   BENCH_OUTAGE       outage length, 500 to every token request [60s]; 0 skips it
+#   BENCH_OUTAGE_CREDS credentials read during the outage (by 64 readers) [100]
+#   BENCH_CHARTS_DIR   where bench/charts writes the fleet's PNGs [$BENCH_OUT/charts]
 #   BENCH_KEEP         1: keep the run directory (logs) [0]
 #   BENCH_PROFILE      1: run bench/profplugin (the plugin with pprof and counters) instead
 #                      of the release binary; write profile.md and profiles/ instead [0]
@@ -33,6 +49,7 @@ OUT=${BENCH_OUT:-$ROOT/build/bench}
 PLUGIN_BIN=$ROOT/bin/vault-plugin-secrets-apaleo
 IDP_BIN=$ROOT/bin/apaleo-dev-identity
 LOAD=$OUT/bin/load
+CHARTS=$OUT/bin/charts
 FLOOR_BIN=$OUT/bin/floorplugin
 PROFILE=${BENCH_PROFILE:-0}
 RESULTS=$OUT/results.md
@@ -49,9 +66,16 @@ ROUNDS=${BENCH_ROUNDS:-10}
 ROUND_TIME=${BENCH_ROUND_TIME:-1.5s}
 COLD_N=${BENCH_COLD_N:-200}
 SCALE_N=${BENCH_SCALE_N:-10000}
+# The fleet is left out of profile runs unless asked for.
+if [[ $PROFILE == 1 ]]; then FLEET=${BENCH_FLEET:-0}; else FLEET=${BENCH_FLEET:-1}; fi
+FLEET_ONLY=${BENCH_FLEET_ONLY:-0}
+[[ $FLEET_ONLY == 1 ]] && FLEET=1
+FLEET_TTL=${BENCH_FLEET_TTL:-30s}
+OUTAGE=${BENCH_OUTAGE:-60s}
+CHARTS_DIR=${BENCH_CHARTS_DIR:-$OUT/charts}
 PLUGIN_VERSION=${PLUGIN_VERSION:-v0.1.0}
 
-for f in "$VAULT" "$PLUGIN_BIN" "$IDP_BIN" "$LOAD" "$FLOOR_BIN"; do
+for f in "$VAULT" "$PLUGIN_BIN" "$IDP_BIN" "$LOAD" "$FLOOR_BIN" "$CHARTS"; do
 	[[ -x $f ]] || { echo "bench: $f missing: run 'make bench'" >&2; exit 1; }
 done
 
@@ -61,7 +85,7 @@ mkdir -p "$WORK/home" "$WORK/plugins" "$WORK/idp"
 CLIENT_ID=bench-muc
 CLIENT_SECRET=bench-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 
-IDP_PID= VAULT_PID=
+IDP_PID= VAULT_PID= FLEET_IDP_PID=
 log() { echo "bench: $*" >&2; }
 
 # stop PID NAME: SIGTERM, up to 15 s, then SIGKILL.
@@ -88,6 +112,7 @@ cleanup() {
 		[[ $exe == "$WORK/plugins/"* ]] && kill -KILL "${p#/proc/}" 2>/dev/null || true
 	done
 	stop "$IDP_PID" identity
+	stop "$FLEET_IDP_PID" "fleet identity"
 	if [[ $rc -ne 0 ]]; then
 		log "failed (exit $rc); logs in $WORK"
 		tail -n 30 "$WORK/vault.log" "$WORK/idp.log" >&2 2>/dev/null || true
@@ -120,6 +145,17 @@ wait_for "identity server" test -s "$WORK/idp/url"
 IDP_URL=$(cat "$WORK/idp/url")
 CA=$WORK/idp/ca.pem
 
+# --- a second identity server for the fleet: short token lives (clients added by the
+# load tool through its admin API)
+if [[ $FLEET == 1 ]]; then
+	mkdir -p "$WORK/idp-fleet"
+	"$IDP_BIN" -addr 127.0.0.1:0 -tls-dir "$WORK/idp-fleet" -admin -quiet -token-ttl "$FLEET_TTL" \
+		-url-file "$WORK/idp-fleet/url" >"$WORK/idp-fleet.log" 2>&1 &
+	FLEET_IDP_PID=$!
+	wait_for "fleet identity server" test -s "$WORK/idp-fleet/url"
+	FLEET_IDP_URL=$(cat "$WORK/idp-fleet/url")
+fi
+
 # --- Vault dev server, plugin binaries copied (Vault refuses symlinks)
 cp "$PLUGIN_BIN" "$WORK/plugins/vault-plugin-secrets-apaleo"
 cp "$FLOOR_BIN" "$WORK/plugins/floorplugin"
@@ -144,8 +180,19 @@ vault plugin register -sha256="$(sha "$WORK/plugins/vault-plugin-secrets-apaleo"
 vault plugin register -sha256="$(sha "$WORK/plugins/floorplugin")" secret floorplugin >/dev/null
 vault secrets enable -path=apaleo vault-plugin-secrets-apaleo >/dev/null
 vault secrets enable -path=floor floorplugin >/dev/null
+if [[ $FLEET == 1 ]]; then
+	# The same binary under a second name: Vault runs it as a process of its own, so the
+	# fleet's RSS is the fleet's alone.
+	cp "$PLUGIN_BIN" "$WORK/plugins/vault-plugin-secrets-apaleo-fleet"
+	vault plugin register -sha256="$(sha "$WORK/plugins/vault-plugin-secrets-apaleo-fleet")" -version="$PLUGIN_VERSION" \
+		-env=SSL_CERT_FILE="$CA" secret vault-plugin-secrets-apaleo-fleet >/dev/null
+	vault secrets enable -path=apaleo-fleet vault-plugin-secrets-apaleo-fleet >/dev/null
+fi
 vault write apaleo/config/hotel-muc client_id="$CLIENT_ID" client_secret="$CLIENT_SECRET" \
-	identity_url="$IDP_URL" ca_certificate=@"$CA" scopes="reservations.read setup.read" >/dev/null
+	identity_url="$IDP_URL" ca_certificate=@"$CA" scopes="reservations.read setup.read" \
+	max_token_requests_per_second=0 >/dev/null
+# No budget: the cold reads send a token request each, faster than the default 10 per
+# second, and would measure the budget's waits (about 90 ms a read) instead of the path.
 COMMON=(-addr "$VAULT_ADDR" -token root -idp "$IDP_URL" -idp-ca "$CA")
 "$LOAD" prepare "${COMMON[@]}"
 if [[ $PROFILE == 1 ]]; then
@@ -159,7 +206,7 @@ fi
 	echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
 	echo "- machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr); load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "- $(vault version | head -1) (dev server, in-memory storage, log level warn); plugin $PLUGIN_VERSION; $(go version 2>/dev/null | cut -d' ' -f3-4)"
-	echo "- identity server: bin/apaleo-dev-identity over TLS on loopback, tokens valid 1 h"
+	echo "- identity server: bin/apaleo-dev-identity over TLS on loopback, tokens valid 1 h$([[ $FLEET == 1 ]] && echo "; the fleet's: a second one, tokens valid $FLEET_TTL")"
 	echo
 	if [[ $PROFILE == 1 ]]; then
 		echo "- **profile run**: the plugin is bench/profplugin (the same backend, instrumented), not the release binary: its figures carry the instrumentation's cost"
@@ -168,8 +215,9 @@ fi
 } >"$WORK/header.md"
 SECTIONS=$WORK/sections.md
 : >"$SECTIONS"
-rm -f "$JSON_DIR/rw.json" "$JSON_DIR/cold.json" "$JSON_DIR/scale.json"
+rm -f "$JSON_DIR/rw.json" "$JSON_DIR/cold.json" "$JSON_DIR/scale.json" "$JSON_DIR/fleet.json" "$JSON_DIR/fleet-metrics.json"
 
+if [[ $FLEET_ONLY != 1 ]]; then
 # --- 1. throughput
 log "read throughput: readers $READERS, $ROUNDS rounds of $ROUND_TIME per target"
 "$LOAD" rw "${COMMON[@]}" -readers "$READERS" -rounds "$ROUNDS" -round-time "$ROUND_TIME" \
@@ -199,6 +247,28 @@ if [[ $SCALE_N -gt 0 ]]; then
 	"$LOAD" scale "${COMMON[@]}" -n "$SCALE_N" -c 8 -client-id "$CLIENT_ID" -client-secret "$CLIENT_SECRET" \
 		-identity-url "$IDP_URL" -plugin-path "$WORK/plugins/vault-plugin-secrets-apaleo" \
 		"${SCALE_ARGS[@]}" -json "$JSON_DIR/scale.json" >>"$SECTIONS"
+	# The CLI's own `vault list -detailed` (key_info printed as a table), once.
+	t0=$(date +%s%N)
+	rows=$(vault list -detailed apaleo/creds | wc -l)
+	t1=$(date +%s%N)
+	printf -- '- `vault list -detailed apaleo/creds` (the CLI, %d lines of table printed): %d ms\n\n' "$rows" $(((t1 - t0) / 1000000)) >>"$SECTIONS"
+fi
+fi
+
+# --- 4. the fleet
+if [[ $FLEET == 1 ]]; then
+	log "fleet: ${BENCH_FLEET_N:-1000} credentials, tokens of $FLEET_TTL, outage $OUTAGE"
+	"$LOAD" fleet -addr "$VAULT_ADDR" -token root -idp "$FLEET_IDP_URL" -idp-ca "$WORK/idp-fleet/ca.pem" \
+		-hit-idp "$IDP_URL" -hit-idp-ca "$CA" -mount apaleo-fleet \
+		-n "${BENCH_FLEET_N:-1000}" -ttl "$FLEET_TTL" -lifetimes "${BENCH_FLEET_LIFETIMES:-5}" \
+		-readers "${BENCH_FLEET_READERS:-32}" -delay "${BENCH_FLEET_DELAY:-200ms}" -baseline "${BENCH_FLEET_BASELINE:-30s}" \
+		-outage "$OUTAGE" -outage-creds "${BENCH_OUTAGE_CREDS:-100}" -outage-readers 64 \
+		-modes "hit,on,off$([[ $OUTAGE != 0 && $OUTAGE != 0s ]] && echo ,outage)" \
+		-plugin-path "$WORK/plugins/vault-plugin-secrets-apaleo-fleet" \
+		-metrics-out "$JSON_DIR/fleet-metrics.json" -json "$JSON_DIR/fleet.json" >>"$SECTIONS"
+	mkdir -p "$CHARTS_DIR"
+	"$CHARTS" -in "$JSON_DIR/fleet-metrics.json" -out "$CHARTS_DIR" >&2
+	printf -- '- charts of the fleet run (from the plugin'"'"'s metrics, scraped every second): %s\n\n' "$CHARTS_DIR" >>"$SECTIONS"
 fi
 
 echo "- load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$SECTIONS"

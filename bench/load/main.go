@@ -7,6 +7,8 @@
 //	load rw  [flags]                  read throughput: creds vs floor vs KV v2, alternating
 //	load cold [flags]                 cold creds reads vs the identity server's own time
 //	load scale [flags]                N configs: write, list, read cold and warm, plugin RSS
+//	load fleet [flags]                1,000 authorized credentials with short token lives:
+//	                                  refresh_ahead on vs off vs cache hits; an outage
 //	load summary -dir DIR             the targets, judged from DIR/{rw,cold,scale}.json
 //
 // Each measuring subcommand prints a Markdown section to stdout and, with -json FILE,
@@ -38,7 +40,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: load freeport|rw|cold|scale [flags]")
+		fmt.Fprintln(os.Stderr, "usage: load freeport|prepare|rw|cold|scale|fleet|summary [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -55,6 +57,8 @@ func main() {
 		err = runPrepare(args)
 	case "summary":
 		err = runSummary(args)
+	case "fleet":
+		err = runFleet(args)
 	default:
 		err = fmt.Errorf("unknown subcommand %q", cmd)
 	}
@@ -874,8 +878,13 @@ type scaleResult struct {
 	ReadWarmP99   time.Duration `json:"read_warm_p99_ns"`
 	ReadConfigP50 time.Duration `json:"read_config_p50_ns"`
 	ColdTokenReqs int           `json:"cold_token_requests"`
-	WarmTokenReqs int           `json:"warm_token_requests"`
-	Proc          []procStat    `json:"plugin_process"`
+	// LIST creds/ with key_info (what `vault list -detailed` prints), after the reads:
+	// best of 3, the token requests it caused, and the states it listed.
+	ListDetailed          time.Duration  `json:"list_creds_detailed_ns"`
+	ListDetailedTokenReqs int            `json:"list_creds_detailed_token_requests"`
+	ListDetailedStates    map[string]int `json:"list_creds_detailed_states"`
+	WarmTokenReqs         int            `json:"warm_token_requests"`
+	Proc                  []procStat     `json:"plugin_process"`
 }
 
 func runScale(args []string) error {
@@ -1044,6 +1053,9 @@ func runScale(args []string) error {
 	if err := measure(fmt.Sprintf("after reading %d creds warm", *n)); err != nil {
 		return err
 	}
+	if err := listDetailed(&c, *mount+"/creds", *prefix, *n, &r); err != nil {
+		return err
+	}
 	if *settle > 0 {
 		time.Sleep(*settle)
 		if err := measure(fmt.Sprintf("%s later", *settle)); err != nil {
@@ -1052,6 +1064,63 @@ func runScale(args []string) error {
 	}
 	printScale(&r, ca != "")
 	return writeJSON(c.jsonOut, r)
+}
+
+// listDetailed times LIST path with key_info, as `vault list -detailed` sends it (best of
+// 3), checks that every name comes with its key_info, and counts the token requests the
+// identity server saw meanwhile (there should be none).
+func listDetailed(c *common, path, prefix string, n int, r *scaleResult) error {
+	before, err := c.idpStatsOrZero()
+	if err != nil {
+		return err
+	}
+	for range 3 {
+		t0 := time.Now()
+		code, b, err := c.do("LIST", path, nil)
+		d := time.Since(t0)
+		if err != nil || code != http.StatusOK {
+			return fmt.Errorf("LIST %s: %v HTTP %d", path, err, code)
+		}
+		var lr struct {
+			Data struct {
+				Keys    []string                  `json:"keys"`
+				KeyInfo map[string]map[string]any `json:"key_info"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(b, &lr); err != nil {
+			return err
+		}
+		states := map[string]int{}
+		for _, k := range lr.Data.Keys {
+			if !strings.HasPrefix(k, prefix) {
+				continue
+			}
+			info, ok := lr.Data.KeyInfo[k]
+			if !ok {
+				return fmt.Errorf("LIST %s: no key_info for %s", path, k)
+			}
+			st, _ := info["state"].(string)
+			states[st]++
+		}
+		got := 0
+		for _, v := range states {
+			got += v
+		}
+		if got != n {
+			return fmt.Errorf("LIST %s: %d of %d names with key_info", path, got, n)
+		}
+		if r.ListDetailed == 0 || d < r.ListDetailed {
+			r.ListDetailed = d
+		}
+		r.ListDetailedStates = states
+	}
+	after, err := c.idpStatsOrZero()
+	if err != nil {
+		return err
+	}
+	r.ListDetailedTokenReqs = after.TokenRequests - before.TokenRequests
+	fmt.Fprintf(os.Stderr, "load: LIST %s with key_info: %s (best of 3), %d token requests\n", path, r.ListDetailed, r.ListDetailedTokenReqs)
+	return nil
 }
 
 // parallel runs f for every name on workers goroutines and returns the wall time and
@@ -1162,6 +1231,15 @@ func printScale(r *scaleResult, withCA bool) {
 	fmt.Printf("| read each `config/<name>` | | %s | | |\n", ms(r.ReadConfigP50))
 	fmt.Printf("| read each `creds/<name>`, cold | %s | %s | %s | %d |\n", r.ReadCold.Round(time.Millisecond), ms(r.ReadColdP50), ms(r.ReadColdP99), r.ColdTokenReqs)
 	fmt.Printf("| read each `creds/<name>`, warm | %s | %s | %s | %d |\n", r.ReadWarm.Round(time.Millisecond), ms(r.ReadWarmP50), ms(r.ReadWarmP99), r.WarmTokenReqs)
+	if r.ListDetailed > 0 {
+		var states []string
+		for k, v := range r.ListDetailedStates {
+			states = append(states, fmt.Sprintf("%s %d", k, v))
+		}
+		slices.Sort(states)
+		fmt.Printf("| **list `creds/` with key_info** (`vault list -detailed`, %d keys, after the reads, best of 3; states: %s) | **%s** | | | %d |\n",
+			r.N, strings.Join(states, ", "), r.ListDetailed.Round(time.Microsecond), r.ListDetailedTokenReqs)
+	}
 	fmt.Printf("\nThe plugin process (`/proc/<pid>/status`):\n\n| when | VmRSS MiB | VmHWM MiB | threads | open fds |\n|---|---:|---:|---:|---:|\n")
 	for _, p := range r.Proc {
 		fmt.Printf("| %s | **%.1f** | %.1f | %d | %d |\n", p.Label, float64(p.RSSKiB)/1024, float64(p.HWMKiB)/1024, p.Threads, p.FDs)
@@ -1218,14 +1296,33 @@ func runSummary(args []string) error {
 	var sc scaleResult
 	if read("scale.json", &sc) {
 		list := max(sc.ListConfig, sc.ListCreds)
-		fmt.Printf("| %d credentials listed in under 1 s | config/ %s, creds/ %s | %s |\n", sc.N,
-			sc.ListConfig.Round(time.Microsecond), sc.ListCreds.Round(time.Microsecond), verdict(list < time.Second))
+		list = max(list, sc.ListDetailed)
+		fmt.Printf("| %d credentials listed in under 1 s | config/ %s, creds/ %s, creds/ with key_info (`-detailed`) %s (%d token requests) | %s |\n", sc.N,
+			sc.ListConfig.Round(time.Microsecond), sc.ListCreds.Round(time.Microsecond), sc.ListDetailed.Round(time.Microsecond), sc.ListDetailedTokenReqs,
+			verdict(list < time.Second && sc.ListDetailedTokenReqs == 0))
 		rss := 0
 		for _, p := range sc.Proc {
 			rss = max(rss, p.RSSKiB)
 		}
 		fmt.Printf("| plugin RSS under 100 MB with %d configs and credentials | %.1f MiB at most (%d open fds) | %s |\n",
 			sc.N, float64(rss)/1024, sc.Proc[len(sc.Proc)-1].FDs, verdict(rss < 100*1024))
+	}
+	var fl fleetResult
+	if read("fleet.json", &fl) {
+		on, off, hit := firstMode(fl.Modes, "refresh_ahead on"), firstMode(fl.Modes, "refresh_ahead off"), firstMode(fl.Modes, "cache-hit")
+		if on != nil && off != nil && hit != nil {
+			waited := func(m *fleetMode) int { return int(m.ReadsByResult["fetched"] + m.ReadsByResult["stale"]) }
+			fmt.Printf("| fleet (%d credentials, tokens of %s): readers of credentials in use do not wait on apaleo with refresh_ahead | reads that waited on a token request (metrics): on **%s**, off %s; over %s: on %s, off %s, cache-hit %s; p99 on %.2fx, off %.2fx the cache-hit run | %s |\n",
+				fl.N, fl.TTL, pctOf(waited(on), on.Reads), pctOf(waited(off), off.Reads), fl.Delay/2,
+				pctOf(on.Waited, on.Reads), pctOf(off.Waited, off.Reads), pctOf(hit.Waited, hit.Reads), on.P99Ratio, off.P99Ratio,
+				verdict(waited(on) < waited(off) && on.Errors == 0))
+			fmt.Printf("| fleet: token requests per credential per lifetime | on %.2f, off %.2f; most in one second: on %d, off %d | |\n",
+				on.PerCredLife, off.PerCredLife, on.PeakPerSecond, off.PeakPerSecond)
+		}
+		if o := fl.Outage; o != nil {
+			fmt.Printf("| outage of %s: a handful of token requests per credential, not one per read | %.1f per credential (%d for %d reads) | %s |\n",
+				o.Duration, float64(o.TokenRequests)/float64(o.Creds), o.TokenRequests, o.Reads, verdict(float64(o.TokenRequests)/float64(o.Creds) <= 10))
+		}
 	}
 	fmt.Println()
 	return nil
