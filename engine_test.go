@@ -578,3 +578,34 @@ func TestEngine_Import(t *testing.T) {
 		t.Fatalf("overwrite: %s", errText(resp2, err))
 	}
 }
+
+// TestEngine_OneAttemptAfterAFailure: once apaleo failed for a name, the next attempt due
+// is one request, not a new retry loop that readers would wait out.
+func TestEngine_OneAttemptAfterAFailure(t *testing.T) {
+	e := newEngineEnv(t)
+	e.simpleConfig("muc", nil)
+	e.b.retry.Attempts = 1
+	e.idp.push(upstream(503, "server_error"))
+	e.readErr("muc")
+	e.b.retry.Attempts = 0 // reads may retry again; failure memory must still make it one
+	e.clock.Add(backoffMax + time.Minute)
+	spy := &attemptSpy{identityServer: e.idp}
+	e.b.newClient = func(clientSettings, func() time.Time) (identityServer, error) { return spy, nil }
+	e.b.forgetConfig("muc") // the cached client goes; the next request uses the spy
+	e.idp.push(upstream(503, "server_error"))
+	e.readErr("muc")
+	if spy.attempts.Load() != 1 {
+		t.Fatalf("the attempt after a failure was called with attempts=%d, want 1", spy.attempts.Load())
+	}
+}
+
+// attemptSpy records the Attempts of the retry policy each client credentials call gets.
+type attemptSpy struct {
+	identityServer
+	attempts atomic.Int64
+}
+
+func (s *attemptSpy) ClientCredentials(ctx context.Context, scopes []string, p retryPolicy) (*tokenResult, error) {
+	s.attempts.Store(int64(p.Attempts))
+	return s.identityServer.ClientCredentials(ctx, scopes, p)
+}

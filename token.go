@@ -131,8 +131,8 @@ const refreshTimeout = 60 * time.Second
 const flightMargin = 250 * time.Millisecond
 
 // requestToken sends the token request of name's grant, with retries for 5xx and
-// network errors within the read bound. With a still-valid token in hand it makes one
-// attempt (failure memory plans the next).
+// network errors within the read bound. With a still-valid token in hand, or after an
+// earlier failure, it makes one attempt (failure memory plans the next).
 func (b *backend) requestToken(ctx context.Context, name string, cred *credential, cfg *apaleoConfig, trigger string) (*tokenResult, error) {
 	srv, err := b.identity(cred.Config, cfg)
 	if err != nil {
@@ -140,7 +140,10 @@ func (b *backend) requestToken(ctx context.Context, name string, cred *credentia
 	}
 	policy := b.retry
 	policy.Total = max(policy.Total-flightMargin, policy.PerAttempt)
-	if cred.Token.valid(cfg, b.now()) {
+	if cred.Token.valid(cfg, b.now()) || b.failureOf(name) != nil {
+		// A cached token to fall back on, or apaleo failed before: one attempt, and
+		// failure memory's backoff is the retry, so readers do not pile up behind a
+		// 30 s retry loop while apaleo is down.
 		policy.Attempts = 1
 	}
 	if cred.GrantType == grantClientCredentials {
