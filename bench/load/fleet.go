@@ -241,11 +241,10 @@ func (s *scraper) scrape() (metricSnap, error) {
 	snap := metricSnap{TokenByTrigger: map[string]float64{}, TokenByOutcome: map[string]float64{},
 		Reads: map[string]float64{}, States: map[string]float64{}, StatesByConfig: map[string]map[string]float64{}}
 	now := time.Now()
-	req, err := http.NewRequest(http.MethodGet, s.c.addr+"/v1/"+s.mount+"/metrics", nil)
+	req, err := s.c.api.Request(http.MethodGet, s.mount+"/metrics", nil)
 	if err != nil {
 		return snap, err
 	}
-	req.Header.Set("X-Vault-Token", s.c.token)
 	resp, err := s.c.vault.Do(req)
 	if err != nil {
 		return snap, err
@@ -365,16 +364,9 @@ func readRandom(c *common, mount string, names []string, readers int, d time.Dur
 			out := make([]readRec, 0, 8192)
 			for time.Now().Before(deadline) {
 				name := names[rng.IntN(len(names))]
-				req, _ := http.NewRequest(http.MethodGet, c.addr+"/v1/"+mount+"/creds/"+name, nil)
-				req.Header.Set("X-Vault-Token", c.token)
 				t0 := time.Now()
 				r := readRec{at: t0.Sub(start)}
-				resp, err := c.vault.Do(req)
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					r.code = resp.StatusCode
-				}
+				r.code, _ = c.api.Discard(http.MethodGet, mount+"/creds/"+name) // 0: no answer
 				r.lat = time.Since(t0)
 				out = append(out, r)
 			}
@@ -420,7 +412,7 @@ func pacedPass(c *common, mount string, names []string, d time.Duration, readers
 					time.Sleep(10 * time.Millisecond)
 					continue
 				}
-				_, _, _ = c.do(http.MethodGet, mount+"/creds/"+names[rng.IntN(k)], nil)
+				_, _, _ = c.api.Do(http.MethodGet, mount+"/creds/"+names[rng.IntN(k)], nil)
 			}
 		}()
 	}
@@ -430,7 +422,7 @@ func pacedPass(c *common, mount string, names []string, d time.Duration, readers
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			if _, err := c.must(http.MethodGet, mount+"/creds/"+name, nil, http.StatusOK); err != nil {
+			if _, err := c.api.Must(http.MethodGet, mount+"/creds/"+name, nil, http.StatusOK); err != nil {
 				errs.Add(1)
 				first.CompareAndSwap(nil, err)
 			}
@@ -581,7 +573,7 @@ func runFleet(args []string) error {
 		// outlive the run, sparing it the revocations the other modes pay. A common cap
 		// makes every mode pay them alike (as every read does in production once its
 		// lease's hour is up).
-		if _, err := c.must(http.MethodPost, "sys/mounts/"+*mount+"/tune", map[string]any{"max_lease_ttl": leaseTTL.String()}, http.StatusOK, http.StatusNoContent); err != nil {
+		if _, err := c.api.Must(http.MethodPost, "sys/mounts/"+*mount+"/tune", map[string]any{"max_lease_ttl": leaseTTL.String()}, http.StatusOK, http.StatusNoContent); err != nil {
 			return err
 		}
 	}
@@ -609,7 +601,7 @@ func runFleet(args []string) error {
 		if minTTL > 0 {
 			cfg["min_ttl"] = minTTL
 		}
-		if _, err := c.must(http.MethodPost, *mount+"/config/"+cfgName, cfg, http.StatusOK, http.StatusNoContent); err != nil {
+		if _, err := c.api.Must(http.MethodPost, *mount+"/config/"+cfgName, cfg, http.StatusOK, http.StatusNoContent); err != nil {
 			return nil, 0, err
 		}
 		oc := &oauth2.Config{ClientID: clientID, ClientSecret: secret, RedirectURL: redirect,
@@ -625,7 +617,7 @@ func runFleet(args []string) error {
 				return err
 			}
 			t0 := time.Now()
-			b, err := c.must(http.MethodPost, *mount+"/creds/"+name, map[string]any{"config": cfgName, "refresh_token": rt}, http.StatusOK, http.StatusNoContent)
+			b, err := c.api.Must(http.MethodPost, *mount+"/creds/"+name, map[string]any{"config": cfgName, "refresh_token": rt}, http.StatusOK, http.StatusNoContent)
 			if err == nil && name == names[0] && firstImport.IsZero() {
 				var resp struct {
 					Data struct {
@@ -677,7 +669,7 @@ func runFleet(args []string) error {
 	defer stopScraper()
 
 	setRefreshAhead := func(on bool) error {
-		_, err := c.must(http.MethodPost, *mount+"/config/fleet", map[string]any{"refresh_ahead": on}, http.StatusOK, http.StatusNoContent)
+		_, err := c.api.Must(http.MethodPost, *mount+"/config/fleet", map[string]any{"refresh_ahead": on}, http.StatusOK, http.StatusNoContent)
 		return err
 	}
 	threshold := *delay / 2
@@ -856,7 +848,7 @@ func runOutage(c *common, sc *scraper, idp *idpAdmin, mount string, creds []stri
 	// Every credential in use with a fresh token, then readers for a few seconds.
 	w0 := time.Now()
 	if _, _, err := parallel(8, creds, func(name string) error {
-		_, err := c.must(http.MethodGet, mount+"/creds/"+name, nil, http.StatusOK)
+		_, err := c.api.Must(http.MethodGet, mount+"/creds/"+name, nil, http.StatusOK)
 		return err
 	}); err != nil {
 		return nil, err

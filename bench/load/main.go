@@ -36,6 +36,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/vaultapi"
 )
 
 func main() {
@@ -87,6 +89,7 @@ type common struct {
 	jsonOut         string
 	pprof           string
 	profileDir      string
+	api             *vaultapi.Client // Vault's HTTP API as -token
 	vault, idp      *http.Client
 	requestDeadline time.Duration
 }
@@ -111,6 +114,7 @@ func (c *common) setup(conns int) error {
 		MaxIdleConns: conns + 8, MaxIdleConnsPerHost: conns + 8, IdleConnTimeout: time.Minute,
 		DisableCompression: true, ForceAttemptHTTP2: false,
 	}}
+	c.api = vaultapi.New(c.addr, c.token, c.vault)
 	if c.pprof != "" {
 		if u, err := url.Parse(c.pprof); err != nil || u.Hostname() != "127.0.0.1" {
 			return fmt.Errorf("-pprof %q: want http://127.0.0.1:PORT (loopback only)", c.pprof)
@@ -136,41 +140,6 @@ func (c *common) setup(conns int) error {
 		c.idp = &http.Client{Timeout: c.requestDeadline, Transport: tr}
 	}
 	return nil
-}
-
-// do sends a Vault API request and returns status and body.
-func (c *common) do(method, path string, body any) (int, []byte, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, c.addr+"/v1/"+path, rd)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("X-Vault-Token", c.token)
-	resp, err := c.vault.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
-}
-
-func (c *common) must(method, path string, body any, want ...int) ([]byte, error) {
-	code, b, err := c.do(method, path, body)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if !slices.Contains(want, code) {
-		return nil, fmt.Errorf("%s %s: HTTP %d: %s", method, path, code, strings.TrimSpace(string(b)))
-	}
-	return b, nil
 }
 
 type idpStats struct {
@@ -415,7 +384,7 @@ func runReads(args []string) error {
 	// Each target answers, with a body of comparable size.
 	fmt.Fprintln(os.Stderr, "load: response sizes:")
 	for _, t := range targets {
-		b, err := c.must(http.MethodGet, t.Path, nil, http.StatusOK)
+		b, err := c.api.Must(http.MethodGet, t.Path, nil, http.StatusOK)
 		if err != nil {
 			return err
 		}
@@ -459,7 +428,7 @@ func readLevel(c *common, targets []target, readers, rounds int, roundTime, warm
 		if err != nil {
 			return nil, err
 		}
-		if _, err := c.must(http.MethodDelete, herdPath, nil, http.StatusOK, http.StatusNoContent); err != nil {
+		if _, err := c.api.Must(http.MethodDelete, herdPath, nil, http.StatusOK, http.StatusNoContent); err != nil {
 			return nil, err
 		}
 		tokens, err := herd(c, herdPath, readers)
@@ -568,7 +537,7 @@ func herd(c *common, path string, readers int) (int, error) {
 		go func() {
 			defer wg.Done()
 			<-start
-			code, b, err := c.do(http.MethodGet, path, nil)
+			code, b, err := c.api.Do(http.MethodGet, path, nil)
 			if err == nil && code != http.StatusOK {
 				err = fmt.Errorf("GET %s: HTTP %d: %s", path, code, b)
 			}
@@ -599,7 +568,6 @@ func turn(c *common, t target, readers int, d time.Duration, maxReads int) (turn
 		firstErr atomic.Value
 		lats     = make([]dist, readers)
 	)
-	url := c.addr + "/v1/" + t.Path
 	start := time.Now()
 	deadline := start.Add(d)
 	for i := range readers {
@@ -608,16 +576,10 @@ func turn(c *common, t target, readers int, d time.Duration, maxReads int) (turn
 			defer wg.Done()
 			lat := make(dist, 0, 4096)
 			for time.Now().Before(deadline) && count.Add(1) <= int64(maxReads) {
-				req, _ := http.NewRequest(http.MethodGet, url, nil)
-				req.Header.Set("X-Vault-Token", c.token)
 				t0 := time.Now()
-				resp, err := c.vault.Do(req)
-				if err == nil {
-					_, err = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if err == nil && resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("GET %s: HTTP %d", t.Path, resp.StatusCode)
-					}
+				code, err := c.api.Discard(http.MethodGet, t.Path)
+				if err == nil && code != http.StatusOK {
+					err = fmt.Errorf("GET %s: HTTP %d", t.Path, code)
 				}
 				if err != nil {
 					errCount.Add(1)
@@ -698,7 +660,7 @@ func runPrepare(args []string) error {
 	if err := c.setup(1); err != nil {
 		return err
 	}
-	b, err := c.must(http.MethodGet, *creds, nil, http.StatusOK)
+	b, err := c.api.Must(http.MethodGet, *creds, nil, http.StatusOK)
 	if err != nil {
 		return err
 	}
@@ -725,7 +687,7 @@ func runPrepare(args []string) error {
 			floor[k] = v
 		}
 	}
-	if _, err := c.must(http.MethodPost, *fixed, floor, http.StatusOK, http.StatusNoContent); err != nil {
+	if _, err := c.api.Must(http.MethodPost, *fixed, floor, http.StatusOK, http.StatusNoContent); err != nil {
 		return err
 	}
 	data := map[string]any{}
@@ -733,7 +695,7 @@ func runPrepare(args []string) error {
 		data[k] = v
 	}
 	data["access_token"] = strings.Repeat("x", len(tok))
-	if _, err := c.must(http.MethodPost, *kv, map[string]any{"data": data}, http.StatusOK, http.StatusNoContent); err != nil {
+	if _, err := c.api.Must(http.MethodPost, *kv, map[string]any{"data": data}, http.StatusOK, http.StatusNoContent); err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "load: floor and KV shaped like %s: access_token %d bytes, lease %d s\n", *creds, len(tok), r.LeaseDuration)
@@ -798,18 +760,18 @@ func runCold(args []string) error {
 	for range *n {
 		// Alternate: drop the cached token (not timed), a cold read, a warm read, and the
 		// same token request made directly to the identity server.
-		if _, err := c.must(http.MethodDelete, *path, nil, http.StatusOK, http.StatusNoContent); err != nil {
+		if _, err := c.api.Must(http.MethodDelete, *path, nil, http.StatusOK, http.StatusNoContent); err != nil {
 			return err
 		}
 		v0 := snap()
 		t0 := time.Now()
-		if _, err := c.must(http.MethodGet, *path, nil, http.StatusOK); err != nil {
+		if _, err := c.api.Must(http.MethodGet, *path, nil, http.StatusOK); err != nil {
 			return err
 		}
 		cold = append(cold, time.Since(t0))
 		v1 := snap()
 		t0 = time.Now()
-		if _, err := c.must(http.MethodGet, *path, nil, http.StatusOK); err != nil {
+		if _, err := c.api.Must(http.MethodGet, *path, nil, http.StatusOK); err != nil {
 			return err
 		}
 		warm = append(warm, time.Since(t0))
@@ -961,7 +923,7 @@ func runScale(args []string) error {
 	}
 	var err error
 	if r.Write, _, err = parallel(*workers, names, func(name string) error {
-		_, err := c.must(http.MethodPost, *mount+"/config/"+name, cfg, http.StatusOK, http.StatusNoContent)
+		_, err := c.api.Must(http.MethodPost, *mount+"/config/"+name, cfg, http.StatusOK, http.StatusNoContent)
 		return err
 	}); err != nil {
 		return err
@@ -976,21 +938,17 @@ func runScale(args []string) error {
 		best := time.Duration(0)
 		for range 3 {
 			t0 := time.Now()
-			code, b, err := c.do("LIST", path, nil)
+			code, b, err := c.api.Do("LIST", path, nil)
 			d := time.Since(t0)
 			if err != nil || code != http.StatusOK {
 				return 0, fmt.Errorf("LIST %s: %v HTTP %d", path, err, code)
 			}
-			var lr struct {
-				Data struct {
-					Keys []string `json:"keys"`
-				} `json:"data"`
-			}
-			if err := json.Unmarshal(b, &lr); err != nil {
+			lr, err := vaultapi.ParseList(b)
+			if err != nil {
 				return 0, err
 			}
 			got := 0
-			for _, k := range lr.Data.Keys {
+			for _, k := range lr.Keys {
 				if strings.HasPrefix(k, *prefix) {
 					got++
 				}
@@ -1013,7 +971,7 @@ func runScale(args []string) error {
 
 	// Read each config once (answered from the plugin's memory after the write).
 	_, cfgLat, err := parallel(*workers, names, func(name string) error {
-		_, err := c.must(http.MethodGet, *mount+"/config/"+name, nil, http.StatusOK)
+		_, err := c.api.Must(http.MethodGet, *mount+"/config/"+name, nil, http.StatusOK)
 		return err
 	})
 	if err != nil {
@@ -1028,7 +986,7 @@ func runScale(args []string) error {
 			return 0, nil, 0, err
 		}
 		d, lat, err := parallel(*workers, names, func(name string) error {
-			_, err := c.must(http.MethodGet, *mount+"/creds/"+name, nil, http.StatusOK)
+			_, err := c.api.Must(http.MethodGet, *mount+"/creds/"+name, nil, http.StatusOK)
 			return err
 		})
 		if err != nil {
@@ -1076,26 +1034,21 @@ func listDetailed(c *common, path, prefix string, n int, r *scaleResult) error {
 	}
 	for range 3 {
 		t0 := time.Now()
-		code, b, err := c.do("LIST", path, nil)
+		code, b, err := c.api.Do("LIST", path, nil)
 		d := time.Since(t0)
 		if err != nil || code != http.StatusOK {
 			return fmt.Errorf("LIST %s: %v HTTP %d", path, err, code)
 		}
-		var lr struct {
-			Data struct {
-				Keys    []string                  `json:"keys"`
-				KeyInfo map[string]map[string]any `json:"key_info"`
-			} `json:"data"`
-		}
-		if err := json.Unmarshal(b, &lr); err != nil {
+		lr, err := vaultapi.ParseList(b)
+		if err != nil {
 			return err
 		}
 		states := map[string]int{}
-		for _, k := range lr.Data.Keys {
+		for _, k := range lr.Keys {
 			if !strings.HasPrefix(k, prefix) {
 				continue
 			}
-			info, ok := lr.Data.KeyInfo[k]
+			info, ok := lr.KeyInfo[k]
 			if !ok {
 				return fmt.Errorf("LIST %s: no key_info for %s", path, k)
 			}
