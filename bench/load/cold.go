@@ -4,7 +4,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -25,9 +24,7 @@ type coldResult struct {
 }
 
 func runCold(args []string) error {
-	fs := flag.NewFlagSet("cold", flag.ContinueOnError)
-	var c common
-	c.flags(fs)
+	fs, c := newFlagSet("cold")
 	var (
 		path     = fs.String("path", "apaleo/creds/hotel-muc", "credential to read cold")
 		n        = fs.Int("n", 200, "cold reads (each preceded by a delete of the cached token)")
@@ -48,7 +45,7 @@ func runCold(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := c.directToken(*clientID, *secret, *scopes); err != nil { // open the connection
+	if err := c.idp.directToken(*clientID, *secret, *scopes); err != nil { // open the connection
 		return err
 	}
 	var cold, warm, direct dist
@@ -87,7 +84,7 @@ func runCold(args []string) error {
 			warmVars.add(v2, v1)
 		}
 		t0 = time.Now()
-		if err := c.directToken(*clientID, *secret, *scopes); err != nil {
+		if err := c.idp.directToken(*clientID, *secret, *scopes); err != nil {
 			return err
 		}
 		direct = append(direct, time.Since(t0))

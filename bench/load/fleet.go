@@ -6,18 +6,13 @@ package main
 // server under load. See docs/benchmarks.md ("Fleet").
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
 	"slices"
 	"strings"
 	"time"
-
-	"golang.org/x/oauth2"
 )
 
 type fleetMode struct {
@@ -84,9 +79,7 @@ type fleetResult struct {
 }
 
 func runFleet(args []string) error {
-	fs := flag.NewFlagSet("fleet", flag.ContinueOnError)
-	var c common
-	c.flags(fs)
+	fs, c := newFlagSet("fleet")
 	var (
 		mount      = fs.String("mount", "apaleo-fleet", "mount of the plugin")
 		hitIdp     = fs.String("hit-idp", "", "a second dev identity server with long token lives, for the cache-hit baseline (https://127.0.0.1:PORT, -admin)")
@@ -133,13 +126,13 @@ func runFleet(args []string) error {
 	if err := c.setup(max(*readers, *outageR) + 8); err != nil {
 		return err
 	}
-	idp, err := newIdpAdmin(c.idpURL, c.idpCA, 30*time.Second)
+	idp, err := newIdpAdmin(c.idpURL, c.idpCA, 30*time.Second, 16)
 	if err != nil {
 		return err
 	}
 	var hit *idpAdmin
 	if *hitIdp != "" {
-		if hit, err = newIdpAdmin(*hitIdp, *hitIdpCA, 30*time.Second); err != nil {
+		if hit, err = newIdpAdmin(*hitIdp, *hitIdpCA, 30*time.Second, 16); err != nil {
 			return err
 		}
 	}
@@ -157,79 +150,24 @@ func runFleet(args []string) error {
 	redirect := strings.TrimRight(*vaultAddr, "/") + "/v1/" + *mount + "/callback"
 
 	// --- set up: an app per identity server, a config per app, n credentials per config
-	var firstImport, firstExpiry time.Time
-	setupApp := func(a *idpAdmin, caFile, cfgName, prefix string, minTTL int) ([]string, time.Duration, error) {
-		secret := randHex(16)
-		clientID := cfgName + "-app"
-		if _, err := a.call(http.MethodPost, "/_admin/clients", map[string]any{
-			"id": clientID, "secret": secret, "account_code": "FLEET",
-			"scopes": []string{"reservations.read"}, "redirect_uris": []string{redirect},
-		}, http.StatusNoContent); err != nil {
-			return nil, 0, err
-		}
-		ca, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, 0, err
-		}
-		cfg := map[string]any{"client_id": clientID, "client_secret": secret, "grant_type": "authorization_code",
-			"redirect_uri": redirect, "identity_url": a.url, "ca_certificate": string(ca), "scopes": "reservations.read",
-			"max_token_requests_per_second": 0, "refresh_ahead": true}
-		if minTTL > 0 {
-			cfg["min_ttl"] = minTTL
-		}
-		if _, err := c.api.Must(http.MethodPost, *mount+"/config/"+cfgName, cfg, http.StatusOK, http.StatusNoContent); err != nil {
-			return nil, 0, err
-		}
-		oc := &oauth2.Config{ClientID: clientID, ClientSecret: secret, RedirectURL: redirect,
-			Scopes:   []string{"reservations.read", "offline_access"},
-			Endpoint: oauth2.Endpoint{AuthURL: a.url + "/connect/authorize", TokenURL: a.url + "/connect/token", AuthStyle: oauth2.AuthStyleInParams}}
-		names := make([]string, *n)
-		for i := range names {
-			names[i] = fmt.Sprintf("%s%05d", prefix, i)
-		}
-		d, _, err := parallel(*workers, names, func(name string) error {
-			rt, err := a.refreshToken(context.Background(), oc)
-			if err != nil {
-				return err
-			}
-			t0 := time.Now()
-			b, err := c.api.Must(http.MethodPost, *mount+"/creds/"+name, map[string]any{"config": cfgName, "refresh_token": rt}, http.StatusOK, http.StatusNoContent)
-			if err == nil && name == names[0] && firstImport.IsZero() {
-				var resp struct {
-					Data struct {
-						ExpiresAt time.Time `json:"expires_at"`
-					} `json:"data"`
-				}
-				if err := json.Unmarshal(b, &resp); err != nil {
-					return fmt.Errorf("import %s: %w", name, err)
-				}
-				firstImport, firstExpiry = t0, resp.Data.ExpiresAt
-			}
-			return err
-		})
-		if err != nil {
-			return nil, 0, err
-		}
-		fmt.Fprintf(os.Stderr, "load: fleet: %d credentials imported under config/%s in %s\n", *n, cfgName, d.Round(time.Millisecond))
-		return names, d, nil
-	}
-	names, d, err := setupApp(idp, c.idpCA, "fleet", "hotel-", *minTTL)
+	imp := &fleetImport{c: c, mount: *mount, redirect: redirect, n: *n, workers: *workers}
+	names, d, err := imp.app(idp, c.idpCA, "fleet", "hotel-", *minTTL)
 	if err != nil {
 		return err
 	}
 	r.ImportTime = d
 	// The identity server's token lifetime must be the one given.
-	if left := firstExpiry.Sub(firstImport); left > *ttl+2*time.Second || left < *ttl-5*time.Second {
+	if left := imp.firstExpiry.Sub(imp.firstImport); left > *ttl+2*time.Second || left < *ttl-5*time.Second {
 		return fmt.Errorf("fleet: the first imported token lives %s; -ttl says %s: start the identity server with -token-ttl %s", left.Round(time.Second), *ttl, *ttl)
 	}
 	var hitNames []string
 	if slices.Contains(want, "hit") {
-		if hitNames, r.HitImport, err = setupApp(hit, *hitIdpCA, "fleet-hit", "hit-", 0); err != nil {
+		if hitNames, r.HitImport, err = imp.app(hit, *hitIdpCA, "fleet-hit", "hit-", 0); err != nil {
 			return err
 		}
 	}
 
-	sc := &scraper{c: &c, mount: *mount, start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+	sc := &scraper{c: c, mount: *mount, start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
 	sc.series = fleetSeries{Mount: *mount, Started: sc.start, TTL: ttl.Seconds(), DelayMS: float64(*delay) / 1e6}
 	if _, err := sc.mark(); err != nil {
 		return err
@@ -248,69 +186,7 @@ func runFleet(args []string) error {
 		_, err := c.api.Must(http.MethodPost, *mount+"/config/fleet", map[string]any{"refresh_ahead": on}, http.StatusOK, http.StatusNoContent)
 		return err
 	}
-	threshold := *delay / 2
-	summarize := func(m *fleetMode, recs []readRec) {
-		var lat dist
-		for _, rr := range recs {
-			if rr.code != http.StatusOK {
-				m.Errors++
-				continue
-			}
-			lat = append(lat, rr.lat)
-			if rr.lat > threshold {
-				m.Waited++
-			}
-		}
-		m.Reads = len(recs)
-		s := lat.sorted()
-		m.P50, m.P99 = s.pct(50), s.pct(99)
-		if len(s) > 0 {
-			m.Max = s[len(s)-1]
-		}
-	}
-	measure := func(m *fleetMode, a *idpAdmin, credsN int, phase string, do func() []readRec) error {
-		s0, err := sc.mark()
-		if err != nil {
-			return err
-		}
-		t0 := time.Now()
-		before, err := a.stats()
-		if err != nil {
-			return err
-		}
-		recs := do()
-		t1 := time.Now()
-		s1, err := sc.mark()
-		if err != nil {
-			return err
-		}
-		after, err := a.stats()
-		if err != nil {
-			return err
-		}
-		sc.phase(phase, t0, t1)
-		m.Window = t1.Sub(t0)
-		summarize(m, recs)
-		m.TokenRequests, m.PeakPerSecond = countIn(after.RequestTimes, t0, t1)
-		if len(after.RequestTimes) >= 100_000 {
-			m.TokenRequests = after.TokenRequests - before.TokenRequests // request_times is full
-		}
-		m.PerCredLife = float64(m.TokenRequests) / float64(credsN) / (m.Window.Seconds() / ttl.Seconds())
-		m.ByTrigger = delta(s0.TokenByTrigger, s1.TokenByTrigger)
-		m.ByOutcome = delta(s0.TokenByOutcome, s1.TokenByOutcome)
-		m.ReadsByResult = delta(s0.Reads, s1.Reads)
-		if dc := s1.DurationCount - s0.DurationCount; dc > 0 {
-			m.MeanTokenMS = (s1.DurationSum - s0.DurationSum) / dc * 1000
-		}
-		if p, err := pluginProc(*pluginPath); err == nil {
-			m.Proc = p
-		} else {
-			return err
-		}
-		fmt.Fprintf(os.Stderr, "load: fleet %s: %d reads, %d waited, %d errors, p50 %s ms, p99 %s ms, %d token requests (peak %d/s), RSS %.1f MiB\n",
-			m.Mode, m.Reads, m.Waited, m.Errors, ms(m.P50), ms(m.P99), m.TokenRequests, m.PeakPerSecond, float64(m.Proc.RSSKiB)/1024)
-		return nil
-	}
+	fm := &fleetMeasure{sc: sc, threshold: *delay / 2, ttl: *ttl, pluginPath: *pluginPath}
 	window := time.Duration(*lifetimes) * *ttl
 	// Delay faults: enough for every token request of a mode (at most a few per credential
 	// per lifetime); the stats at the end say whether any went undelayed.
@@ -325,10 +201,10 @@ func runFleet(args []string) error {
 			// Warm-up: long enough for the first leases to expire, so the run pays lease
 			// revocations like the others.
 			w0 := time.Now()
-			readRandom(&c, *mount, hitNames, *readers, max(2*time.Second, *leaseTTL+2*time.Second))
+			readRandom(c, *mount, hitNames, *readers, max(2*time.Second, *leaseTTL+2*time.Second))
 			sc.phase("warm-up", w0, time.Now())
-			if err := measure(m, hit, *n, "cache-hit", func() []readRec {
-				recs, _ := readRandom(&c, *mount, hitNames, *readers, *baseline)
+			if err := fm.measure(m, hit, *n, "cache-hit", func() []readRec {
+				recs, _ := readRandom(c, *mount, hitNames, *readers, *baseline)
 				return recs
 			}); err != nil {
 				return err
@@ -354,17 +230,17 @@ func runFleet(args []string) error {
 				// The first fleet mode: tokens from the import may have expired all at
 				// once; a paced pass spreads their issue over one lifetime.
 				fmt.Fprintf(os.Stderr, "load: fleet %s: warm-up: a paced pass over %d credentials in %s, %d readers over those passed\n", m.Mode, *n, *ttl, *readers)
-				if err := pacedPass(&c, *mount, names, *ttl, *readers); err != nil {
+				if err := pacedPass(c, *mount, names, *ttl, *readers); err != nil {
 					return err
 				}
 			} else {
 				fmt.Fprintf(os.Stderr, "load: fleet %s: warm-up: %d readers for %s\n", m.Mode, *readers, *ttl)
-				readRandom(&c, *mount, names, *readers, *ttl)
+				readRandom(c, *mount, names, *readers, *ttl)
 			}
 			sc.phase("warm-up", w0, time.Now())
 			fmt.Fprintf(os.Stderr, "load: fleet %s: %d readers over %d credentials for %s\n", m.Mode, *readers, *n, window)
-			if err := measure(m, idp, *n, m.Mode, func() []readRec {
-				recs, _ := readRandom(&c, *mount, names, *readers, window)
+			if err := fm.measure(m, idp, *n, m.Mode, func() []readRec {
+				recs, _ := readRandom(c, *mount, names, *readers, window)
 				return recs
 			}); err != nil {
 				return err
@@ -383,7 +259,7 @@ func runFleet(args []string) error {
 			}
 			r.Modes = append(r.Modes, m)
 		case "outage":
-			o, err := runOutage(&c, sc, idp, *mount, names[:min(*outageN, len(names))], *outageR, *outage, *outageTail, setRefreshAhead)
+			o, err := runOutage(c, sc, idp, *mount, names[:min(*outageN, len(names))], *outageR, *outage, *outageTail, setRefreshAhead)
 			if err != nil {
 				return err
 			}

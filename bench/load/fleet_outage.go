@@ -67,7 +67,7 @@ func runOutage(c *common, sc *scraper, idp *idpAdmin, mount string, creds []stri
 		topErr <- nil
 	}()
 	var endSnap metricSnap
-	var endStats fleetIdpStats
+	var endStats idpStats
 	endErr := make(chan error, 1)
 	go func() {
 		time.Sleep(time.Until(end))

@@ -18,78 +18,20 @@ import (
 	"time"
 )
 
-type idpStats struct {
-	TokenRequests int            `json:"token_requests"`
-	ByGrant       map[string]int `json:"by_grant"`
-	Issued        int            `json:"issued"`
-}
-
-func (c *common) idpStats() (idpStats, error) {
-	var s idpStats
-	if c.idp == nil {
-		return s, errors.New("no -idp")
-	}
-	resp, err := c.idp.Get(c.idpURL + "/_admin/stats")
-	if err != nil {
-		return s, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return s, fmt.Errorf("identity stats: HTTP %d", resp.StatusCode)
-	}
-	return s, json.NewDecoder(resp.Body).Decode(&s)
-}
-
-// directToken is one client credentials token request to the identity server, made the
-// way the plugin makes it (HTTP Basic, form body), over a kept-alive TLS connection.
-func (c *common) directToken(id, secret, scopes string) error {
-	form := url.Values{"grant_type": {"client_credentials"}, "scope": {scopes}}
-	req, err := http.NewRequest(http.MethodPost, c.idpURL+"/connect/token", strings.NewReader(form.Encode()))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
-	resp, err := c.idp.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK || !bytes.Contains(b, []byte(`"access_token"`)) {
-		return fmt.Errorf("direct token request: HTTP %d", resp.StatusCode)
-	}
-	return nil
-}
-
-func (c *common) idpStatsOrZero() (idpStats, error) {
-	if c.idp == nil {
-		return idpStats{}, nil
-	}
-	return c.idpStats()
-}
-
-// the dev identity server's admin API
-
+// idpAdmin is a client of one dev identity server over TLS, trusting its CA.
 type idpAdmin struct {
 	url string
 	hc  *http.Client
 }
 
-type fleetIdpStats struct {
-	TokenRequests int     `json:"token_requests"`
-	Issued        int     `json:"issued"`
-	FaultsApplied int     `json:"faults_applied"`
-	PendingFaults int     `json:"pending_faults"`
-	RequestTimes  []int64 `json:"request_times_ms"`
-}
-
-func newIdpAdmin(base, caFile string, timeout time.Duration) (*idpAdmin, error) {
+// newIdpAdmin returns a client of the identity server at base (loopback only), trusting
+// caFile (if set), keeping up to conns connections alive.
+func newIdpAdmin(base, caFile string, timeout time.Duration, conns int) (*idpAdmin, error) {
 	u, err := url.Parse(base)
 	if err != nil || u.Hostname() != "127.0.0.1" {
 		return nil, fmt.Errorf("identity server %q: want https://127.0.0.1:PORT (loopback only)", base)
 	}
-	tr := &http.Transport{MaxIdleConnsPerHost: 16, DisableCompression: true}
+	tr := &http.Transport{MaxIdleConnsPerHost: conns, DisableCompression: true}
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
@@ -104,6 +46,54 @@ func newIdpAdmin(base, caFile string, timeout time.Duration) (*idpAdmin, error) 
 	return &idpAdmin{url: strings.TrimRight(base, "/"), hc: &http.Client{Timeout: timeout, Transport: tr}}, nil
 }
 
+// idpStats is GET /_admin/stats.
+type idpStats struct {
+	TokenRequests int            `json:"token_requests"`
+	ByGrant       map[string]int `json:"by_grant"`
+	Issued        int            `json:"issued"`
+	FaultsApplied int            `json:"faults_applied"`
+	PendingFaults int            `json:"pending_faults"`
+	RequestTimes  []int64        `json:"request_times_ms"`
+}
+
+func (c *common) idpStats() (idpStats, error) {
+	if c.idp == nil {
+		return idpStats{}, errors.New("no -idp")
+	}
+	return c.idp.stats()
+}
+
+// idpStatsOrZero is idpStats, or zero stats without -idp.
+func (c *common) idpStatsOrZero() (idpStats, error) {
+	if c.idp == nil {
+		return idpStats{}, nil
+	}
+	return c.idpStats()
+}
+
+// directToken is one client credentials token request to the identity server, made the
+// way the plugin makes it (HTTP Basic, form body), over a kept-alive TLS connection.
+func (a *idpAdmin) directToken(id, secret, scopes string) error {
+	form := url.Values{"grant_type": {"client_credentials"}, "scope": {scopes}}
+	req, err := http.NewRequest(http.MethodPost, a.url+"/connect/token", strings.NewReader(form.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	resp, err := a.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(b, []byte(`"access_token"`)) {
+		return fmt.Errorf("direct token request: HTTP %d", resp.StatusCode)
+	}
+	return nil
+}
+
+// call sends method to the admin API's path with body as JSON and wants status want.
 func (a *idpAdmin) call(method, path string, body any, want int) ([]byte, error) {
 	var rd io.Reader
 	if body != nil {
@@ -132,8 +122,8 @@ func (a *idpAdmin) call(method, path string, body any, want int) ([]byte, error)
 	return b, err
 }
 
-func (a *idpAdmin) stats() (fleetIdpStats, error) {
-	var s fleetIdpStats
+func (a *idpAdmin) stats() (idpStats, error) {
+	var s idpStats
 	b, err := a.call(http.MethodGet, "/_admin/stats", nil, http.StatusOK)
 	if err != nil {
 		return s, err

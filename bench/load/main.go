@@ -16,8 +16,6 @@
 package main
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"flag"
 	"fmt"
 	"net"
@@ -76,8 +74,17 @@ type common struct {
 	pprof           string
 	profileDir      string
 	api             *vaultapi.Client // Vault's HTTP API as -token
-	vault, idp      *http.Client
+	vault           *http.Client
+	idp             *idpAdmin // with -idp
 	requestDeadline time.Duration
+}
+
+// newFlagSet is the flag set of a subcommand with the shared flags of common.
+func newFlagSet(name string) (*flag.FlagSet, *common) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	c := &common{}
+	c.flags(fs)
+	return fs, c
 }
 
 func (c *common) flags(fs *flag.FlagSet) {
@@ -107,23 +114,9 @@ func (c *common) setup(conns int) error {
 		}
 	}
 	if c.idpURL != "" {
-		u, err := url.Parse(c.idpURL)
-		if err != nil || u.Hostname() != "127.0.0.1" {
-			return fmt.Errorf("-idp %q: want https://127.0.0.1:PORT (loopback only)", c.idpURL)
+		if c.idp, err = newIdpAdmin(c.idpURL, c.idpCA, c.requestDeadline, 4); err != nil {
+			return fmt.Errorf("-idp: %w", err)
 		}
-		tr := &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true}
-		if c.idpCA != "" {
-			pem, err := os.ReadFile(c.idpCA)
-			if err != nil {
-				return err
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return fmt.Errorf("%s: no certificate", c.idpCA)
-			}
-			tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
-		}
-		c.idp = &http.Client{Timeout: c.requestDeadline, Transport: tr}
 	}
 	return nil
 }

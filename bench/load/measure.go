@@ -74,42 +74,43 @@ type procStat struct {
 func parallel(workers int, names []string, f func(string) error) (time.Duration, dist, error) {
 	var (
 		next    atomic.Int64
-		failed  atomic.Bool
 		errOnce sync.Once
 		first   error
-		wg      sync.WaitGroup
-		lats    = make([]dist, workers)
 	)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	start := time.Now()
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				i := int(next.Add(1)) - 1
-				if i >= len(names) {
-					return
-				}
-				t0 := time.Now()
-				if err := f(names[i]); err != nil {
-					errOnce.Do(func() { first = err })
-					failed.Store(true)
-					cancel()
-					return
-				}
-				lats[w] = append(lats[w], time.Since(t0))
+	lats := fanOut(workers, func(int) dist {
+		var lat dist
+		for ctx.Err() == nil {
+			i := int(next.Add(1)) - 1
+			if i >= len(names) {
+				break
 			}
-		}()
+			t0 := time.Now()
+			if err := f(names[i]); err != nil {
+				errOnce.Do(func() { first = err })
+				cancel()
+				break
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		return lat
+	})
+	d := time.Since(start)
+	return d, slices.Concat(lats...), first
+}
+
+// fanOut runs f(i) for i = 0..n-1 on n goroutines, waits for them all, and returns what
+// each recorded, by i: the shape of every reader loop here.
+func fanOut[T any](n int, f func(i int) T) []T {
+	var wg sync.WaitGroup
+	out := make([]T, n)
+	for i := range n {
+		wg.Go(func() { out[i] = f(i) })
 	}
 	wg.Wait()
-	d := time.Since(start)
-	var all dist
-	for _, l := range lats {
-		all = append(all, l...)
-	}
-	return d, all, first
+	return out
 }
 
 // pluginProc finds the process running the binary at path (Vault starts it from its

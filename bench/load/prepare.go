@@ -4,7 +4,6 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -14,9 +13,7 @@ import (
 // runPrepare reads the credential once and shapes the floor plugin's fixed response and
 // a KV v2 secret like it: the same fields, an access token of the same length.
 func runPrepare(args []string) error {
-	fs := flag.NewFlagSet("prepare", flag.ContinueOnError)
-	var c common
-	c.flags(fs)
+	fs, c := newFlagSet("prepare")
 	var (
 		creds = fs.String("creds", "apaleo/creds/hotel-muc", "the credential to copy the shape of")
 		fixed = fs.String("floor", "floor/fixed", "the floor plugin's fixed-response path")

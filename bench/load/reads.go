@@ -5,7 +5,6 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -58,9 +57,7 @@ type ratio struct {
 }
 
 func runReads(args []string) error {
-	fs := flag.NewFlagSet("rw", flag.ContinueOnError)
-	var c common
-	c.flags(fs)
+	fs, c := newFlagSet("rw")
 	var (
 		targetsFlag = fs.String("targets", "creds=apaleo/creds/hotel-muc,floor=floor/creds/hotel-muc,kv=secret/data/bench", "name=path,... read alternately (first is the plugin under test)")
 		readersFlag = fs.String("readers", "1,8,64", "concurrent readers, one level each")
@@ -107,7 +104,7 @@ func runReads(args []string) error {
 
 	var results []*levelResult
 	for _, n := range levels {
-		lr, err := readLevel(&c, targets, n, *rounds, *roundTime, *warmup, *maxReads, *herdPath)
+		lr, err := readLevel(c, targets, n, *rounds, *roundTime, *warmup, *maxReads, *herdPath)
 		if err != nil {
 			return err
 		}
@@ -269,40 +266,30 @@ type turnResult struct {
 // turn runs readers goroutines reading t.Path until d has passed (or maxReads reads).
 func turn(c *common, t target, readers int, d time.Duration, maxReads int) (turnResult, error) {
 	var (
-		wg       sync.WaitGroup
 		count    atomic.Int64
 		errCount atomic.Int64
 		firstErr atomic.Value
-		lats     = make([]dist, readers)
 	)
 	start := time.Now()
 	deadline := start.Add(d)
-	for i := range readers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			lat := make(dist, 0, 4096)
-			for time.Now().Before(deadline) && count.Add(1) <= int64(maxReads) {
-				t0 := time.Now()
-				code, err := c.api.Discard(http.MethodGet, t.Path)
-				if err == nil && code != http.StatusOK {
-					err = fmt.Errorf("GET %s: HTTP %d", t.Path, code)
-				}
-				if err != nil {
-					errCount.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-					continue
-				}
-				lat = append(lat, time.Since(t0))
+	lats := fanOut(readers, func(int) dist {
+		lat := make(dist, 0, 4096)
+		for time.Now().Before(deadline) && count.Add(1) <= int64(maxReads) {
+			t0 := time.Now()
+			code, err := c.api.Discard(http.MethodGet, t.Path)
+			if err == nil && code != http.StatusOK {
+				err = fmt.Errorf("GET %s: HTTP %d", t.Path, code)
 			}
-			lats[i] = lat
-		}()
-	}
-	wg.Wait()
-	res := turnResult{elapsed: time.Since(start), errors: int(errCount.Load())}
-	for _, l := range lats {
-		res.lat = append(res.lat, l...)
-	}
+			if err != nil {
+				errCount.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+				continue
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		return lat
+	})
+	res := turnResult{elapsed: time.Since(start), errors: int(errCount.Load()), lat: slices.Concat(lats...)}
 	if err, ok := firstErr.Load().(error); ok {
 		fmt.Fprintf(os.Stderr, "load: %s: %d errors, first: %v\n", t.Name, res.errors, err)
 	}

@@ -5,7 +5,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -40,9 +39,7 @@ type scaleResult struct {
 }
 
 func runScale(args []string) error {
-	fs := flag.NewFlagSet("scale", flag.ContinueOnError)
-	var c common
-	c.flags(fs)
+	fs, c := newFlagSet("scale")
 	var (
 		n          = fs.Int("n", 10_000, "configs to create")
 		workers    = fs.Int("c", 8, "concurrent requests")
@@ -201,7 +198,7 @@ func runScale(args []string) error {
 	if err := measure(fmt.Sprintf("after reading %d creds warm", *n)); err != nil {
 		return err
 	}
-	if err := listDetailed(&c, *mount+"/creds", *prefix, *n, &r); err != nil {
+	if err := listDetailed(c, *mount+"/creds", *prefix, *n, &r); err != nil {
 		return err
 	}
 	if *settle > 0 {
