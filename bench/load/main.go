@@ -13,6 +13,11 @@
 //
 // Each measuring subcommand prints a Markdown section to stdout and, with -json FILE,
 // writes its figures as JSON.
+//
+// A file per subcommand: prepare.go, reads.go (rw), cold.go, scale.go, summary.go, and
+// fleet.go with fleet_setup.go, fleet_measure.go, fleet_metrics.go, fleet_outage.go and
+// fleet_report.go. Shared: this file (dispatch, flags), idp.go (the dev identity
+// server), measure.go, profile.go; Vault's API through internal/vaultapi.
 package main
 
 import (
