@@ -410,26 +410,7 @@ func (b *backend) credNotFound(ctx context.Context, s logical.Storage, name stri
 }
 
 func (b *backend) tokenResponse(name string, cred *credential, now time.Time) *logical.Response {
-	t := cred.Token
-	data := map[string]any{
-		"access_token": t.AccessToken,
-		"token_type":   t.TokenType,
-		"expires_at":   t.ExpiresAt.UTC().Format(time.RFC3339),
-		"scopes":       nonNil(t.Scopes),
-		"config":       cred.Config,
-	}
-	if t.AccountCode != "" {
-		data["account_code"] = t.AccountCode
-	}
-	if t.ClientID != "" {
-		data["client_id"] = t.ClientID
-	}
-	resp := b.Secret(secretAccessTokenType).Response(data, map[string]any{"name": name, "config": cred.Config})
-	ttl := max(t.ExpiresAt.Sub(now), time.Second)
-	resp.Secret.TTL = ttl
-	resp.Secret.MaxTTL = ttl
-	resp.Secret.Renewable = false
-	return resp
+	return accessTokenResponse(b.Secret(secretAccessTokenType), name, cred.Config, cred.Token, now)
 }
 
 // pathCredsExists makes a write to an existing name an update, which is refused: import

@@ -2,6 +2,7 @@ package apaleo
 
 import (
 	"context"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -32,4 +33,28 @@ func secretAccessToken(b *backend) *framework.Secret {
 
 func (b *backend) secretAccessTokenRevoke(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
 	return nil, nil
+}
+
+// accessTokenResponse is the answer to a read of creds/<name> from its token t: a lease
+// of secret (this type) whose TTL is the token's remaining lifetime, not renewable.
+func accessTokenResponse(secret *framework.Secret, name, config string, t *cachedToken, now time.Time) *logical.Response {
+	data := map[string]any{
+		"access_token": t.AccessToken,
+		"token_type":   t.TokenType,
+		"expires_at":   t.ExpiresAt.UTC().Format(time.RFC3339),
+		"scopes":       nonNil(t.Scopes),
+		"config":       config,
+	}
+	if t.AccountCode != "" {
+		data["account_code"] = t.AccountCode
+	}
+	if t.ClientID != "" {
+		data["client_id"] = t.ClientID
+	}
+	resp := secret.Response(data, map[string]any{"name": name, "config": config})
+	ttl := max(t.ExpiresAt.Sub(now), time.Second)
+	resp.Secret.TTL = ttl
+	resp.Secret.MaxTTL = ttl
+	resp.Secret.Renewable = false
+	return resp
 }

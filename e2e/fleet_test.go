@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/vaultapi"
 )
 
 // fleet_test.go: many hotels under one connect app, against the real Vault and the dev
@@ -105,15 +107,11 @@ func (v *vault) listDetailed(t *testing.T) map[string]map[string]any {
 	if err != nil || status != http.StatusOK {
 		t.Fatalf("LIST creds/: %d %v %s", status, err, body)
 	}
-	var out struct {
-		Data struct {
-			KeyInfo map[string]map[string]any `json:"key_info"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(body, &out); err != nil {
+	out, err := vaultapi.ParseList(body)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return out.Data.KeyInfo
+	return out.KeyInfo
 }
 
 func (i *identity) post(t *testing.T, what string) {

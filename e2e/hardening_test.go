@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/vaultapi"
 )
 
 // hardening_test.go: the hardening issue's points where Vault's own behaviour is
@@ -218,15 +220,11 @@ func countLeases(t *testing.T, v *vault) int {
 	if status == http.StatusNotFound {
 		return 0
 	}
-	var out struct {
-		Data struct {
-			Keys []string `json:"keys"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(body, &out); err != nil || status != http.StatusOK {
+	out, err := vaultapi.ParseList(body)
+	if err != nil || status != http.StatusOK {
 		t.Fatalf("list leases: %d %s %v", status, excerpt(string(body), 200), err)
 	}
-	return len(out.Data.Keys)
+	return len(out.Keys)
 }
 
 // rssMiB is the resident set size of a process (Linux /proc), or -1 where unknown.

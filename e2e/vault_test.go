@@ -9,7 +9,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/vaultapi"
 )
 
 // vault_test.go: Vault servers (dev and Raft), the CLI and the HTTP API, run as a token,
@@ -292,30 +293,14 @@ func (v *vault) api(method, path string, body any) (int, []byte, error) {
 	return v.apiAs(v.Token, method, path, body)
 }
 
+// apiAs is api as token (none if empty), through the shared client of internal/vaultapi.
 func (v *vault) apiAs(token, method, path string, body any) (int, []byte, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, nil, err
-		}
-		rd = bytes.NewReader(b)
+	c := vaultapi.Client{Addr: v.Addr, HTTP: apiClient}
+	r, err := c.Send(token, method, path, body)
+	if r.Header != nil {
+		v.transcript.add(method+" /v1/"+path, fmt.Sprintf("%d %s\n%s", r.Status, headerText(r.Header), r.Body))
 	}
-	req, err := http.NewRequest(method, v.Addr+"/v1/"+path, rd)
-	if err != nil {
-		return 0, nil, err
-	}
-	if token != "" {
-		req.Header.Set("X-Vault-Token", token)
-	}
-	resp, err := apiClient.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	v.transcript.add(method+" /v1/"+path, fmt.Sprintf("%d %s\n%s", resp.StatusCode, headerText(resp.Header), b))
-	return resp.StatusCode, b, err
+	return r.Status, r.Body, err
 }
 
 // headerText is h as text, one "Key: value" a line, sorted.

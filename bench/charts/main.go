@@ -25,7 +25,7 @@ import (
 	"gonum.org/v1/plot/vg/draw"
 )
 
-// The input: what bench/load writes (see fleetSeries in bench/load/fleet.go).
+// The input: what bench/load writes (see fleetSeries in bench/load/fleet_metrics.go).
 type histBucket struct {
 	LE    float64 `json:"le"`
 	Count float64 `json:"count"`

@@ -5,6 +5,11 @@
 // lock, no upstream call. `make bench` runs it side by side with the apaleo plugin and a
 // KV v2 read, so the apaleo plugin's own cost shows as the ratio creds/floor.
 //
+// The lease type and the response code are the apaleo plugin's own, handed in as a
+// Plugin (apaleo.BenchSecretAccessToken, apaleo.BenchCredsResponse; see
+// bench/floorplugin): the floor cannot drift from what it is the floor of. (It does not
+// import the plugin package itself, whose in-process benchmarks run the floor too.)
+//
 // The response is set once with an update of fixed (see Fields); until then a default
 // with a 1000-byte token expiring in an hour is served.
 package floor
@@ -20,53 +25,40 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-const secretType = "floor_access_token"
-
-// response is the fixed answer. It is never mutated after it is stored.
-type response struct {
-	accessToken string
-	tokenType   string
-	expiresAt   time.Time
-	scopes      []string
-	accountCode string
-	clientID    string
-	config      string
+// Plugin is the apaleo plugin's lease type and its creds/<name> response code.
+type Plugin struct {
+	Secret *framework.Secret
+	// Response returns the answer to reads of creds/<name> from a cached token with
+	// these fields (apaleo.BenchCredsResponse).
+	Response func(accessToken, tokenType string, expiresAt time.Time, scopes []string, accountCode, clientID, config string) Respond
 }
+
+// Respond answers a read of creds/<name> at now, as a lease of secret.
+type Respond = func(secret *framework.Secret, name string, now time.Time) *logical.Response
 
 // Backend is the floor plugin's backend.
 type Backend struct {
 	*framework.Backend
-	fixed atomic.Pointer[response]
+	plugin Plugin
+	fixed  atomic.Pointer[Respond] // replaced whole by a write of fixed
 }
 
-// Factory returns a configured instance of the floor backend.
-func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
-	b := New()
-	if err := b.Setup(ctx, conf); err != nil {
-		return nil, err
+// Factory returns the factory of floor backends answering with p.
+func Factory(p Plugin) logical.Factory {
+	return func(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
+		b := New(p)
+		if err := b.Setup(ctx, conf); err != nil {
+			return nil, err
+		}
+		return b, nil
 	}
-	return b, nil
 }
 
-// New returns the floor backend, not set up.
-func New() *Backend {
-	b := &Backend{}
-	b.fixed.Store(&response{
-		accessToken: strings.Repeat("x", 1000),
-		tokenType:   "Bearer",
-		expiresAt:   time.Now().Add(time.Hour),
-		scopes:      []string{},
-		config:      "floor",
-	})
-	fields := map[string]*framework.FieldSchema{
-		"access_token": {Type: framework.TypeString, Description: "Access token."},
-		"token_type":   {Type: framework.TypeString, Description: "Token type."},
-		"expires_at":   {Type: framework.TypeString, Description: "Expiry (RFC 3339)."},
-		"scopes":       {Type: framework.TypeStringSlice, Description: "Scopes."},
-		"account_code": {Type: framework.TypeString, Description: "Account code."},
-		"client_id":    {Type: framework.TypeString, Description: "Client id."},
-		"config":       {Type: framework.TypeString, Description: "Config name."},
-	}
+// New returns the floor backend answering with p, not set up.
+func New(p Plugin) *Backend {
+	b := &Backend{plugin: p}
+	respond := p.Response(strings.Repeat("x", 1000), "Bearer", time.Now().Add(time.Hour), []string{}, "", "", "floor")
+	b.fixed.Store(&respond)
 	b.Backend = &framework.Backend{
 		Help:        "No-op secrets engine: the benchmark floor of an external plugin.",
 		BackendType: logical.TypeLogical,
@@ -80,7 +72,7 @@ func New() *Backend {
 					logical.ReadOperation: &framework.PathOperation{
 						Callback: b.read,
 						Responses: map[int][]framework.Response{
-							http.StatusOK: {{Description: "OK", Fields: fields}},
+							http.StatusOK: {{Description: "OK", Fields: p.Secret.Fields}},
 						},
 					},
 				},
@@ -101,13 +93,7 @@ func New() *Backend {
 				},
 			},
 		},
-		Secrets: []*framework.Secret{{
-			Type:   secretType,
-			Fields: fields,
-			Revoke: func(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
-				return nil, nil
-			},
-		}},
+		Secrets: []*framework.Secret{p.Secret},
 	}
 	return b
 }
@@ -129,40 +115,14 @@ func (b *Backend) writeFixed(_ context.Context, _ *logical.Request, d *framework
 	if scopes == nil {
 		scopes = []string{}
 	}
-	b.fixed.Store(&response{
-		accessToken: strings.Repeat("x", n),
-		tokenType:   d.Get("token_type").(string),
-		expiresAt:   expires,
-		scopes:      scopes,
-		accountCode: d.Get("account_code").(string),
-		clientID:    d.Get("client_id").(string),
-		config:      d.Get("config").(string),
-	})
+	respond := b.plugin.Response(strings.Repeat("x", n), d.Get("token_type").(string), expires, scopes,
+		d.Get("account_code").(string), d.Get("client_id").(string), d.Get("config").(string))
+	b.fixed.Store(&respond)
 	return nil, nil
 }
 
-// read builds the response the way the apaleo plugin's cache hit does: a fresh data map,
-// a lease whose TTL is the token's remaining lifetime, not renewable.
+// read answers with the apaleo plugin's own response code, as its cache hit does: a
+// fresh data map, a lease whose TTL is the token's remaining lifetime, not renewable.
 func (b *Backend) read(_ context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	r := b.fixed.Load()
-	data := map[string]any{
-		"access_token": r.accessToken,
-		"token_type":   r.tokenType,
-		"expires_at":   r.expiresAt.UTC().Format(time.RFC3339),
-		"scopes":       r.scopes,
-		"config":       r.config,
-	}
-	if r.accountCode != "" {
-		data["account_code"] = r.accountCode
-	}
-	if r.clientID != "" {
-		data["client_id"] = r.clientID
-	}
-	resp := b.Secret(secretType).Response(data, map[string]any{"name": name, "config": r.config})
-	ttl := max(time.Until(r.expiresAt), time.Second)
-	resp.Secret.TTL = ttl
-	resp.Secret.MaxTTL = ttl
-	resp.Secret.Renewable = false
-	return resp, nil
+	return (*b.fixed.Load())(b.Secret(b.plugin.Secret.Type), d.Get("name").(string), time.Now()), nil
 }

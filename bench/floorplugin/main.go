@@ -1,5 +1,6 @@
 // Command floorplugin is the benchmark's no-op external secrets plugin (package
-// bench/floor), served multiplexed exactly like vault-plugin-secrets-apaleo.
+// bench/floor), served multiplexed exactly like vault-plugin-secrets-apaleo, answering
+// with the apaleo plugin's own lease type and creds/<name> response code.
 package main
 
 import (
@@ -8,13 +9,14 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/plugin"
 
+	apaleo "github.com/apaleo-vault/vault-plugin-secrets-apaleo"
 	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/bench/floor"
 )
 
 func main() {
 	logger := hclog.New(&hclog.LoggerOptions{})
 	if err := plugin.ServeMultiplex(&plugin.ServeOpts{
-		BackendFactoryFunc: floor.Factory,
+		BackendFactoryFunc: floor.Factory(floor.Plugin{Secret: apaleo.BenchSecretAccessToken(), Response: apaleo.BenchCredsResponse}),
 	}); err != nil {
 		logger.Error("plugin shutting down", "error", err)
 		os.Exit(1)
