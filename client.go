@@ -432,7 +432,7 @@ func snippet(body string) string {
 	if s == "" {
 		return "empty body"
 	}
-	return "body: " + cutUTF8(s, maxSnippet)
+	return "body: " + truncate(s, maxSnippet)
 }
 
 // Bounds on upstream text carried in an error.
@@ -452,15 +452,12 @@ func printable(s string) string {
 	}, strings.ToValidUTF8(s, " "))
 }
 
-// cutUTF8 cuts s to at most n bytes on a rune boundary, marking a cut with "...".
-func cutUTF8(s string, n int) string {
+// truncate cuts s to at most n bytes on a rune boundary, marking a cut with "...".
+func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "..."
+	return strings.ToValidUTF8(s[:n], "") + "..."
 }
 
 // redactedMark replaces a request's secrets in upstream text.
@@ -526,13 +523,13 @@ const minRedactedPrefix = 6
 // clean redacts every text of ue that came from upstream and bounds it, so an
 // *upstreamError leaving client.go holds no secret of its request.
 func (r *redactor) clean(ue *upstreamError) *upstreamError {
-	ue.Code = cutUTF8(printable(r.redact(ue.Code)), maxCode)
-	ue.Description = cutUTF8(printable(r.redact(ue.Description)), maxDescription)
+	ue.Code = truncate(printable(r.redact(ue.Code)), maxCode)
+	ue.Description = truncate(printable(r.redact(ue.Description)), maxDescription)
 	if ue.body != nil {
 		ue.cause = snippet(r.redact(string(ue.body)))
 		ue.body = nil
 	}
-	ue.cause = cutUTF8(printable(r.redact(ue.cause)), maxDescription)
+	ue.cause = truncate(printable(r.redact(ue.cause)), maxDescription)
 	return ue
 }
 

@@ -143,7 +143,7 @@ func TestClient_SnippetCutOnRuneBoundary(t *testing.T) {
 	if !strings.HasSuffix(got, strings.Repeat("a", 10)+"...") {
 		t.Fatalf("snippet %q", got)
 	}
-	if got := cutUTF8(strings.Repeat("€", 100), 200); !utf8.ValidString(got) || len(got) > 203 {
+	if got := truncate(strings.Repeat("€", 100), 200); !utf8.ValidString(got) || len(got) > 203 {
 		t.Fatalf("cut %q", got)
 	}
 }

@@ -540,13 +540,6 @@ func printableText(s string) string {
 	}, s)
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "..."
-}
-
 func pendingKey(state string) string {
 	sum := sha256.Sum256([]byte(state))
 	return pendingPrefix + hex.EncodeToString(sum[:])
