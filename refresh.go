@@ -180,35 +180,31 @@ func (s *scheduler) runDue() (time.Duration, bool) {
 // burst of one second's worth.
 type budgets struct {
 	mu sync.Mutex
-	m  map[string]*budget
+	m  map[string]*rate.Limiter
 }
 
-type budget struct {
-	perSecond float64
-	lim       *rate.Limiter
-}
-
-// limiter returns config's token bucket, or nil for no limit.
+// limiter returns config's token bucket, or nil for no limit. A changed rate makes a
+// new bucket.
 func (bs *budgets) limiter(config string, perSecond float64) *rate.Limiter {
 	if perSecond <= 0 {
 		return nil
 	}
 	bs.mu.Lock()
 	defer bs.mu.Unlock()
+	if lim, ok := bs.m[config]; ok && lim.Limit() == rate.Limit(perSecond) {
+		return lim
+	}
 	if bs.m == nil {
-		bs.m = map[string]*budget{}
+		bs.m = map[string]*rate.Limiter{}
 	}
-	if bg, ok := bs.m[config]; ok && bg.perSecond == perSecond {
-		return bg.lim
-	}
-	burst := max(1, int(math.Ceil(perSecond)))
-	bg := &budget{perSecond: perSecond, lim: rate.NewLimiter(rate.Limit(perSecond), burst)}
-	bs.m[config] = bg
-	return bg.lim
+	lim := rate.NewLimiter(rate.Limit(perSecond), max(1, int(math.Ceil(perSecond))))
+	bs.m[config] = lim
+	return lim
 }
 
-// reserveFor refresh-ahead: it yields to reads, so it only takes a token when one is
-// there now with a fifth of the burst (at least one) still left for readers.
+// reserveForReads is what refresh-ahead leaves in the bucket: it yields to reads, so it
+// only takes a token when one is there now with a fifth of the burst (at least one)
+// still left for readers.
 func reserveForReads(lim *rate.Limiter) float64 {
 	return math.Ceil(float64(lim.Burst()) / 5)
 }
