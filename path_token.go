@@ -359,15 +359,14 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 // answerFailure answers a read while failure memory forbids a token request: the cached
 // token while it is valid, else the remembered error; both say when the next attempt is.
 func (b *backend) answerFailure(name string, cred *credential, f *failure, valid bool, now time.Time) (*logical.Response, error) {
-	next := f.nextAttemptText(name, cred.Config)
 	if valid {
 		b.metrics.credsRead(cred.Config, readStale)
 		resp := b.tokenResponse(name, cred, now)
-		resp.AddWarning(fmt.Sprintf("could not get a new token, so this cached one is served: %v; %s", f.err, next))
+		resp.AddWarning(fmt.Sprintf("could not get a new token, so this cached one is served: %v", f.answer(name)))
 		return resp, nil
 	}
 	b.metrics.credsRead(cred.Config, readError)
-	return nil, logical.CodedError(errStatus(f.err), fmt.Sprintf("%v; %s", f.err, next))
+	return nil, f.answer(name)
 }
 
 // answerError answers a read whose token request failed: a still-valid cached token

@@ -214,15 +214,21 @@ func (f *failure) blocks(now time.Time) bool {
 	return now.Before(f.next)
 }
 
-// nextAttemptText says when the next token request may go out, for errors and lists.
-func (f *failure) nextAttemptText(name, config string) string {
+// nextAttemptText says when the next token request for name may go out.
+func (f *failure) nextAttemptText(name string) string {
 	switch f.kind {
 	case failUntilConfig:
-		return fmt.Sprintf("no new token request until config/%s is written again", config)
+		return fmt.Sprintf("no new token request until config/%s is written again", f.config)
 	case failUntilAuthorize:
 		return fmt.Sprintf("no new token request until the credential is authorized again with authorize/%s", name)
 	}
 	return "next attempt at " + f.next.UTC().Format(time.RFC3339)
+}
+
+// answer is the error a read of name gets while the failure holds: what failed and when
+// the next attempt may go out, with the status of what failed.
+func (f *failure) answer(name string) error {
+	return logical.CodedError(errStatus(f.err), fmt.Sprintf("%v; %s", f.err, f.nextAttemptText(name)))
 }
 
 // nameState is what the engine knows of one credential in memory only.

@@ -37,7 +37,7 @@ func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name, trigg
 		return &fetchOutcome{cred: cred}, nil
 	}
 	if f := b.failureOf(name); f != nil && f.blocks(now) {
-		return nil, logical.CodedError(errStatus(f.err), fmt.Sprintf("%v; %s", f.err, f.nextAttemptText(name, cred.Config)))
+		return nil, f.answer(name)
 	}
 	if err := b.spendBudget(ctx, cred.Config, cfg, b.budgetDeadline(now)); err != nil {
 		return nil, err
@@ -204,9 +204,8 @@ func (b *backend) rememberFailure(name string, cred *credential, cfg *apaleoConf
 			explained, name, cred.Config))
 	}
 	b.setFailure(name, f)
-	next := f.nextAttemptText(name, cred.Config)
-	b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", f.err, "next_attempt", next)
-	return logical.CodedError(errStatus(f.err), fmt.Sprintf("%v; %s", f.err, next))
+	b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", f.err, "next_attempt", f.nextAttemptText(name))
+	return f.answer(name)
 }
 
 // storeToken stores the new token and a rotated refresh token before it is served.
