@@ -50,8 +50,10 @@ type backend struct {
 
 	refresher *scheduler
 	budgets   budgets
-	// inflight counts token requests under way, for Clean to wait for.
-	inflight atomic.Int64
+	// inflight counts token requests under way, for Clean to wait for;
+	// backgroundRunning the background work under way (the request and its aftermath).
+	inflight          atomic.Int64
+	backgroundRunning atomic.Int64
 	// swept is when periodic last planned the keep-alive of every authorized credential.
 	swept time.Time
 

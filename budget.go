@@ -110,12 +110,6 @@ func (bu *budget) answered() {
 	bu.mu.Unlock()
 }
 
-func (bu *budget) release() {
-	bu.mu.Lock()
-	bu.holdUntil, bu.holdErr, bu.holds = time.Time{}, nil, 0
-	bu.mu.Unlock()
-}
-
 // budgets are the budgets of the configs by name.
 type budgets struct {
 	mu sync.Mutex

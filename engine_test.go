@@ -519,12 +519,7 @@ func TestEngine_SchedulerStopsInClean(t *testing.T) {
 // until a store of it succeeds, even when a later refresh does not rotate and fails to
 // store too.
 func TestEngine_UnsavedMarkKept(t *testing.T) {
-	e := newEngineEnv(t)
-	flaky := &flakyStorage{Storage: e.storage}
-	e.storage = flaky
-	e.b = e.newBackend(nil)
-	e.connectConfig("connect", nil)
-	e.authorized("hotel-ber", "connect", "rt-0")
+	e, flaky := newFlakyEngineEnv(t)
 
 	e.clock.Add(61 * time.Minute)
 	flaky.failPuts.Store(true)

@@ -2,6 +2,7 @@ package apaleo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -29,6 +30,8 @@ type fakeIdentity struct {
 	times  []time.Time    // real time of each call
 	// clockTimes: the injected clock's time of each call
 	clockTimes []time.Time
+	revoked    []string // refresh tokens revoked, in order
+	latency    func()   // called as each request is handled, to move a test's clock
 	spent      map[string]bool
 	refused    int // refresh tokens refused as spent (invalid_grant)
 	issued     int
@@ -73,9 +76,12 @@ func (f *fakeIdentity) scripted(grant, refreshToken string) (*tokenResult, error
 	if gate != nil {
 		<-gate
 	}
+	if f.latency != nil {
+		f.latency() // apaleo takes its time: the plugin's clock moves meanwhile
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err != nil {
+	if err != nil && err != errDropAfterHandle {
 		return nil, err
 	}
 	if refreshToken != "" {
@@ -94,8 +100,16 @@ func (f *fakeIdentity) scripted(grant, refreshToken string) (*tokenResult, error
 	if refreshToken != "" && !f.noRotate {
 		res.RefreshToken = fmt.Sprintf("rt-%d", f.issued)
 	}
+	if err == errDropAfterHandle {
+		// Handled (the refresh token is spent, a new one minted), but the answer never
+		// arrives: the connection died on the way back.
+		return nil, &upstreamError{Temporary: true, cause: "connection reset by peer"}
+	}
 	return res, nil
 }
+
+// errDropAfterHandle, scripted, handles the request and then loses its answer.
+var errDropAfterHandle = errors.New("drop after handle")
 
 func (f *fakeIdentity) ClientCredentials(ctx context.Context, _ []string, _ retryPolicy) (*tokenResult, error) {
 	return f.answer(ctx, grantClientCredentials, "")
@@ -109,10 +123,11 @@ func (f *fakeIdentity) Exchange(ctx context.Context, _, _ string, _ []string, _ 
 	return f.answer(ctx, grantAuthorizationCode, "code")
 }
 
-func (f *fakeIdentity) Revoke(context.Context, string, retryPolicy) error {
+func (f *fakeIdentity) Revoke(_ context.Context, rt string, _ retryPolicy) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls["revoke"]++
+	f.revoked = append(f.revoked, rt)
 	return nil
 }
 
@@ -280,4 +295,25 @@ func (c *fakeClock) advanceTo(t time.Time) {
 	if t.After(c.now) {
 		c.now = t
 	}
+}
+
+// waitFlights waits until no background work and no token request is under way.
+func (b *backend) waitFlights() {
+	for deadline := time.Now().Add(10 * time.Second); b.backgroundRunning.Load() > 0 || b.inflight.Load() > 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			panic("background work still running after 10 s")
+		}
+	}
+}
+
+// newFlakyEngineEnv is an engineEnv whose storage fails writes on demand, with a connect
+// config and one authorized credential, hotel-ber, holding rt-0.
+func newFlakyEngineEnv(t *testing.T) (*engineEnv, *flakyStorage) {
+	e := newEngineEnv(t)
+	flaky := &flakyStorage{Storage: e.storage}
+	e.storage = flaky
+	e.b = e.newBackend(nil)
+	e.connectConfig("connect", nil)
+	e.authorized("hotel-ber", "connect", "rt-0")
+	return e, flaky
 }

@@ -119,6 +119,16 @@ func (s *scheduler) planned(name string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// nextDue returns the earliest plan's due time.
+func (s *scheduler) nextDue() (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) == 0 {
+		return time.Time{}, false
+	}
+	return s.queue[0].due, true
+}
+
 // shutdown stops the goroutine and waits for it; plans are dropped.
 func (s *scheduler) shutdown() {
 	s.mu.Lock()
@@ -289,11 +299,16 @@ func (b *backend) runBackground(name string) {
 		return
 	}
 	b.Logger().Trace("background token request", "name", name, "trigger", trigger)
-	b.flights.DoChan(name, func() (any, error) {
+	b.backgroundRunning.Add(1)
+	done := b.flights.DoChan(name, func() (any, error) {
 		out, err := b.fetchToken(ctx, b.storage, name, trigger)
 		b.afterBackground(name, cred.Config, cfg, err)
 		return out, err
 	})
+	go func() {
+		<-done
+		b.backgroundRunning.Add(-1)
+	}()
 }
 
 // afterBackground plans what comes after a background token request: the next free
