@@ -240,8 +240,8 @@ func checkToken(t *testing.T, s vaultSecret, want tokenWant) {
 	if s.LeaseDuration < want.minLease || s.LeaseDuration > want.maxLease {
 		t.Errorf("lease_duration %d, want %d..%d", s.LeaseDuration, want.minLease, want.maxLease)
 	}
-	if s.Renewable {
-		t.Error("lease is renewable, want not")
+	if !s.Renewable {
+		t.Error("lease is not renewable, want renewable up to the token's expiry")
 	}
 	tok := s.str("access_token")
 	if tok == "" {
