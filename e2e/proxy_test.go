@@ -152,11 +152,13 @@ listener "tcp" {
 	return "http://" + addr
 }
 
-// createTokenVia creates a token with policy through addr (a proxy), as parent.
+// createTokenVia creates an orphan token with policy through addr (a proxy). The proxy
+// manages (and caches the leases of) the tokens created through it, except the children
+// of a token it does not manage: those pass through uncached, so this one is an orphan.
 func createTokenVia(t *testing.T, addr, parent, policy string) string {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, addr+"/v1/auth/token/create",
-		strings.NewReader(`{"policies":["`+policy+`"],"ttl":"1h","no_default_policy":false}`))
+	req, _ := http.NewRequest(http.MethodPost, addr+"/v1/auth/token/create-orphan",
+		strings.NewReader(`{"policies":["`+policy+`"],"ttl":"1h"}`))
 	req.Header.Set("X-Vault-Token", parent)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
