@@ -290,6 +290,7 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 		return nil, err
 	}
 	b.forgetConfig(name)
+	b.metrics.forgetConfig(name)
 	b.Logger().Info("config deleted", "config", name)
 	return nil, nil
 }

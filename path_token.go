@@ -208,24 +208,35 @@ func (b *backend) statuses(ctx context.Context, s logical.Storage) ([]string, ma
 	return names, out, nil
 }
 
-// credentialCounts is the credentials gauge: config -> state -> count, at scrape time.
+// credentialCounts is the credentials gauge: config -> state -> count, at scrape time,
+// from memory only, so a scrape reads no storage (listing and loading 10,000 entries
+// took seconds). Memory holds every credential written, read or listed since the start;
+// loadCredentials fills in the rest once.
 func (b *backend) credentialCounts() map[string]map[string]int {
-	if b.storage == nil {
-		return nil
-	}
-	_, statuses, err := b.statuses(context.Background(), b.storage)
-	if err != nil {
-		b.Logger().Warn("counting credentials for the metrics failed", "error", err)
-		return nil
-	}
+	now := b.now()
 	out := map[string]map[string]int{}
-	for _, s := range statuses {
+	b.creds.each(func(name string, cred *credential) {
+		if u := b.unsavedOf(name); u != nil {
+			cred = u
+		}
+		cfg, _ := b.configs.get(cred.Config)
+		s := b.status(name, cred, cfg, now)
 		if out[s.config] == nil {
 			out[s.config] = map[string]int{}
 		}
 		out[s.config][s.state]++
-	}
+	})
 	return out
+}
+
+// loadCredentials brings every credential and config into memory, for the gauge.
+func (b *backend) loadCredentials() {
+	if b.storage == nil {
+		return
+	}
+	if _, _, err := b.statuses(context.Background(), b.storage); err != nil {
+		b.Logger().Warn("loading credentials for the metrics failed", "error", err)
+	}
 }
 
 // credStatus is what creds/ lists of one credential.
