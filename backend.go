@@ -107,7 +107,7 @@ func newBackend() *backend {
 	b.configs = newEntryCache[apaleoConfig](&b.epoch)
 	b.creds = newEntryCache[credential](&b.epoch)
 	b.refresher = newScheduler(b)
-	b.metrics.credentialStates(b.credentialCounts)
+	b.metrics.credentialStates(b.credentialCounts, b.loadCredentials)
 	b.newClient = func(s clientSettings, now func() time.Time) (identityServer, error) {
 		return newIdentityClient(s, now, &b.transports)
 	}

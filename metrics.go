@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -36,10 +35,6 @@ const (
 	readStale   = "stale"   // a still-valid cached token served because a new one could not be had
 	readError   = "error"
 )
-
-// credentialStateNames are the states of creds/ list -detailed (label state), each
-// reported for every config, zero or not.
-var credentialStateNames = []string{"ok", "no_token", "failing", "needs_authorization"}
 
 // Outcomes of a token request (label outcome): success, or the class of its error. The
 // set is fixed so that an identity server's error codes cannot grow the label's values.
@@ -87,9 +82,11 @@ func newMetrics() *metrics {
 		tokenDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: metricsNamespace,
 			Name:      "token_request_duration_seconds",
-			Help:      "Duration of the token requests this Vault node sent to the apaleo identity server, by config and grant type.",
+			Help:      "Duration of the token requests this Vault node sent to the apaleo identity server, by grant type.",
 			Buckets:   tokenDurationBuckets,
-		}, []string{"config", "grant_type"}),
+			// Not by config: a histogram is 15 series, which per config (one per hotel
+			// with simple clients) was most of the engine's memory and scrape size.
+		}, []string{"grant_type"}),
 		credsReads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metricsNamespace,
 			Name:      "creds_reads_total",
@@ -112,7 +109,15 @@ func newMetrics() *metrics {
 // request's grant_type: client_credentials, refresh_token or authorization_code.
 func (m *metrics) tokenRequest(config, grantType, trigger string, err error, d time.Duration) {
 	m.tokenRequests.WithLabelValues(config, grantType, trigger, outcomeOf(err)).Inc()
-	m.tokenDuration.WithLabelValues(config, grantType).Observe(max(d, 0).Seconds())
+	m.tokenDuration.WithLabelValues(grantType).Observe(max(d, 0).Seconds())
+}
+
+// forgetConfig drops the series of a deleted config, so a fleet's churn does not keep
+// growing the registry (and every scrape).
+func (m *metrics) forgetConfig(config string) {
+	labels := prometheus.Labels{"config": config}
+	m.tokenRequests.DeletePartialMatch(labels)
+	m.credsReads.DeletePartialMatch(labels)
 }
 
 // observeTokenRequests returns ctx carrying an attempt observer (client.go) that counts
@@ -131,11 +136,13 @@ func (m *metrics) credsRead(config, result string) {
 
 // credentialStates installs the source of the credentials-per-config-and-state gauge,
 // called at scrape time: config -> state -> count. f runs on the scraping request's
-// goroutine, concurrently with the engine, and must not block for long.
-func (m *metrics) credentialStates(f func() map[string]map[string]int) {
+// goroutine, concurrently with the engine, and must not block for long (it reads
+// memory only). load, run once in the background at the first scrape, brings into
+// memory what f cannot see yet (entries not touched since the plugin started).
+func (m *metrics) credentialStates(f func() map[string]map[string]int, load func()) {
 	m.credentials.mu.Lock()
 	defer m.credentials.mu.Unlock()
-	m.credentials.states = f
+	m.credentials.states, m.credentials.load = f, load
 }
 
 // credentialsCollector asks the engine for its credential states at every scrape, so the
@@ -144,25 +151,30 @@ type credentialsCollector struct {
 	desc   *prometheus.Desc
 	mu     sync.Mutex
 	states func() map[string]map[string]int
+	load   func()
+	loaded sync.Once
 }
 
 func (c *credentialsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
-// Collect reports every known state of every config, zeros included, so that a state
-// emptying shows as 0 rather than as a series that vanishes.
+// Collect reports, per config, its ok count (zero too, so a config whose tokens all
+// lapse shows 0) and every other state that holds a credential. Zero counts of the other
+// states are left out: at 10,000 configs they were 30,000 series of zeros, most of a
+// scrape's size and time; an alert on failing > 0 resolves when its series goes.
 func (c *credentialsCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
-	f := c.states
+	f, load := c.states, c.load
 	c.mu.Unlock()
 	if f == nil {
 		return
 	}
+	if load != nil {
+		c.loaded.Do(func() { go load() })
+	}
 	for config, byState := range f() {
-		for _, state := range credentialStateNames {
-			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(byState[state]), config, state)
-		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(byState[stateOK]), config, stateOK)
 		for state, n := range byState {
-			if !slices.Contains(credentialStateNames, state) {
+			if state != stateOK && n > 0 {
 				ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), config, state)
 			}
 		}

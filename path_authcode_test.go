@@ -102,7 +102,7 @@ func TestAuthCode_Callback(t *testing.T) {
 	}
 
 	creds := e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
-	if creds.Data["account_code"] != "BER" || creds.Data["config"] != "connect" || creds.Secret == nil || creds.Secret.Renewable {
+	if creds.Data["account_code"] != "BER" || creds.Data["config"] != "connect" || creds.Secret == nil || !creds.Secret.Renewable {
 		t.Fatalf("creds: %#v %#v", creds.Data, creds.Secret)
 	}
 	if !reflect.DeepEqual(creds.Data["scopes"], []string{"reservations.read", "setup.read", "offline_access"}) {

@@ -307,6 +307,7 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 	}
 	b.forgetConfig(name)
 	b.budgets.drop(name)
+	b.metrics.forgetConfig(name)
 	b.Logger().Info("config deleted", "config", name)
 	return nil, nil
 }

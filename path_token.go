@@ -211,24 +211,35 @@ func (b *backend) statuses(ctx context.Context, s logical.Storage) ([]string, ma
 	return names, out, nil
 }
 
-// credentialCounts is the credentials gauge: config -> state -> count, at scrape time.
+// credentialCounts is the credentials gauge: config -> state -> count, at scrape time,
+// from memory only, so a scrape reads no storage (listing and loading 10,000 entries
+// took seconds). Memory holds every credential written, read or listed since the start;
+// loadCredentials fills in the rest once.
 func (b *backend) credentialCounts() map[string]map[string]int {
-	if b.storage == nil {
-		return nil
-	}
-	_, statuses, err := b.statuses(context.Background(), b.storage)
-	if err != nil {
-		b.Logger().Warn("counting credentials for the metrics failed", "error", err)
-		return nil
-	}
+	now := b.now()
 	out := map[string]map[string]int{}
-	for _, s := range statuses {
+	b.creds.each(func(name string, cred *credential) {
+		if u := b.unsavedOf(name); u != nil {
+			cred = u
+		}
+		cfg, _ := b.configs.get(cred.Config)
+		s := b.status(name, cred, cfg, now)
 		if out[s.config] == nil {
 			out[s.config] = map[string]int{}
 		}
 		out[s.config][s.state]++
-	}
+	})
 	return out
+}
+
+// loadCredentials brings every credential and config into memory, for the gauge.
+func (b *backend) loadCredentials() {
+	if b.storage == nil {
+		return
+	}
+	if _, _, err := b.statuses(context.Background(), b.storage); err != nil {
+		b.Logger().Warn("loading credentials for the metrics failed", "error", err)
+	}
 }
 
 // credStatus is what creds/ lists of one credential.
@@ -670,8 +681,8 @@ Reading creds/<name> returns an access token for a client-credentials config
 <name> (client credentials grant) or for an authorized credential <name> (refresh
 token grant). A cached token is reused while it has more than the config's
 min_ttl left to live (or more than half its lifetime, where that is shorter).
-The response is a lease that is not renewable; its TTL is the token's remaining
-lifetime. Deleting an authorized credential revokes its refresh token at apaleo;
+The response is a lease whose TTL is the token's remaining lifetime, renewable up
+to the token's expiry and never beyond (a renewal keeps the same token). Deleting an authorized credential revokes its refresh token at apaleo;
 deleting a client-credentials name drops its cached token.
 
 Writing creds/<name> (create only) imports an existing refresh token of an

@@ -35,7 +35,7 @@ func TestCreds_ClientCredentials(t *testing.T) {
 	if err != nil || exp.Sub(e.clock.Now()) < 59*time.Minute || exp.Sub(e.clock.Now()) > time.Hour {
 		t.Fatalf("expires_at = %v (%v)", d["expires_at"], err)
 	}
-	if resp.Secret == nil || resp.Secret.Renewable || resp.Secret.TTL < 59*time.Minute || resp.Secret.TTL > time.Hour {
+	if resp.Secret == nil || !resp.Secret.Renewable || resp.Secret.TTL < 59*time.Minute || resp.Secret.TTL > time.Hour {
 		t.Fatalf("lease: %#v", resp.Secret)
 	}
 	if got := e.idp.Stats().ByGrant["client_credentials"]; got != 1 {

@@ -2,6 +2,7 @@ package apaleo
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -20,15 +21,67 @@ var secretAccessTokenFields = map[string]*framework.FieldSchema{
 	"config":       {Type: framework.TypeString, Description: "Config the token was issued for."},
 }
 
-// secretAccessToken is the lease of a creds/ read. It is not renewable: its TTL is the
-// token's remaining lifetime. apaleo's access tokens are self-contained JWTs with no
-// revocation, so revoking the lease only ends it in Vault.
+// internalExpiresAt is the lease's internal field holding its token's expiry, the limit
+// of every renewal.
+const internalExpiresAt = "expires_at"
+
+// secretAccessToken is the lease of a creds/ read. Its TTL is the token's remaining
+// lifetime, and it is renewable up to the token's own expiry and never beyond: Vault
+// Proxy's and Agent's lease caches keep only renewable leases, so a consumer reading
+// through them gets one lease per token instead of one per read. A renewal answers the
+// same token; consumers read again when the lease can no longer be extended. apaleo's
+// access tokens are self-contained JWTs with no revocation, so revoking the lease only
+// ends it in Vault and never calls apaleo.
 func secretAccessToken(b *backend) *framework.Secret {
 	return &framework.Secret{
 		Type:   secretAccessTokenType,
 		Fields: secretAccessTokenFields,
+		Renew:  b.secretAccessTokenRenew,
 		Revoke: b.secretAccessTokenRevoke,
 	}
+}
+
+// errTokenExpired answers the renewal of a lease whose token has expired (or whose
+// lease predates renewable leases and carries no expiry).
+var errTokenExpired = errors.New("the lease's access token has expired or its expiry is unknown: read creds/<name> again")
+
+// secretAccessTokenRenew extends the lease by the requested increment (by default, the
+// token's remaining life), capped by the token's expiry and the mount's max TTL from
+// the lease's issue. It reads no storage and calls no identity server: the token the
+// lease holds is unchanged.
+func (b *backend) secretAccessTokenRenew(_ context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	exp, ok := leaseTokenExpiry(req.Secret.InternalData)
+	if !ok {
+		return nil, errTokenExpired
+	}
+	remaining := exp.Sub(b.now())
+	if remaining < time.Second {
+		return nil, errTokenExpired
+	}
+	ttl := remaining
+	if inc := req.Secret.Increment; inc > 0 && inc < ttl {
+		ttl = inc
+	}
+	if sys := b.System(); sys != nil {
+		// The mount's max TTL counts from the lease's issue, as Vault counts it.
+		if maxTTL := sys.MaxLeaseTTL(); maxTTL > 0 && !req.Secret.IssueTime.IsZero() {
+			ttl = min(ttl, req.Secret.IssueTime.Add(maxTTL).Sub(b.now()))
+		}
+	}
+	if ttl < time.Second {
+		return nil, errors.New("the lease has reached the mount's max TTL: read creds/<name> again")
+	}
+	resp := &logical.Response{Secret: req.Secret}
+	resp.Secret.TTL = ttl.Truncate(time.Second)
+	resp.Secret.MaxTTL = remaining
+	return resp, nil
+}
+
+// leaseTokenExpiry is the token expiry a lease was issued with.
+func leaseTokenExpiry(internal map[string]any) (time.Time, bool) {
+	s, _ := internal[internalExpiresAt].(string)
+	exp, err := time.Parse(time.RFC3339Nano, s)
+	return exp, err == nil
 }
 
 func (b *backend) secretAccessTokenRevoke(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
@@ -36,7 +89,7 @@ func (b *backend) secretAccessTokenRevoke(context.Context, *logical.Request, *fr
 }
 
 // accessTokenResponse is the answer to a read of creds/<name> from its token t: a lease
-// of secret (this type) whose TTL is the token's remaining lifetime, not renewable.
+// of secret (this type) whose TTL is the token's remaining lifetime, renewable up to it.
 func accessTokenResponse(secret *framework.Secret, name, config string, t *cachedToken, now time.Time) *logical.Response {
 	data := map[string]any{
 		"access_token": t.AccessToken,
@@ -51,10 +104,14 @@ func accessTokenResponse(secret *framework.Secret, name, config string, t *cache
 	if t.ClientID != "" {
 		data["client_id"] = t.ClientID
 	}
-	resp := secret.Response(data, map[string]any{"name": name, "config": config})
+	resp := secret.Response(data, map[string]any{
+		"name":            name,
+		"config":          config,
+		internalExpiresAt: t.ExpiresAt.UTC().Format(time.RFC3339Nano),
+	})
 	ttl := max(t.ExpiresAt.Sub(now), time.Second)
 	resp.Secret.TTL = ttl
 	resp.Secret.MaxTTL = ttl
-	resp.Secret.Renewable = false
+	resp.Secret.Renewable = true
 	return resp
 }

@@ -3,6 +3,7 @@ package apaleo
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,17 @@ func (c *entryCache[T]) get(name string) (*T, bool) {
 	defer c.mu.RUnlock()
 	v, ok := c.m[name]
 	return v, ok
+}
+
+// each calls f with every entry in memory, on a snapshot taken under the lock.
+func (c *entryCache[T]) each(f func(name string, v *T)) {
+	c.mu.RLock()
+	snap := make(map[string]*T, len(c.m))
+	maps.Copy(snap, c.m)
+	c.mu.RUnlock()
+	for name, v := range snap {
+		f(name, v)
+	}
 }
 
 // set replaces (v != nil) or drops the copy of name. Every change moves the epoch, so a

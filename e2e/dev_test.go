@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -240,8 +239,8 @@ func checkToken(t *testing.T, s vaultSecret, want tokenWant) {
 	if s.LeaseDuration < want.minLease || s.LeaseDuration > want.maxLease {
 		t.Errorf("lease_duration %d, want %d..%d", s.LeaseDuration, want.minLease, want.maxLease)
 	}
-	if s.Renewable {
-		t.Error("lease is renewable, want not")
+	if !s.Renewable {
+		t.Error("lease is not renewable, want renewable up to the token's expiry")
 	}
 	tok := s.str("access_token")
 	if tok == "" {
@@ -519,34 +518,7 @@ func testAgent(t *testing.T, e *devEnv) {
 	var tok vaultSecret
 	v.jsonOut(t, &tok, "token", "create", "-format=json", "-policy=apaleo-agent", "-ttl=1h")
 
-	dir := filepath.Join(v.dir, "agent")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	tokenFile := writeFile(t, filepath.Join(dir, "token"), tok.Auth.ClientToken)
-	out := filepath.Join(dir, "access_token")
-	cfg := writeFile(t, filepath.Join(dir, "agent.hcl"), fmt.Sprintf(`
-vault {
-  address = %q
-}
-auto_auth {
-  method "token_file" {
-    config = {
-      token_file_path = %q
-    }
-  }
-}
-template {
-  contents    = "{{ with secret \"%s/creds/hotel-muc\" }}{{ .Data.access_token }}{{ end }}"
-  destination = %q
-}
-`, v.Addr, tokenFile, mount, out))
-
-	agent := startProc(t, "vault-agent", filepath.Join(dir, "agent.log"), baseEnv(v.home), bins.vault, "agent", "-config="+cfg, "-log-level=debug")
-	read := func() string {
-		b, _ := os.ReadFile(out)
-		return strings.TrimSpace(string(b))
-	}
+	agent, read := startAgentTemplate(t, v, "agent", tok.Auth.ClientToken, "hotel-muc")
 	var first string
 	waitFor(t, "Vault Agent to render the template", 30*time.Second, 100*time.Millisecond, func() (bool, error) {
 		if agent.exited() {
@@ -559,7 +531,7 @@ template {
 	if claims["account_code"] != "MUC" || claims["iss"] != e.short.URL {
 		t.Errorf("rendered token: account_code %v iss %v, want MUC from %s", claims["account_code"], claims["iss"], e.short.URL)
 	}
-	// The lease ends with the token: Agent reads again and gets a new one.
+	// Agent renews the lease up to the token's expiry, then reads again and gets a new one.
 	var second string
 	waitFor(t, "Vault Agent to render a new token", 90*time.Second, 200*time.Millisecond, func() (bool, error) {
 		if agent.exited() {

@@ -15,8 +15,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/vaultapi"
 )
 
 // hardening_test.go: the hardening issue's points where Vault's own behaviour is
@@ -210,22 +208,8 @@ func TestHardeningLeasePileUp(t *testing.T) {
 	}
 }
 
-// countLeases lists sys/leases/lookup/<mount>/creds/hotel-muc/.
-func countLeases(t *testing.T, v *vault) int {
-	t.Helper()
-	status, body, err := v.api("LIST", "sys/leases/lookup/"+mount+"/creds/hotel-muc/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if status == http.StatusNotFound {
-		return 0
-	}
-	out, err := vaultapi.ParseList(body)
-	if err != nil || status != http.StatusOK {
-		t.Fatalf("list leases: %d %s %v", status, excerpt(string(body), 200), err)
-	}
-	return len(out.Keys)
-}
+// countLeases counts the leases alive under creds/hotel-muc.
+func countLeases(t *testing.T, v *vault) int { return countLeasesOf(t, v, "hotel-muc") }
 
 // rssMiB is the resident set size of a process (Linux /proc), or -1 where unknown.
 func rssMiB(t *testing.T, pid int) float64 {

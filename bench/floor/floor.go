@@ -122,7 +122,7 @@ func (b *Backend) writeFixed(_ context.Context, _ *logical.Request, d *framework
 }
 
 // read answers with the apaleo plugin's own response code, as its cache hit does: a
-// fresh data map, a lease whose TTL is the token's remaining lifetime, not renewable.
+// fresh data map, a lease whose TTL is the token's remaining lifetime, renewable up to it.
 func (b *Backend) read(_ context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	return (*b.fixed.Load())(b.Secret(b.plugin.Secret.Type), d.Get("name").(string), time.Now()), nil
 }

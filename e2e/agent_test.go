@@ -1,0 +1,101 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// agent_test.go: Vault Agent templates on renewable creds/ leases.
+
+// startAgentTemplate runs `vault agent` (directory v.dir/<name>) with token as its
+// auto-auth token and one template rendering creds/<cred>'s access_token; read returns
+// what the template last wrote.
+func startAgentTemplate(t *testing.T, v *vault, name, token, cred string) (agent *proc, read func() string) {
+	t.Helper()
+	dir := filepath.Join(v.dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := writeFile(t, filepath.Join(dir, "token"), token)
+	out := filepath.Join(dir, "access_token")
+	cfg := writeFile(t, filepath.Join(dir, "agent.hcl"), fmt.Sprintf(`
+vault {
+  address = %q
+}
+auto_auth {
+  method "token_file" {
+    config = {
+      token_file_path = %q
+    }
+  }
+}
+template {
+  contents    = "{{ with secret \"%s/creds/%s\" }}{{ .Data.access_token }}{{ end }}"
+  destination = %q
+}
+`, v.Addr, tokenFile, mount, cred, out))
+	agent = startProc(t, "vault-agent", filepath.Join(dir, "agent.log"), baseEnv(v.home), bins.vault, "agent", "-config="+cfg, "-log-level=debug")
+	return agent, func() string {
+		b, _ := os.ReadFile(out)
+		return strings.TrimSpace(string(b))
+	}
+}
+
+// TestAgentRenewable120s: with 120 s tokens, a Vault Agent template renews its
+// renewable lease (same token) and re-renders with a new token before the old one
+// expires. The token's exp claim, set by the identity server, is the deadline. The test
+// waits out most of a token's life (about 100 s), so it runs beside the others.
+func TestAgentRenewable120s(t *testing.T) {
+	t.Parallel()
+	const tokenTTL = 120 * time.Second
+	v := startDevVaultWith(t, "vault-agent120", "info", nil)
+	auditLog := filepath.Join(v.dir, "audit.log")
+	v.must(t, "audit", "enable", "file", "file_path="+auditLog)
+	sec := randomSecret(t, "muc")
+	idp := startIdentity(t, "identity-120", tokenTTL, "hotel-muc:"+sec+":MUC:account.read")
+	v.enablePlugin(t)
+	v.writeConfig(t, appConfig{name: "hotel-muc", clientID: "hotel-muc", secret: sec, idp: idp, scopes: "account.read"})
+	policy := writeFile(t, filepath.Join(v.dir, "agent.hcl"), `path "`+mount+`/creds/hotel-muc" { capabilities = ["read"] }`+"\n")
+	v.must(t, "policy", "write", "apaleo-agent", policy)
+	var tok vaultSecret
+	v.jsonOut(t, &tok, "token", "create", "-format=json", "-policy=apaleo-agent", "-ttl=1h")
+
+	agent, read := startAgentTemplate(t, v, "agent", tok.Auth.ClientToken, "hotel-muc")
+	alive := func() {
+		if agent.exited() {
+			t.Fatalf("vault agent exited: %v\n%s", agent.err, tail(agent.logPath, 30))
+		}
+	}
+	var first string
+	waitFor(t, "Vault Agent to render the template", 30*time.Second, 100*time.Millisecond, func() (bool, error) {
+		alive()
+		first = read()
+		return first != "", nil
+	})
+	firstExp := time.Unix(int64(jwtClaims(t, first)["exp"].(float64)), 0)
+
+	var second string
+	waitFor(t, "Vault Agent to render a new token", tokenTTL+20*time.Second, 200*time.Millisecond, func() (bool, error) {
+		alive()
+		second = read()
+		return second != "" && second != first, nil
+	})
+	renderedAt := time.Now()
+	jwtClaims(t, second)
+	renewals := auditedRenewals(t, auditLog)
+	t.Logf("agent figures | %s tokens | new token rendered %s before the old one expired | %d lease renewals (audit log) | %d leases issued | %d tokens issued",
+		tokenTTL, firstExp.Sub(renderedAt).Round(time.Second), renewals, auditedLeases(t, auditLog, mount+"/creds/hotel-muc"), idp.stats(t).Issued)
+	if !renderedAt.Before(firstExp) {
+		t.Errorf("the new token was rendered at %s, after the old one expired at %s", renderedAt.Format(time.TimeOnly), firstExp.Format(time.TimeOnly))
+	}
+	if renewals == 0 {
+		t.Error("Agent never renewed the lease: the test did not exercise renewable leases")
+	}
+	agent.stop(t)
+}
