@@ -6,6 +6,7 @@
 #   make demo       Vault dev server + dev identity server + the plugin, handing out a token
 #   make demo-stop  stop the demo
 #   make release VERSION=vX.Y.Z   reproducible release zips and SHA256SUMS in dist/
+#   make golden     regenerate testdata/golden/<GOLDEN_VERSION>/ with that release's own code
 
 SHELL       := /bin/bash
 VERSION     ?= v0.1.0
@@ -22,7 +23,7 @@ GO_SOURCES  := $(shell find . -name '*.go' -not -path './tools/*' -not -path './
 
 export VAULT_BIN_PATH := $(abspath $(VAULT_BIN))
 
-.PHONY: all build dev-identity vault test test-unit test-e2e fuzz lint demo demo-stop release bench fmt vet clean FORCE
+.PHONY: all build dev-identity vault test test-unit test-e2e fuzz lint demo demo-stop release golden bench fmt vet clean FORCE
 
 all: build
 
@@ -102,6 +103,13 @@ ifeq ($(origin VERSION),file)
 	$(error make release needs a version: make release VERSION=vX.Y.Z)
 endif
 	$(GO) run ./scripts/release -version '$(VERSION)' -out '$(DIST)'
+
+# The golden storage entries of a released version, written by that version's own code
+# (testdata/golden/README.md); the end-to-end TestGoldenGenerator checks they match.
+GOLDEN_VERSION ?= v0.1.0
+
+golden:
+	testdata/golden/generate/generate.sh '$(GOLDEN_VERSION)'
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
