@@ -5,7 +5,8 @@
 #   make lint       gofmt, go vet (with the e2e tag too) and staticcheck (pinned in tools/)
 #   make demo       Vault dev server + dev identity server + the plugin, handing out a token
 #   make demo-stop  stop the demo
-#   make release VERSION=vX.Y.Z   reproducible release zips and SHA256SUMS in dist/
+#   make release VERSION=vX.Y.Z   reproducible release zips and SHA256SUMS in dist/, built
+#                                 from the commit RELEASES records for vX.Y.Z
 #   make golden     regenerate testdata/golden/<GOLDEN_VERSION>/ with that release's own code
 
 SHELL       := /bin/bash
@@ -96,13 +97,14 @@ demo: build dev-identity vault
 demo-stop:
 	@scripts/demo.sh stop
 
-# Reproducible: two runs on one commit give byte-identical zips (scripts/release).
-# VERSION must have a section in CHANGELOG.md.
+# Reproducible: two runs for one commit give byte-identical zips (scripts/release). A
+# version vX.Y.Z is built from the commit RELEASES records for it (and needs a section in
+# CHANGELOG.md); a pre-release vX.Y.Z-xyz is built from HEAD. Never the working tree.
 release:
 ifeq ($(origin VERSION),file)
 	$(error make release needs a version: make release VERSION=vX.Y.Z)
 endif
-	$(GO) run ./scripts/release -version '$(VERSION)' -out '$(DIST)'
+	$(GO) run ./scripts/release -version '$(VERSION)' -out '$(DIST)' $(if $(RELEASE_PLATFORMS),-platforms '$(RELEASE_PLATFORMS)')
 
 # The golden storage entries of a released version, written by that version's own code
 # (testdata/golden/README.md); the end-to-end TestGoldenGenerator checks they match.
