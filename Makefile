@@ -59,13 +59,19 @@ FUZZTIME     ?= 20s
 
 test: lint test-unit fuzz test-e2e
 
-# The coverage printed is the plugin package's (the root package), the one the unit tests
-# are for; the other packages' lines are filtered out of the profile.
+# The coverage printed and held is the plugin package's (the root package), the one the
+# unit tests are for; the other packages' lines are filtered out of the profile. Below
+# COVERAGE_MIN percent the target fails, so coverage lost by a change is seen in review.
+COVERAGE_MIN ?= 89
+
 test-unit:
 	@mkdir -p $(BUILD_DIR)
 	$(GO) test -race -count=1 -coverprofile=$(BUILD_DIR)/cover.all.out ./...
 	@grep -E '^(mode:|$(MODULE)/[^/]+:)' $(BUILD_DIR)/cover.all.out >$(BUILD_DIR)/cover.out
-	@echo "coverage of the plugin package ($(MODULE)): $$($(GO) tool cover -func=$(BUILD_DIR)/cover.out | tail -1 | awk '{print $$NF}')"
+	@pct=$$($(GO) tool cover -func=$(BUILD_DIR)/cover.out | tail -1 | awk '{print $$NF}'); \
+	echo "coverage of the plugin package ($(MODULE)): $$pct (at least $(COVERAGE_MIN)% required)"; \
+	awk -v p="$${pct%\%}" -v min='$(COVERAGE_MIN)' 'BEGIN { exit !(p + 0 >= min + 0) }' || \
+		{ echo "coverage $$pct is below $(COVERAGE_MIN)%: add tests for what the change left untested" >&2; exit 1; }
 
 # staticcheck is pinned in tools/staticcheck/go.mod and built once into build/, like Vault.
 STATICCHECK := $(BUILD_DIR)/staticcheck
