@@ -5,7 +5,9 @@
 #   make lint       gofmt, go vet (with the e2e tag too) and staticcheck (pinned in tools/)
 #   make demo       Vault dev server + dev identity server + the plugin, handing out a token
 #   make demo-stop  stop the demo
-#   make release VERSION=vX.Y.Z   reproducible release zips and SHA256SUMS in dist/
+#   make release VERSION=vX.Y.Z   reproducible release zips and SHA256SUMS in dist/, built
+#                                 from the commit RELEASES records for vX.Y.Z
+#   make golden     regenerate testdata/golden/<GOLDEN_VERSION>/ with that release's own code
 
 SHELL       := /bin/bash
 VERSION     ?= v0.1.0
@@ -22,7 +24,7 @@ GO_SOURCES  := $(shell find . -name '*.go' -not -path './tools/*' -not -path './
 
 export VAULT_BIN_PATH := $(abspath $(VAULT_BIN))
 
-.PHONY: all build dev-identity vault test test-unit test-e2e fuzz lint demo demo-stop release bench fmt vet clean FORCE
+.PHONY: all build dev-identity vault test test-unit test-e2e fuzz lint demo demo-stop release golden bench fmt vet clean FORCE
 
 all: build
 
@@ -57,13 +59,19 @@ FUZZTIME     ?= 20s
 
 test: lint test-unit fuzz test-e2e
 
-# The coverage printed is the plugin package's (the root package), the one the unit tests
-# are for; the other packages' lines are filtered out of the profile.
+# The coverage printed and held is the plugin package's (the root package), the one the
+# unit tests are for; the other packages' lines are filtered out of the profile. Below
+# COVERAGE_MIN percent the target fails, so coverage lost by a change is seen in review.
+COVERAGE_MIN ?= 89
+
 test-unit:
 	@mkdir -p $(BUILD_DIR)
 	$(GO) test -race -count=1 -coverprofile=$(BUILD_DIR)/cover.all.out ./...
 	@grep -E '^(mode:|$(MODULE)/[^/]+:)' $(BUILD_DIR)/cover.all.out >$(BUILD_DIR)/cover.out
-	@echo "coverage of the plugin package ($(MODULE)): $$($(GO) tool cover -func=$(BUILD_DIR)/cover.out | tail -1 | awk '{print $$NF}')"
+	@pct=$$($(GO) tool cover -func=$(BUILD_DIR)/cover.out | tail -1 | awk '{print $$NF}'); \
+	echo "coverage of the plugin package ($(MODULE)): $$pct (at least $(COVERAGE_MIN)% required)"; \
+	awk -v p="$${pct%\%}" -v min='$(COVERAGE_MIN)' 'BEGIN { exit !(p + 0 >= min + 0) }' || \
+		{ echo "coverage $$pct is below $(COVERAGE_MIN)%: add tests for what the change left untested" >&2; exit 1; }
 
 # staticcheck is pinned in tools/staticcheck/go.mod and built once into build/, like Vault.
 STATICCHECK := $(BUILD_DIR)/staticcheck
@@ -95,13 +103,21 @@ demo: build dev-identity vault
 demo-stop:
 	@scripts/demo.sh stop
 
-# Reproducible: two runs on one commit give byte-identical zips (scripts/release).
-# VERSION must have a section in CHANGELOG.md.
+# Reproducible: two runs for one commit give byte-identical zips (scripts/release). A
+# version vX.Y.Z is built from the commit RELEASES records for it (and needs a section in
+# CHANGELOG.md); a pre-release vX.Y.Z-xyz is built from HEAD. Never the working tree.
 release:
 ifeq ($(origin VERSION),file)
 	$(error make release needs a version: make release VERSION=vX.Y.Z)
 endif
-	$(GO) run ./scripts/release -version '$(VERSION)' -out '$(DIST)'
+	$(GO) run ./scripts/release -version '$(VERSION)' -out '$(DIST)' $(if $(RELEASE_PLATFORMS),-platforms '$(RELEASE_PLATFORMS)')
+
+# The golden storage entries of a released version, written by that version's own code
+# (testdata/golden/README.md); the end-to-end TestGoldenGenerator checks they match.
+GOLDEN_VERSION ?= v0.1.0
+
+golden:
+	testdata/golden/generate/generate.sh '$(GOLDEN_VERSION)'
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -409,12 +409,11 @@ func TestClient_RetryPolicy(t *testing.T) {
 		ok      bool
 		minReqs int // attempts, each a request the server sees...
 		maxReqs int
-		cutOff  bool          // ...unless a timeout may cut one before the server saw it
-		within  time.Duration // the call returns within this
+		cutOff  bool // ...unless a timeout may cut one before the server saw it
 		check   func(t *testing.T, err error, reqs []stubRequest)
 	}{
 		{name: "attempts cap", policy: retryPolicy{Total: 5 * time.Second, PerAttempt: time.Second, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond, Attempts: 3},
-			answer: fail503, minReqs: 3, maxReqs: 3, within: 2 * time.Second},
+			answer: fail503, minReqs: 3, maxReqs: 3},
 		{name: "retried until it works", policy: retryPolicy{Total: 5 * time.Second, PerAttempt: time.Second, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond},
 			answer: func(w http.ResponseWriter, r *http.Request, n int) {
 				if n < 3 {
@@ -422,14 +421,14 @@ func TestClient_RetryPolicy(t *testing.T) {
 					return
 				}
 				good(w)
-			}, ok: true, minReqs: 3, maxReqs: 3, within: 2 * time.Second},
+			}, ok: true, minReqs: 3, maxReqs: 3},
 		{name: "not retried: a 400", policy: retryPolicy{Total: 5 * time.Second, PerAttempt: time.Second, BaseDelay: time.Millisecond, MaxDelay: time.Millisecond},
 			answer: func(w http.ResponseWriter, r *http.Request, n int) {
 				answerJSON(w, 400, map[string]string{"error": "invalid_client"})
-			}, minReqs: 1, maxReqs: 1, within: 2 * time.Second},
+			}, minReqs: 1, maxReqs: 1},
 		{name: "backoff doubles to its cap within the total",
 			policy: retryPolicy{Total: 600 * time.Millisecond, PerAttempt: time.Second, BaseDelay: 40 * time.Millisecond, MaxDelay: 80 * time.Millisecond},
-			answer: fail503, minReqs: 3, maxReqs: 8, within: 2 * time.Second,
+			answer: fail503, minReqs: 3, maxReqs: 8,
 			check: func(t *testing.T, err error, reqs []stubRequest) {
 				if !strings.Contains(err.Error(), "HTTP 503") || !strings.Contains(err.Error(), "attempt(s) in 600ms") {
 					t.Errorf("%v", err)
@@ -452,7 +451,7 @@ func TestClient_RetryPolicy(t *testing.T) {
 					return
 				}
 				good(w)
-			}, ok: true, minReqs: 2, maxReqs: 2, within: 3 * time.Second,
+			}, ok: true, minReqs: 2, maxReqs: 2,
 			check: func(t *testing.T, err error, reqs []stubRequest) {
 				if gap := reqs[1].at.Sub(reqs[0].at); gap < time.Second {
 					t.Errorf("retried %s after a Retry-After of 1 s", gap)
@@ -463,7 +462,7 @@ func TestClient_RetryPolicy(t *testing.T) {
 			answer: func(w http.ResponseWriter, r *http.Request, n int) {
 				w.Header().Set("Retry-After", time.Now().Add(time.Hour).UTC().Format(http.TimeFormat))
 				w.WriteHeader(429)
-			}, minReqs: 1, maxReqs: 1, within: time.Second,
+			}, minReqs: 1, maxReqs: 1,
 			check: func(t *testing.T, err error, reqs []stubRequest) {
 				if !strings.Contains(err.Error(), "retry after 59m") && !strings.Contains(err.Error(), "retry after 1h0m0s") {
 					t.Errorf("%v", err)
@@ -472,7 +471,7 @@ func TestClient_RetryPolicy(t *testing.T) {
 		{name: "per-attempt timeout, then the total",
 			policy:  retryPolicy{Total: 400 * time.Millisecond, PerAttempt: 100 * time.Millisecond, BaseDelay: 10 * time.Millisecond, MaxDelay: 10 * time.Millisecond},
 			answer:  func(w http.ResponseWriter, r *http.Request, n int) { <-r.Context().Done() },
-			minReqs: 2, maxReqs: 5, cutOff: true, within: 2 * time.Second,
+			minReqs: 2, maxReqs: 5, cutOff: true,
 			check: func(t *testing.T, err error, reqs []stubRequest) {
 				var ue *upstreamError
 				if !errors.As(err, &ue) || !ue.Timeout || ue.Answered || !strings.Contains(err.Error(), "no answer in time") {
@@ -487,7 +486,7 @@ func TestClient_RetryPolicy(t *testing.T) {
 					return
 				}
 				<-r.Context().Done()
-			}, minReqs: 2, maxReqs: 2, cutOff: true, within: 2 * time.Second,
+			}, minReqs: 2, maxReqs: 2, cutOff: true,
 			check: func(t *testing.T, err error, reqs []stubRequest) {
 				if !strings.Contains(err.Error(), "HTTP 503") {
 					t.Errorf("%v", err)
@@ -510,8 +509,9 @@ func TestClient_RetryPolicy(t *testing.T) {
 			if observed < c.minReqs || observed > c.maxReqs || len(reqs) > observed || (!c.cutOff && len(reqs) != observed) {
 				t.Errorf("%d attempts, %d requests seen by the server, want %d to %d", observed, len(reqs), c.minReqs, c.maxReqs)
 			}
-			if took > c.within {
-				t.Errorf("took %s, want at most %s", took, c.within)
+			// The attempt counts above carry the claim; time only guards against a hang.
+			if took > hangGuard {
+				t.Errorf("took %s: a hang", took)
 			}
 			if c.check != nil {
 				c.check(t, err, reqs)
@@ -524,7 +524,8 @@ func TestClient_RetryPolicy(t *testing.T) {
 // once, and the error says so without counting as temporary.
 func TestClient_Cancellation(t *testing.T) {
 	t.Parallel()
-	p := retryPolicy{Total: 10 * time.Second, PerAttempt: 5 * time.Second, BaseDelay: 5 * time.Second, MaxDelay: 5 * time.Second}
+	// Attempts and backoff far longer than hangGuard: a run that waits for them fails.
+	p := retryPolicy{Total: 3 * hangGuard, PerAttempt: 2 * hangGuard, BaseDelay: 2 * hangGuard, MaxDelay: 2 * hangGuard}
 	t.Run("during a request", func(t *testing.T) {
 		t.Parallel()
 		s := newStubIdentity(t, false, func(w http.ResponseWriter, r *http.Request, n int) { <-r.Context().Done() })
@@ -536,23 +537,23 @@ func TestClient_Cancellation(t *testing.T) {
 		if !errors.As(err, &ue) || !ue.Timeout {
 			t.Fatalf("%v", err)
 		}
-		if took := time.Since(start); took > 2*time.Second {
-			t.Errorf("took %s", took)
+		if took := time.Since(start); took > hangGuard {
+			t.Errorf("took %s, want the 100 ms deadline to end the attempt", took)
 		}
 	})
 	t.Run("cancelled while waiting to retry", func(t *testing.T) {
 		t.Parallel()
 		s := newStubIdentity(t, false, func(w http.ResponseWriter, r *http.Request, n int) { w.WriteHeader(503) })
 		ctx, cancel := context.WithCancel(t.Context())
-		// Cancelled once the first attempt has its answer, during the 5 s wait.
+		// Cancelled once the first attempt has its answer, during the backoff.
 		ctx = withAttemptObserver(ctx, func(error, time.Duration) { time.AfterFunc(50*time.Millisecond, cancel) })
 		start := time.Now()
 		_, err := s.client(t, "").ClientCredentials(ctx, nil, p)
 		if err == nil || !strings.Contains(err.Error(), "HTTP 503") || !strings.Contains(err.Error(), "gave up after 1 attempt(s)") {
 			t.Fatalf("%v", err)
 		}
-		if took := time.Since(start); took > 2*time.Second {
-			t.Errorf("took %s, want the cancellation to end the 5 s backoff", took)
+		if took := time.Since(start); took > hangGuard {
+			t.Errorf("took %s, want the cancellation to end the backoff", took)
 		}
 	})
 	t.Run("cancelled before", func(t *testing.T) {

@@ -211,7 +211,8 @@ func TestEngine_RefreshNeverAbandoned(t *testing.T) {
 	if status != http.StatusGatewayTimeout || !strings.Contains(msg, "goes on in the background") {
 		t.Fatalf("%d %s", status, msg)
 	}
-	if took := time.Since(started); took > 2*time.Second {
+	// The gated request never ends: waiting for it is a hang, whatever the machine.
+	if took := time.Since(started); took > hangGuard {
 		t.Fatalf("the reader waited %v", took)
 	}
 	// A reader whose own request ends stops waiting too.
@@ -284,7 +285,8 @@ func TestEngine_PerNameIsolation(t *testing.T) {
 	e.simpleConfig("other", nil)
 	e.mustDo(logical.ReadOperation, "creds/other", nil)
 	e.mustDo(logical.DeleteOperation, "creds/hotel-1", nil)
-	if took := time.Since(started); took > 5*time.Second {
+	// The gated request never ends: waiting for it is a hang, whatever the machine.
+	if took := time.Since(started); took > hangGuard {
 		t.Fatalf("299 reads beside a hanging one took %v", took)
 	}
 	if n := e.idp.count("refresh_token"); n != 300 {

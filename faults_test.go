@@ -66,7 +66,7 @@ type faultWant struct {
 	status   int      // gotError: the HTTP status Vault answers
 	contains []string // in the error message or the warning
 	anyOf    []string // one of these is in it
-	min, max time.Duration
+	min      time.Duration
 	requests int           // token requests the read makes; 0: not checked
 	ttl      time.Duration // gotNew: the lease TTL; 0: not checked
 	// cutOff: the read may instead end with the bound cutting its last attempt short
@@ -291,15 +291,10 @@ func runFaultCase(t *testing.T, c faultCase, key string, w faultWant) {
 	if len(w.anyOf) > 0 && !slices.ContainsFunc(w.anyOf, func(s string) bool { return strings.Contains(text, s) }) {
 		t.Errorf("%q contains none of %q", text, w.anyOf)
 	}
-	maxTook := w.max
-	if maxTook == 0 {
-		maxTook = p.Total + 1500*time.Millisecond // slack for -race and busy CI
-		if mode == modeStale {
-			maxTook = p.PerAttempt + time.Second // one attempt, far from the 20 s bound
-		}
-	}
-	if took < w.min || took > maxTook {
-		t.Errorf("answered after %v, want between %v and %v", took.Round(time.Millisecond), w.min, maxTook)
+	// The request counts below carry "at once" and "one attempt"; time only proves a wait
+	// that must happen (min, which a slow machine cannot fail) and guards against a hang.
+	if took < w.min || took > hangGuard {
+		t.Errorf("answered after %v, want between %v and %v", took.Round(time.Millisecond), w.min, hangGuard)
 	}
 	switch {
 	case w.requests == noRequest && requests != 0:
@@ -440,8 +435,8 @@ func TestFaults_CodeExchange(t *testing.T) {
 				t.Errorf("page does not contain %q: %s", s, page)
 			}
 		}
-		if took < c.min || took > faultPolicy.Total+1500*time.Millisecond {
-			t.Errorf("answered after %v", took)
+		if took < c.min || took > hangGuard {
+			t.Errorf("answered after %v, want between %v and %v", took, c.min, hangGuard)
 		}
 		if keys, _ := e.storage.List(t.Context(), pendingPrefix); len(keys) != 0 {
 			t.Error("the state was not spent")

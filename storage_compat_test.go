@@ -19,11 +19,13 @@ import (
 // Storage compatibility: every released version's storage entries stay readable.
 //
 // testdata/golden/<version>/ holds storage entries exactly as that version wrote them
-// (key config/hotel-muc in config/hotel-muc.json). They are never regenerated: a release
-// that changes an entry's shape adds a migration and a new directory of golden entries,
-// and this test keeps reading the old ones. The v0.1.0 entries were written by v0.1.0's
-// backend against the dev identity server (access tokens valid until 2086, so a read
-// answers them from the cache without calling the identity server).
+// (key config/hotel-muc in config/hotel-muc.json), written by that release's own backend:
+// testdata/golden/generate/generate.sh runs it from the commit RELEASES records (see
+// testdata/golden/README.md), and the end-to-end TestGoldenGenerator fails when its output
+// and the committed files differ. A release that changes an entry's shape adds a
+// migration and a new directory of golden entries, and this test keeps reading the old
+// ones. The cached access tokens are valid until 2086, so a read answers them from the
+// cache without calling the identity server.
 
 const goldenDir = "testdata/golden"
 
@@ -70,7 +72,7 @@ func goldenVersions(t *testing.T) []string {
 	}
 	var vs []string
 	for _, d := range dirs {
-		if d.IsDir() {
+		if d.IsDir() && strings.HasPrefix(d.Name(), "v") { // not generate/
 			vs = append(vs, d.Name())
 		}
 	}

@@ -8,137 +8,196 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
+// The version the current tree reports in TestUpgrade: a pre-release of the next one, so
+// the catalog holds it beside the released v0.1.0.
+const (
+	releasedVersion = "v0.1.0"
+	currentVersion  = "v0.2.0-dev"
+)
+
 // TestUpgrade upgrades the mounted plugin in place on a one-node Raft Vault, as an
-// operator would: v0.1.0 registered and enabled, configs written, a client-credentials
-// token cached and a connect credential authorized; then v0.2.0 registered, the mount
-// tuned to it and reloaded. The cached token must be answered with no token request and
-// the authorized credential must refresh, after the upgrade, after a Vault restart, and
-// after a downgrade back to v0.1.0, which reads what v0.2.0 wrote.
+// operator would, from the release built from the project's history (RELEASES records
+// v0.1.0's commit; scripts/build-released builds it with that commit's own Makefile) to
+// this tree, restarts Vault, and downgrades back.
+//
+// What it proves, each against the identity servers' own counts:
+//   - tokens kept: hotel-muc (client credentials) and hotel-ber (authorized), both on
+//     1-hour tokens, answer the access token cached before the upgrade in every phase,
+//     and the upgrade, restart and downgrade cause 0 token requests;
+//   - the config v0.1.0 wrote reads back with the fields added since at their defaults;
+//   - hotel-fra (authorized, 10 s tokens) refreshes on each side, and each side's rotated
+//     refresh token is accepted when the other version sends it (0 invalid_grant).
 func TestUpgrade(t *testing.T) {
-	secMuc, secFra := randomSecret(t, "muc"), randomSecret(t, "fra")
+	secMuc, secBer, secFra := randomSecret(t, "muc"), randomSecret(t, "ber"), randomSecret(t, "fra")
 	const redirect = "https://app.example/cb"
-	long := startIdentity(t, "identity-long", time.Hour, "hotel-muc:"+secMuc+":MUC:account.read")
+	long := startIdentity(t, "identity-long", time.Hour,
+		"hotel-muc:"+secMuc+":MUC:account.read",
+		"connect-ber:"+secBer+":BER:reservations.read:"+redirect)
 	short := startIdentity(t, "identity-short", shortTTL,
 		"connect-fra:"+secFra+":FRA:reservations.read:"+redirect)
 	v := startRaftVault(t)
 
-	// Two builds of this tree that report different versions, side by side in the plugin
-	// directory (the catalog keeps one command per version).
-	versions := []string{"v0.1.0", "v0.2.0"}
-	cmds := buildPluginVersions(t, v.pluginDir, versions...)
-	register := func(t *testing.T, version string) {
+	cmds := map[string]string{
+		releasedVersion: installPlugin(t, v, releasedVersion, buildReleased(t, releasedVersion)),
+		currentVersion:  installPlugin(t, v, currentVersion, buildCurrent(t, currentVersion)),
+	}
+	for _, version := range []string{releasedVersion, currentVersion} {
 		v.must(t, "plugin", "register", "-sha256="+sha256File(t, filepath.Join(v.pluginDir, cmds[version])),
 			"-version="+version, "-command="+cmds[version], "secret", pluginName)
 	}
-	register(t, "v0.1.0")
-	v.must(t, "secrets", "enable", "-path="+mount, "-plugin-version=v0.1.0", pluginName)
-	checkRunning(t, v, "v0.1.0", cmds)
+	v.must(t, "secrets", "enable", "-path="+mount, "-plugin-version="+releasedVersion, pluginName)
+	checkRunning(t, v, releasedVersion, cmds)
 
+	// Everything v0.1.0 writes: a config without the fields added later (min_ttl left at
+	// its default), two connect configs, two authorized credentials, three cached tokens.
 	v.writeConfig(t, appConfig{name: "hotel-muc", clientID: "hotel-muc", secret: secMuc, idp: long, scopes: "account.read"})
+	v.writeConfig(t, appConfig{name: "connect-ber", clientID: "connect-ber", secret: secBer, idp: long,
+		grant: "authorization_code", redirect: redirect, scopes: "reservations.read"})
 	v.writeConfig(t, appConfig{name: "connect-fra", clientID: "connect-fra", secret: secFra, idp: short,
 		grant: "authorization_code", redirect: redirect, scopes: "reservations.read", minTTL: "5s"})
+	exchangeFlow(t, v, long, "hotel-ber", "connect-ber")
 	exchangeFlow(t, v, short, "hotel-fra", "connect-fra")
-	cached := v.read(t, mount+"/creds/hotel-muc").str("access_token")
+	kept := map[string]string{}
+	for _, name := range []string{"hotel-muc", "hotel-ber"} {
+		if kept[name] = v.read(t, mount+"/creds/"+name).str("access_token"); kept[name] == "" {
+			t.Fatalf("creds/%s: no access token under %s", name, releasedVersion)
+		}
+	}
 	fra := v.read(t, mount+"/creds/hotel-fra").str("access_token")
-	if cached == "" || fra == "" {
-		t.Fatal("no access tokens before the upgrade")
-	}
-	refreshes := short.stats(t).ByGrant["refresh_token"]
 
-	// check: the cached client-credentials token is answered without a token request,
-	// the configs read back, and hotel-fra's stored refresh token still works.
-	check := func(t *testing.T, version string) {
+	// rotate waits for hotel-fra's next token, which needs a refresh_token request with the
+	// refresh token the previous phase's version stored; the identity server rotates it.
+	rotate := func(t *testing.T, version string) {
 		t.Helper()
-		checkRunning(t, v, version, cmds)
-		before := long.stats(t).TokenRequests
-		if got := v.read(t, mount+"/creds/hotel-muc").str("access_token"); got != cached {
-			t.Errorf("%s: creds/hotel-muc answered a new access token, want the cached one", version)
-		}
-		if n := long.stats(t).TokenRequests - before; n != 0 {
-			t.Errorf("%s: reading the cached token made %d token requests, want 0", version, n)
-		}
-		if c := v.read(t, mount+"/config/connect-fra"); c.str("grant_type") != "authorization_code" || c.str("redirect_uri") != redirect {
-			t.Errorf("%s: config/connect-fra = %v", version, c.Data)
-		}
+		before := short.stats(t)
 		fra = waitNewToken(t, v, "hotel-fra", fra, shortTTL+15*time.Second)
-		st := short.stats(t)
-		if st.ByGrant["refresh_token"] <= refreshes {
-			t.Errorf("%s: hotel-fra got a new token without a refresh_token request", version)
+		after := short.stats(t)
+		if n := after.ByGrant["refresh_token"] - before.ByGrant["refresh_token"]; n < 1 {
+			t.Errorf("%s: hotel-fra got a new token with %d refresh_token requests, want at least 1", version, n)
 		}
-		refreshes = st.ByGrant["refresh_token"]
-		if n := st.Errors["invalid_grant"]; n != 0 {
-			t.Errorf("%s: %d invalid_grant errors at the identity server: a refresh token was lost or reused", version, n)
+		if n := after.Errors["invalid_grant"]; n != 0 {
+			t.Errorf("%s: %d invalid_grant errors at the identity server: a rotated refresh token was lost or reused", version, n)
+		}
+	}
+	// swap runs one phase's change (tune and reload, or a restart) and checks that it
+	// caused no token request and that the cached tokens are still answered.
+	swap := func(t *testing.T, version string, change func(t *testing.T)) {
+		t.Helper()
+		longBefore, shortBefore := long.stats(t).TokenRequests, short.stats(t).TokenRequests
+		change(t)
+		checkRunning(t, v, version, cmds)
+		// Read before anything else so a request the new process sent on loading shows.
+		for name, tok := range kept {
+			if got := v.read(t, mount+"/creds/"+name).str("access_token"); got != tok {
+				t.Errorf("%s: creds/%s answered a new access token, want the one cached under %s", version, name, releasedVersion)
+			}
+		}
+		nLong, nShort := long.stats(t).TokenRequests-longBefore, short.stats(t).TokenRequests-shortBefore
+		t.Logf("%s: token requests caused by the change and the cached reads: %d (1-hour identity server), %d (10 s one, before hotel-fra is read)", version, nLong, nShort)
+		if nLong != 0 || nShort != 0 {
+			t.Errorf("%s: the change made %d + %d token requests, want 0", version, nLong, nShort)
+		}
+		rotate(t, version)
+	}
+	tuneTo := func(version string) func(t *testing.T) {
+		return func(t *testing.T) {
+			v.must(t, "secrets", "tune", "-plugin-version="+version, mount+"/")
+			// `vault plugin reload -mounts` of Vault 1.21.1 sends no mounts in the root
+			// namespace: the API does (see TestPersistence).
+			v.must(t, "write", "sys/plugins/reload/backend", "mounts="+mount+"/")
 		}
 	}
 
+	if !t.Run("released", func(t *testing.T) { rotate(t, releasedVersion) }) {
+		t.FailNow()
+	}
 	if !t.Run("upgrade", func(t *testing.T) {
-		register(t, "v0.2.0")
-		v.must(t, "secrets", "tune", "-plugin-version=v0.2.0", mount+"/")
-		// `vault plugin reload -mounts` of Vault 1.21.1 sends no mounts in the root
-		// namespace: the API does (see TestPersistence).
-		v.must(t, "write", "sys/plugins/reload/backend", "mounts="+mount+"/")
-		check(t, "v0.2.0")
-		// Something only v0.2.0 wrote, for the downgrade to read.
+		swap(t, currentVersion, tuneTo(currentVersion))
+		// The config v0.1.0 wrote, with the fields added since at their defaults.
+		c := v.read(t, mount+"/config/hotel-muc")
+		for field, want := range map[string]string{"client_id": "hotel-muc", "min_ttl": "900", "refresh_ahead": "true", "max_token_requests_per_second": "10", "idle_refresh_interval": "604800"} {
+			if got := fmt.Sprint(c.Data[field]); got != want {
+				t.Errorf("config/hotel-muc written by %s reads %s = %s, want %s", releasedVersion, field, got, want)
+			}
+		}
+		// From here on hotel-fra is refreshed only when read: a refresh-ahead due while the
+		// next phase swaps versions would count as the swap's token request.
+		v.must(t, "write", mount+"/config/connect-fra", "refresh_ahead=false")
+		// Something only the current version wrote, for the downgrade to read.
 		v.writeConfig(t, appConfig{name: "hotel-ham", clientID: "hotel-muc", secret: secMuc, idp: long, scopes: "account.read", minTTL: "20m"})
+		v.must(t, "write", mount+"/config/hotel-ham", "max_token_requests_per_second=3")
 	}) {
 		t.FailNow()
 	}
-	if !t.Run("vault_restart", func(t *testing.T) {
-		v.restart(t)
-		check(t, "v0.2.0")
-	}) {
+	if !t.Run("vault_restart", func(t *testing.T) { swap(t, currentVersion, v.restart) }) {
 		t.FailNow()
 	}
 	t.Run("downgrade", func(t *testing.T) {
-		v.must(t, "secrets", "tune", "-plugin-version=v0.1.0", mount+"/")
-		v.must(t, "write", "sys/plugins/reload/backend", "mounts="+mount+"/")
-		check(t, "v0.1.0")
+		swap(t, releasedVersion, tuneTo(releasedVersion))
 		if c := v.read(t, mount+"/config/hotel-ham"); c.str("client_id") != "hotel-muc" || fmt.Sprint(c.Data["min_ttl"]) != "1200" {
-			t.Errorf("v0.1.0 reads config/hotel-ham that v0.2.0 wrote as %v", c.Data)
+			t.Errorf("%s reads config/hotel-ham that %s wrote as %v", releasedVersion, currentVersion, c.Data)
 		}
 	})
-	t.Logf("token requests for the cached client-credentials token: %d in all (the first read under v0.1.0)", long.stats(t).TokenRequests)
+	st := short.stats(t)
+	t.Logf("in all: %d token requests at the 1-hour identity server (the first read of hotel-muc and hotel-ber's code exchange, all under %s); %d at the 10 s one (%d refresh_token)",
+		long.stats(t).TokenRequests, releasedVersion, st.TokenRequests, st.ByGrant["refresh_token"])
 }
 
-// buildPluginVersions builds the plugin from this tree once per version, each reporting
-// its version, into dir as vault-plugin-secrets-apaleo_<version>; it returns the file
-// names by version.
-func buildPluginVersions(t *testing.T, dir string, versions ...string) map[string]string {
+// buildReleased builds version from the commit RELEASES records for it, with that commit's
+// own Makefile (scripts/build-released; the build is cached under build/released/).
+func buildReleased(t *testing.T, version string) string {
 	t.Helper()
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := map[string]string{}
-	errs := make([]error, len(versions))
-	var wg sync.WaitGroup
-	for i, version := range versions {
-		name := pluginName + "_" + strings.TrimPrefix(version, "v")
-		names[version] = name
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X "+module+".Version="+version,
-				"-o", filepath.Join(dir, name), "./cmd/"+pluginName)
-			cmd.Dir = root
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				errs[i] = fmt.Errorf("go build %s: %v\n%s", version, err, out)
-			}
-		}()
+	start := time.Now()
+	cmd := exec.Command(filepath.Join(root, "scripts", "build-released"), version)
+	cmd.Dir = root
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("scripts/build-released %s: %v\n%s", version, err, stderr.String())
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
+	commit, err := os.ReadFile(filepath.Join(root, "build", "released", version, ".commit"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return names
+	t.Logf("%s built from commit %s in %s", version, strings.TrimSpace(string(commit)), time.Since(start).Round(time.Millisecond))
+	return strings.TrimSpace(string(out))
+}
+
+// buildCurrent builds the plugin from this tree, reporting version.
+func buildCurrent(t *testing.T, version string) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), pluginName)
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X "+module+".Version="+version,
+		"-o", bin, "./cmd/"+pluginName)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", version, err, out)
+	}
+	return bin
+}
+
+// installPlugin copies bin into Vault's plugin directory as
+// vault-plugin-secrets-apaleo_<version> (the catalog keeps one command per version) and
+// returns that file name.
+func installPlugin(t *testing.T, v *vault, version, bin string) string {
+	t.Helper()
+	name := pluginName + "_" + strings.TrimPrefix(version, "v")
+	copyFile(t, bin, filepath.Join(v.pluginDir, name), 0o755)
+	return name
 }
 
 // checkRunning checks with `vault secrets list -detailed` that the mount runs version,

@@ -8,12 +8,17 @@
 //	dist/vault-plugin-secrets-apaleo_0.2.0_linux_amd64.zip   (and every other platform)
 //	dist/vault-plugin-secrets-apaleo_0.2.0_SHA256SUMS
 //
-// The output is reproducible: two runs on the same commit with the same Go toolchain give
+// A release is what its name says: a version vX.Y.Z is built only from the commit the
+// RELEASES file records for it, and must have its own section in CHANGELOG.md
+// ("## [0.2.0] - 2026-11-27"). A pre-release version (vX.Y.Z-something) is built from
+// HEAD and needs neither; CI checks reproducibility with one. Either way the source is
+// that commit's `git archive`, never the working tree, so uncommitted changes cannot
+// slip into a release.
+//
+// The output is reproducible: two runs for the same commit with the same Go toolchain give
 // byte-identical files. The binaries are built without cgo, with -trimpath, no VCS stamp
 // and an empty build id; each zip holds one entry with a fixed mode and a fixed time (the
 // commit's, or SOURCE_DATE_EPOCH).
-//
-// A version must have its own section in CHANGELOG.md ("## [0.2.0] - 2026-11-27").
 package main
 
 import (
@@ -22,7 +27,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -64,18 +68,35 @@ func run() error {
 		version   = flag.String("version", "", "the release version, vX.Y.Z (required)")
 		out       = flag.String("out", "dist", "output directory")
 		changelog = flag.String("changelog", "CHANGELOG.md", "the changelog that must list the version")
+		releases  = flag.String("releases", "RELEASES", "the record of released versions' commits")
 		only      = flag.String("platforms", strings.Join(platforms, ","), "comma-separated GOOS/GOARCH pairs")
 	)
 	flag.Parse()
+	var err error
 	m := versionRe.FindStringSubmatch(*version)
 	if m == nil {
 		return fmt.Errorf("-version %q: want vMAJOR.MINOR.PATCH, e.g. VERSION=v0.2.0", *version)
 	}
 	bare := m[1] // file names carry the version without its "v", like HashiCorp's
-	if err := checkChangelog(*changelog, bare); err != nil {
+	commit := "HEAD"
+	if !strings.Contains(bare, "-") {
+		if commit, err = recordedCommit(*releases, *version); err != nil {
+			return err
+		}
+		if err := checkChangelog(*changelog, bare); err != nil {
+			return err
+		}
+	}
+	src, err := os.MkdirTemp("", "apaleo-release-src-")
+	if err != nil {
 		return err
 	}
-	modTime, err := sourceDate()
+	defer os.RemoveAll(src)
+	if commit, err = extract(commit, src); err != nil {
+		return err
+	}
+	fmt.Printf("==> %s from commit %s\n", *version, commit)
+	modTime, err := sourceDate(commit)
 	if err != nil {
 		return err
 	}
@@ -104,7 +125,7 @@ func run() error {
 			return fmt.Errorf("-platforms: %q is not GOOS/GOARCH", p)
 		}
 		start := time.Now()
-		bin, err := build(tmp, *version, goos, goarch)
+		bin, err := build(src, tmp, *version, goos, goarch)
 		if err != nil {
 			return err
 		}
@@ -154,27 +175,64 @@ func checkChangelog(path, bare string) error {
 
 // sourceDate is the time stamped on the files inside the zips: SOURCE_DATE_EPOCH when set
 // (https://reproducible-builds.org/specs/source-date-epoch/), else the commit's time.
-func sourceDate() (time.Time, error) {
-	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
+func sourceDate(commit string) (time.Time, error) {
+	s := os.Getenv("SOURCE_DATE_EPOCH")
+	if s == "" {
+		out, err := exec.Command("git", "log", "-1", "--format=%ct", commit).Output()
 		if err != nil {
-			return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH %q: %w", s, err)
+			return time.Time{}, fmt.Errorf("git log %s: %w", commit, err)
 		}
-		return time.Unix(n, 0).UTC(), nil
+		s = strings.TrimSpace(string(out))
 	}
-	out, err := exec.Command("git", "log", "-1", "--format=%ct").Output()
+	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return time.Time{}, errors.New("not a git checkout: set SOURCE_DATE_EPOCH to the release's time (seconds since 1970)")
-	}
-	n, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("git log: %w", err)
+		return time.Time{}, fmt.Errorf("source date %q: %w", s, err)
 	}
 	return time.Unix(n, 0).UTC(), nil
 }
 
-// build cross-compiles the plugin for goos/goarch into its own directory under tmp.
-func build(tmp, version, goos, goarch string) (string, error) {
+// recordedCommit is the commit the releases file records for version ("vX.Y.Z <commit>"
+// lines, # comments).
+func recordedCommit(path, version string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == version {
+			return f[1], nil
+		}
+	}
+	return "", fmt.Errorf("%s records no commit for %s: a release is built only from its recorded commit; add the line \"%s <commit>\" (or build a pre-release, e.g. %s-rc.1, from HEAD)", path, version, version, version)
+}
+
+// extract writes commit's tree into dir with `git archive` and answers the full commit id.
+func extract(commit, dir string) (string, error) {
+	out, err := exec.Command("git", "rev-parse", "--verify", commit+"^{commit}").Output()
+	if err != nil {
+		return "", fmt.Errorf("commit %s is not in this clone (a shallow clone? fetch its history): %w", commit, err)
+	}
+	id := strings.TrimSpace(string(out))
+	archive := exec.Command("git", "archive", id)
+	untar := exec.Command("tar", "-x", "-C", dir)
+	if untar.Stdin, err = archive.StdoutPipe(); err != nil {
+		return "", err
+	}
+	archive.Stderr, untar.Stderr = os.Stderr, os.Stderr
+	if err := untar.Start(); err != nil {
+		return "", err
+	}
+	if err := archive.Run(); err != nil {
+		return "", fmt.Errorf("git archive %s: %w", id, err)
+	}
+	if err := untar.Wait(); err != nil {
+		return "", fmt.Errorf("extracting %s: %w", id, err)
+	}
+	return id, nil
+}
+
+// build cross-compiles the plugin in src for goos/goarch into its own directory under tmp.
+func build(src, tmp, version, goos, goarch string) (string, error) {
 	dir := filepath.Join(tmp, goos+"_"+goarch)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
@@ -186,6 +244,7 @@ func build(tmp, version, goos, goarch string) (string, error) {
 	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false",
 		"-ldflags", "-s -w -buildid= -X "+module+".Version="+version,
 		"-o", bin, "./cmd/"+plugin)
+	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+goarch, "GOFLAGS=")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {

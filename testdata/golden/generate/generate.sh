@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# testdata/golden/generate/generate.sh vX.Y.Z [out-dir]
+#
+# Writes the storage entries of released version vX.Y.Z into out-dir (default
+# testdata/golden/vX.Y.Z): the commit RELEASES records for it is extracted with
+# `git archive`, golden_gen_test.go is copied into its package and run there, so the
+# entries are written by that release's own code. Only the Go module proxy is needed.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../../.." && pwd)
+version=${1:?usage: generate.sh vX.Y.Z [out-dir]}
+out=$(realpath -m "${2:-$root/testdata/golden/$version}")
+commit=$(awk -v v="$version" '$1 == v { print $2 }' "$root/RELEASES")
+if [[ -z $commit ]]; then
+	echo "generate.sh: RELEASES records no commit for $version" >&2
+	exit 1
+fi
+src=$(mktemp -d)
+trap 'rm -rf "$src"' EXIT
+git -C "$root" archive "$commit" | tar -x -C "$src"
+# The release's own tests are not needed (and would pull in their dependencies).
+rm -f "$src"/*_test.go
+cp "$root/testdata/golden/generate/golden_gen_test.go" "$src/zz_golden_gen_test.go"
+rm -rf "$out"
+mkdir -p "$out"
+(cd "$src" && GOFLAGS=-buildvcs=false go test -count=1 -run '^TestWriteGolden$' . -args -golden-out "$out" >&2)
+echo "generate.sh: $version (commit $commit) wrote $(find "$out" -type f | wc -l) entries into $out" >&2
