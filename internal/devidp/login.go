@@ -60,7 +60,7 @@ func (s *Server) interact(w http.ResponseWriter, r *http.Request, ar fosite.Auth
 		return false
 	}
 	if r.PostFormValue(fieldConsent) != "allow" {
-		s.provider.WriteAuthorizeError(r.Context(), w, ar, fosite.ErrAccessDenied.WithDescription("The user denied access to the app."))
+		s.provider.WriteAuthorizeError(r.Context(), w, ar, fosite.ErrAccessDenied.WithHint("The user denied access to the app."))
 		return false
 	}
 	return true
