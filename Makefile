@@ -2,6 +2,7 @@
 #
 #   make build      plugin binary at bin/vault-plugin-secrets-apaleo
 #   make test       lint, unit tests, then the end-to-end suite against a real Vault
+#                   (and headless Chromium: `make chromium` installs Debian's when missing)
 #   make lint       gofmt, go vet (with the e2e tag too) and staticcheck (pinned in tools/)
 #   make demo       Vault dev server + dev identity server + the plugin, handing out a token
 #   make demo-stop  stop the demo
@@ -24,7 +25,7 @@ GO_SOURCES  := $(shell find . -name '*.go' -not -path './tools/*' -not -path './
 
 export VAULT_BIN_PATH := $(abspath $(VAULT_BIN))
 
-.PHONY: all build dev-identity vault test test-unit test-e2e fuzz lint demo demo-stop release golden bench fmt vet clean FORCE
+.PHONY: all build dev-identity vault chromium test test-unit test-e2e fuzz lint demo demo-stop release golden bench fmt vet clean FORCE
 
 all: build
 
@@ -53,6 +54,23 @@ $(BUILD_DIR)/vault: tools/vault/go.mod tools/vault/go.sum tools/vault/main.go
 	@mkdir -p $(BUILD_DIR)
 	cd tools/vault && CGO_ENABLED=0 $(GO) build -tags minimal -trimpath -ldflags '-s -w' -o ../../$(BUILD_DIR)/vault .
 	@./$(BUILD_DIR)/vault version
+
+# Debian's Chromium, for the browser test (e2e/browser_test.go), installed when missing,
+# like the Vault build. Where it cannot be (not root, no apt-get) one line says so: the
+# test then skips, or fails under CI=true.
+CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM_BIN := $(CHROMIUM)
+
+chromium:
+	@if [ ! -x '$(CHROMIUM)' ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian's chromium (apt-get)"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			{ apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || { echo "make chromium: apt-get install chromium failed"; exit 1; }; \
+		else \
+			echo "make chromium: no Chromium at $(CHROMIUM) and no way to install it here (needs root and apt-get: apt-get install chromium); the browser test will not run"; \
+		fi; \
+	fi
 
 FUZZ_TARGETS := FuzzConfigWrite FuzzCallback FuzzExchange
 FUZZTIME     ?= 20s
@@ -94,7 +112,7 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x . || exit 1; \
 	done
 
-test-e2e: build dev-identity vault
+test-e2e: build dev-identity vault chromium
 	$(GO) test -count=1 -tags e2e -timeout 30m -v ./e2e/ 2>&1 | tee $(BUILD_DIR)/e2e.log | grep -E '^\s*(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} -eq 0
 
 demo: build dev-identity vault

@@ -2,10 +2,12 @@ package apaleo
 
 import (
 	"context"
+	"html"
 	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -584,10 +586,27 @@ func excerpt(s string, n int) string {
 	return s
 }
 
-// pageText is the message paragraph of a callback page.
+// pageText is what a callback page says in short: its heading, then the detail for the
+// operator where there is one, else its lead sentence.
 func pageText(page string) string {
-	if _, rest, ok := strings.Cut(page, "<p>"); ok {
-		page, _, _ = strings.Cut(rest, "</p>")
+	part := func(re *regexp.Regexp) string {
+		if m := re.FindStringSubmatch(page); m != nil {
+			return strings.Join(strings.Fields(html.UnescapeString(m[1])), " ")
+		}
+		return ""
 	}
-	return page
+	said := part(detailRegex)
+	if said == "" {
+		said = part(leadRegex)
+	}
+	if said == "" {
+		return page
+	}
+	return part(headingRegex) + ": " + strings.TrimPrefix(said, "For your Vault operator: ")
 }
+
+var (
+	headingRegex = regexp.MustCompile(`(?s)<h1>(.*?)</h1>`)
+	leadRegex    = regexp.MustCompile(`(?s)<p class="lead">(.*?)</p>`)
+	detailRegex  = regexp.MustCompile(`(?s)<p class="detail">(.*?)</p>`)
+)

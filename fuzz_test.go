@@ -6,7 +6,6 @@ import (
 	"fmt"
 	htmltemplate "html/template"
 	"maps"
-	"net/http"
 	"net/url"
 	"reflect"
 	"regexp"
@@ -383,7 +382,7 @@ func pageShape(page string) [4]int {
 }
 
 var failurePageShape = sync.OnceValue(func() [4]int {
-	resp := htmlResponse(http.StatusBadRequest, "Authorization failed", "plain text")
+	resp := failurePage(badAuth("plain text")).response()
 	return pageShape(string(resp.Data[logical.HTTPRawBody].([]byte)))
 })
 

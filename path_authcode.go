@@ -1,7 +1,6 @@
 package apaleo
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -9,7 +8,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"html/template"
 	"net/http"
 	"regexp"
 	"slices"
@@ -254,6 +252,7 @@ func (b *backend) checkCredName(ctx context.Context, s logical.Storage, name str
 type authError struct {
 	status int
 	msg    string
+	title  string // the callback page's title, when the failure has a kind of its own
 }
 
 func (e *authError) Error() string { return e.msg }
@@ -272,31 +271,26 @@ func (b *backend) pathCallbackRead(ctx context.Context, req *logical.Request, d 
 		name := b.dropPending(ctx, req.Storage, state)
 		if name == "" {
 			b.Logger().Info("callback with an error and no pending authorization", "state_given", state != "")
-			return htmlResponse(http.StatusBadRequest, "Authorization failed", unmatchedErrorPage), nil
+			return unmatchedPage().response(), nil
 		}
 		oauthErr = printableText(truncate(oauthErr, 200))
 		desc := printableText(truncate(d.Get("error_description").(string), 500))
 		b.Logger().Info("authorization refused by apaleo", "name", name, "error", oauthErr)
-		msg := fmt.Sprintf("apaleo answered %s", oauthErr)
+		detail := oauthErr
 		if desc != "" {
-			msg += ": " + desc
+			detail += " (" + desc + ")"
 		}
-		msg += fmt.Sprintf(". Nothing was stored; start again with authorize/%s.", name)
-		return htmlResponse(http.StatusBadRequest, "Authorization failed", msg), nil
+		return oauthErrorPage(name, oauthErr, detail).response(), nil
 	}
 	name, cred, err := b.completeAuthorization(ctx, req.Storage, state, d.Get("code").(string), triggerCallback)
 	if err != nil {
 		var ae *authError
 		if errors.As(err, &ae) {
-			return htmlResponse(ae.status, "Authorization failed", ae.msg), nil
+			return failurePage(ae).response(), nil
 		}
 		return nil, err
 	}
-	msg := fmt.Sprintf("Vault now holds the apaleo credential creds/%s", name)
-	if cred.AccountCode != "" {
-		msg += fmt.Sprintf(" for account %s", cred.AccountCode)
-	}
-	return htmlResponse(http.StatusOK, "apaleo connected", msg+". You can close this window."), nil
+	return successPage(req.MountPoint, name, cred.AccountCode).response(), nil
 }
 
 func (b *backend) pathExchangeWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -486,13 +480,17 @@ func (b *backend) takePending(ctx context.Context, s logical.Storage, state stri
 		return nil, err
 	}
 	if !ok {
-		return nil, badAuth("unknown or already used state: start again with authorize/<name>")
+		ae := badAuth("unknown or already used state: start again with authorize/<name>")
+		ae.title = titleLinkUsed
+		return nil, ae
 	}
 	if err := s.Delete(ctx, key); err != nil {
 		return nil, err
 	}
 	if !b.now().Before(p.ExpiresAt) {
-		return nil, badAuth("the authorization for %q expired at %s; start again with authorize/%s", p.Name, p.ExpiresAt.Format(time.RFC3339), p.Name)
+		ae := badAuth("the authorization for %q expired at %s; start again with authorize/%s", p.Name, p.ExpiresAt.Format(time.RFC3339), p.Name)
+		ae.title = titleLinkExpired
+		return nil, ae
 	}
 	return &p, nil
 }
@@ -530,10 +528,6 @@ func (b *backend) cleanPending(ctx context.Context, req *logical.Request) error 
 	return nil
 }
 
-// unmatchedErrorPage is the fixed text for an error redirect whose state matches no
-// pending authorization: whatever else the query says came from whoever built the link.
-const unmatchedErrorPage = "The authorization did not complete, and this link does not belong to an authorization Vault is waiting for (unknown, expired or already used state). Nothing was stored. Ask your Vault operator for a new link (authorize/<name>)."
-
 // printableText drops control characters from text shown on the page or logged.
 func printableText(s string) string {
 	return strings.Map(func(r rune) rune {
@@ -555,22 +549,6 @@ func randomString(n int) (string, error) {
 		return "", err
 	}
 	return base64.RawURLEncoding.EncodeToString(buf), nil
-}
-
-var callbackPage = template.Must(template.New("page").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{{.Title}}</title>
-<style>body{font-family:system-ui,sans-serif;max-width:40em;margin:4em auto;padding:0 1em;color:#222}</style>
-</head><body><h1>{{.Title}}</h1><p>{{.Message}}</p></body></html>
-`))
-
-func htmlResponse(status int, title, message string) *logical.Response {
-	var buf bytes.Buffer
-	_ = callbackPage.Execute(&buf, struct{ Title, Message string }{title, message})
-	return &logical.Response{Data: map[string]any{
-		logical.HTTPContentType: "text/html; charset=utf-8",
-		logical.HTTPStatusCode:  status,
-		logical.HTTPRawBody:     buf.Bytes(),
-	}}
 }
 
 const (

@@ -57,14 +57,7 @@ func (e *testEnv) authorize(name, config string) url.Values {
 
 func (e *testEnv) callback(q url.Values) (int, string) {
 	e.t.Helper()
-	data := map[string]any{}
-	for k := range q {
-		data[k] = q.Get(k)
-	}
-	resp, err := e.do(logical.ReadOperation, "callback", data)
-	if err != nil {
-		e.t.Fatalf("callback: %v", err)
-	}
+	resp := e.callbackResponse(q)
 	return resp.Data[logical.HTTPStatusCode].(int), string(resp.Data[logical.HTTPRawBody].([]byte))
 }
 

@@ -43,12 +43,19 @@ type idpStats struct {
 // for tokenTTL, and the given -client specs.
 func startIdentity(t *testing.T, name string, tokenTTL time.Duration, clients ...string) *identity {
 	t.Helper()
+	return startIdentityFlags(t, name, tokenTTL, nil, clients...)
+}
+
+// startIdentityFlags is startIdentity with more command-line flags (-login, ...).
+func startIdentityFlags(t *testing.T, name string, tokenTTL time.Duration, flags []string, clients ...string) *identity {
+	t.Helper()
 	dir := filepath.Join(logDir(t), name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	urlFile := filepath.Join(dir, "url")
 	args := []string{"-addr", "127.0.0.1:0", "-admin", "-tls-dir", dir, "-url-file", urlFile, "-token-ttl", tokenTTL.String()}
+	args = append(args, flags...)
 	for _, c := range clients {
 		args = append(args, "-client", c)
 	}

@@ -110,12 +110,18 @@ func startDevVault(t *testing.T) *vault {
 // tr is set, a transcript of every response (set before the first request).
 func startDevVaultWith(t *testing.T, name, logLevel string, tr *transcript) *vault {
 	t.Helper()
+	return startDevVaultHCL(t, name, logLevel, "", tr)
+}
+
+// startDevVaultHCL is startDevVaultWith with more lines for the server's config file.
+func startDevVaultHCL(t *testing.T, name, logLevel, moreHCL string, tr *transcript) *vault {
+	t.Helper()
 	v := newVaultDirs(t, name)
 	v.transcript = tr
 	port := freePort(t)
 	v.Addr = fmt.Sprintf("http://127.0.0.1:%d", port)
 	v.Token = rootToken
-	cfg := writeFile(t, filepath.Join(v.dir, "config.hcl"), fmt.Sprintf("plugin_directory = %q\ndisable_mlock = true\n", v.pluginDir))
+	cfg := writeFile(t, filepath.Join(v.dir, "config.hcl"), fmt.Sprintf("plugin_directory = %q\ndisable_mlock = true\n", v.pluginDir)+moreHCL)
 	v.args = []string{"server", "-dev", "-dev-root-token-id=" + rootToken, "-dev-no-store-token",
 		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port), "-config=" + cfg, "-log-level=" + logLevel}
 	v.start(t)

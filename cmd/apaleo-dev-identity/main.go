@@ -104,6 +104,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		issuer      = fs.String("issuer", "", "iss claim and discovery base URL (default: scheme://host of each request)")
 		duende      = fs.Bool("duende-errors", false, "answer every 4xx token error with 400 like Duende IdentityServer (default: fosite's 401 for invalid_client)")
 		quiet       = fs.Bool("quiet", false, "no request log on stderr")
+		login       = fs.Bool("login", false, "show a login page and a consent page (Allow, Deny) at /connect/authorize instead of consenting at once")
 	)
 	fs.Var(&specs, "client", "client spec id:secret[:account_code[:scopes[:redirect_uri]]] (repeatable)")
 	fs.Usage = func() {
@@ -145,6 +146,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 		RefreshTokenLifespan: *refreshTTL,
 		Issuer:               *issuer,
 		DuendeErrorStatus:    *duende,
+		Interactive:          *login,
 	}
 	logger := log.New(stderr, "apaleo-dev-identity: ", log.LstdFlags|log.Lmicroseconds)
 	if !*quiet {

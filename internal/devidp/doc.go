@@ -14,7 +14,9 @@
 //     Basic or by client_id/client_secret in the form body.
 //   - GET|POST /connect/authorize: authorization code flow, response_type=code
 //     only, PKCE with S256 required (plain refused), automatic consent for the
-//     test user [TestUser]; a scope parameter is required (as in Duende).
+//     test user [TestUser]; a scope parameter is required (as in Duende). With
+//     [Options.Interactive] it shows a login page and a consent page (Allow or
+//     Deny, which redirects with error=access_denied) instead.
 //   - POST /connect/revocation: RFC 7009 for refresh and access tokens.
 //   - GET /.well-known/openid-configuration and its jwks_uri
 //     /.well-known/openid-configuration/jwks.

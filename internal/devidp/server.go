@@ -53,6 +53,9 @@ type Options struct {
 	// DuendeErrorStatus answers every 4xx token-endpoint error with 400, as
 	// Duende IdentityServer does. Default (fosite): invalid_client is 401.
 	DuendeErrorStatus bool
+	// Interactive shows a login page (TestUser, TestPassword) and a consent page with
+	// Allow and Deny at the authorize endpoint, instead of consenting at once (login.go).
+	Interactive bool
 }
 
 // Stats counts what the server did since New or the last ResetStats.
@@ -94,6 +97,8 @@ type Server struct {
 	faults []Fault
 
 	secrets secretLog // for GET /_admin/secrets only (a test aid)
+
+	sessions sync.Map // login session cookie value -> user name (Interactive only)
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -506,6 +511,9 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request, info *r
 	requested := ar.GetRequestedScopes()
 	if len(requested) == 0 {
 		s.provider.WriteAuthorizeError(ctx, w, ar, fosite.ErrInvalidScope.WithHint("The 'scope' parameter is missing."))
+		return
+	}
+	if s.opts.Interactive && !s.interact(w, r, ar, rc.cfg.accountCode(GrantAuthorizationCode)) {
 		return
 	}
 	if len(rc.cfg.GrantedScopes) > 0 {
