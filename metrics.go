@@ -95,7 +95,8 @@ func newMetrics() *metrics {
 		credentials: &credentialsCollector{desc: prometheus.NewDesc(
 			prometheus.BuildFQName(metricsNamespace, "", "credentials"),
 			"Credentials (client-credentials configs and authorized credentials) by config and state "+
-				"(ok, no_token, failing, needs_authorization), as this Vault node sees them at scrape time.",
+				"(ok, no_token, failing, needs_authorization), as this Vault node sees them at scrape time: "+
+				"failure memory lives on the node that sends token requests (the active node), so a standby's states are its own, not the cluster's.",
 			[]string{"config", "state"}, nil,
 		)},
 	}
