@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -514,39 +513,9 @@ func testAgent(t *testing.T, e *devEnv) {
 		t.FailNow()
 	}
 
-	policy := writeFile(t, filepath.Join(v.dir, "agent.hcl"), `path "`+mount+`/creds/hotel-muc" { capabilities = ["read"] }`+"\n")
-	v.must(t, "policy", "write", "apaleo-agent", policy)
-	var tok vaultSecret
-	v.jsonOut(t, &tok, "token", "create", "-format=json", "-policy=apaleo-agent", "-ttl=1h")
-
-	dir := filepath.Join(v.dir, "agent")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	tokenFile := writeFile(t, filepath.Join(dir, "token"), tok.Auth.ClientToken)
-	out := filepath.Join(dir, "access_token")
-	cfg := writeFile(t, filepath.Join(dir, "agent.hcl"), fmt.Sprintf(`
-vault {
-  address = %q
-}
-auto_auth {
-  method "token_file" {
-    config = {
-      token_file_path = %q
-    }
-  }
-}
-template {
-  contents    = "{{ with secret \"%s/creds/hotel-muc\" }}{{ .Data.access_token }}{{ end }}"
-  destination = %q
-}
-`, v.Addr, tokenFile, mount, out))
-
-	agent := startProc(t, "vault-agent", filepath.Join(dir, "agent.log"), baseEnv(v.home), bins.vault, "agent", "-config="+cfg, "-log-level=debug")
-	read := func() string {
-		b, _ := os.ReadFile(out)
-		return strings.TrimSpace(string(b))
-	}
+	path := mount + "/creds/hotel-muc"
+	agent := startAgent(t, v, "apaleo-agent", path)
+	read := func() string { return agent.rendered(path) }
 	var first string
 	waitFor(t, "Vault Agent to render the template", 30*time.Second, 100*time.Millisecond, func() (bool, error) {
 		if agent.exited() {

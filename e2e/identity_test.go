@@ -32,10 +32,12 @@ type identity struct {
 type idpStats struct {
 	TokenRequests  int            `json:"token_requests"`
 	ByGrant        map[string]int `json:"by_grant"`
+	ByClient       map[string]int `json:"by_client"` // token requests by the client id they name
 	Issued         int            `json:"issued"`
 	Errors         map[string]int `json:"errors"`
 	Revocations    int            `json:"revocations"`
 	Authorizations int            `json:"authorizations"`
+	PendingFaults  int            `json:"pending_faults"`
 	RequestTimes   []int64        `json:"request_times_ms"` // when each token request arrived
 }
 
@@ -43,12 +45,23 @@ type idpStats struct {
 // for tokenTTL, and the given -client specs.
 func startIdentity(t *testing.T, name string, tokenTTL time.Duration, clients ...string) *identity {
 	t.Helper()
+	return startIdentityWith(t, name, tokenTTL, 0, clients...)
+}
+
+// startIdentityWith is startIdentity with refresh tokens that die after refreshTTL
+// unused (0: the server's default). Refresh tokens rotate on every use and each new one
+// lives refreshTTL: a sliding lifetime, like IdentityServer's.
+func startIdentityWith(t *testing.T, name string, tokenTTL, refreshTTL time.Duration, clients ...string) *identity {
+	t.Helper()
 	dir := filepath.Join(logDir(t), name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	urlFile := filepath.Join(dir, "url")
 	args := []string{"-addr", "127.0.0.1:0", "-admin", "-tls-dir", dir, "-url-file", urlFile, "-token-ttl", tokenTTL.String()}
+	if refreshTTL > 0 {
+		args = append(args, "-refresh-ttl", refreshTTL.String())
+	}
 	for _, c := range clients {
 		args = append(args, "-client", c)
 	}
