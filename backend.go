@@ -50,6 +50,10 @@ type backend struct {
 
 	refresher *scheduler
 	budgets   budgets
+	// inflight counts token requests under way, for Clean to wait for.
+	inflight atomic.Int64
+	// swept is when periodic last planned the keep-alive of every authorized credential.
+	swept time.Time
 
 	clientsMu  sync.Mutex
 	clients    map[string]*cachedClient // config name -> identity client
@@ -62,6 +66,8 @@ type backend struct {
 	retry          retryPolicy
 	refreshTimeout time.Duration
 	newClient      func(clientSettings, func() time.Time) (identityServer, error)
+	// waitUntil, when set, replaces sleeping until a moment of now's clock.
+	waitUntil func(ctx context.Context, t time.Time) error
 }
 
 type cachedClient struct {
@@ -135,7 +141,7 @@ func (b *backend) invalidate(_ context.Context, key string) {
 		// remembered of its failures no longer holds.
 		name := strings.TrimPrefix(key, credsPrefix)
 		b.forgetCred(name)
-		b.setFailure(name, nil)
+		b.clearFailure(name)
 	}
 }
 
@@ -145,11 +151,36 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 		return nil
 	}
 	b.saveUnsaved(ctx, req.Storage)
+	if now := b.now(); now.Sub(b.swept) >= sweepEvery {
+		if err := b.planKeepAlives(ctx, req.Storage); err != nil {
+			b.Logger().Warn("planning the keep-alive of authorized credentials failed", "error", err)
+		} else {
+			b.swept = now
+		}
+	}
 	return b.cleanPending(ctx, req)
 }
 
-func (b *backend) clean(context.Context) {
+// sweepEvery is how often periodic plans the keep-alive of every authorized credential:
+// at the first run (after a start or a failover) and now and then, for credentials whose
+// plan a failure or a config write ended.
+const sweepEvery = 10 * time.Minute
+
+// cleanWait bounds how long Clean waits for token requests under way, whose answers
+// (rotated refresh tokens above all) it would rather store than lose.
+const cleanWait = 5 * time.Second
+
+func (b *backend) clean(ctx context.Context) {
 	b.refresher.shutdown()
+	for deadline := time.Now().Add(cleanWait); b.inflight.Load() > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Logger().Warn("token requests still under way at shutdown; their answers may be lost", "waited", cleanWait)
+			break
+		}
+	}
+	if b.storage != nil && b.canWrite() {
+		b.saveUnsaved(ctx, b.storage)
+	}
 	b.clientsMu.Lock()
 	defer b.clientsMu.Unlock()
 	clear(b.clients)

@@ -243,6 +243,9 @@ func (e *testEnv) newBackend() *backend {
 	b.retry = retryPolicy{Total: 3 * time.Second, PerAttempt: time.Second, BaseDelay: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond}
 	b.refreshTimeout = 3 * time.Second
 	b.refresher.manual = true // tests run refresh-ahead with their clock: runDue
+	// Waiting for the budget moves the plugin's clock: the identity server keeps real
+	// time, and the plugin's clock stands still unless a test moves it.
+	b.waitUntil = func(_ context.Context, t time.Time) error { e.clock.advanceTo(t); return nil }
 	if err := b.Setup(context.Background(), conf); err != nil {
 		e.t.Fatal(err)
 	}

@@ -315,8 +315,11 @@ type upstreamError struct {
 	// request is not retried and the credential may need a new authorization.
 	Spent     bool
 	spentWhat string // "refresh token" or "authorization code"
-	cause     string
-	body      []byte // a non-OAuth error body, until clean turns it into cause
+	// lostBefore: this refusal of a refresh token followed an attempt of the same request
+	// whose answer was lost (it says how), so apaleo most likely spent the token then.
+	lostBefore string
+	cause      string
+	body       []byte // a non-OAuth error body, until clean turns it into cause
 }
 
 func (e *upstreamError) Error() string {
@@ -334,12 +337,38 @@ func (e *upstreamError) Error() string {
 		fmt.Fprintf(&b, ": %s", e.cause)
 	}
 	if e.Spent {
-		fmt.Fprintf(&b, "; not retried: the %s sent with it is most likely spent at apaleo, so the credential may need a new authorization", e.spentWhat)
+		fmt.Fprintf(&b, "; not retried at once: the %s sent with it may be spent at apaleo", e.spentWhat)
 	}
 	if e.RetryAfter > 0 {
 		fmt.Fprintf(&b, "; retry after %s", e.RetryAfter.Round(time.Second))
 	}
 	return b.String()
+}
+
+// lostAnswer reports whether the request may have reached apaleo and its answer been
+// lost on the way back: no answer in time, a dropped connection, a 5xx (a proxy's as
+// likely as apaleo's), or a 2xx that cannot be read.
+func (e *upstreamError) lostAnswer() bool {
+	return e.Timeout || e.Unreadable || e.Status >= 500 || (!e.Answered && e.Temporary)
+}
+
+// lostWhat says how the answer was lost, for messages.
+func (e *upstreamError) lostWhat() string {
+	switch {
+	case e.Timeout:
+		return "no answer in time"
+	case e.Unreadable:
+		return "an answer that could not be read"
+	case e.Status >= 500:
+		return fmt.Sprintf("HTTP %d", e.Status)
+	}
+	return "the connection failed: " + e.cause
+}
+
+// refusedGrant reports a refusal of the grant itself: for a refresh, the refresh token
+// (invalid_request is what apaleo answers an old one after the app's scopes changed).
+func (e *upstreamError) refusedGrant() bool {
+	return e.Code == "invalid_grant" || e.Code == "invalid_request"
 }
 
 func classifyOAuthError(err error) *upstreamError {
@@ -563,10 +592,24 @@ func withAttemptObserver(ctx context.Context, f attemptObserver) context.Context
 	return context.WithValue(ctx, attemptObserverKey{}, f)
 }
 
-// withoutAttemptObserver hides the observer from an outer retry loop whose attempts
-// are inner calls that report their requests themselves.
+// attemptGuard is asked before every attempt withRetries makes (an error stops the
+// request there, nothing sent) and told of each attempt's outcome: the backend charges
+// its request budget there.
+type attemptGuard interface {
+	before(ctx context.Context) error
+	after(err error)
+}
+
+type attemptGuardKey struct{}
+
+func withAttemptGuard(ctx context.Context, g attemptGuard) context.Context {
+	return context.WithValue(ctx, attemptGuardKey{}, g)
+}
+
+// withoutAttemptObserver hides the observer and the guard from an outer retry loop whose
+// attempts are inner calls that report (and are charged for) their requests themselves.
 func withoutAttemptObserver(ctx context.Context) context.Context {
-	return context.WithValue(ctx, attemptObserverKey{}, nil)
+	return context.WithValue(context.WithValue(ctx, attemptObserverKey{}, nil), attemptGuardKey{}, nil)
 }
 
 // withRetries runs attempt until it succeeds, fails for good, or p.Total runs out.
@@ -578,7 +621,18 @@ func withRetries[T any](ctx context.Context, p retryPolicy, attempt func(context
 	defer cancel()
 	delay := p.BaseDelay
 	var answered *upstreamError // the last attempt the server answered
+	var last error
+	guard, _ := ctx.Value(attemptGuardKey{}).(attemptGuard)
 	for n := 1; ; n++ {
+		if guard != nil {
+			if err := guard.before(ctx); err != nil {
+				if last != nil {
+					// A retry the guard did not let go: the attempt before says what failed.
+					return zero, fmt.Errorf("%w (gave up after %d attempt(s): %v)", last, n-1, err)
+				}
+				return zero, err
+			}
+		}
 		actx, acancel := context.WithTimeout(ctx, p.PerAttempt)
 		started := time.Now()
 		v, err := attempt(actx)
@@ -586,6 +640,10 @@ func withRetries[T any](ctx context.Context, p retryPolicy, attempt func(context
 		if observe, ok := ctx.Value(attemptObserverKey{}).(attemptObserver); ok {
 			observe(err, time.Since(started))
 		}
+		if guard != nil {
+			guard.after(err)
+		}
+		last = err
 		if err == nil {
 			return v, nil
 		}

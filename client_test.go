@@ -297,7 +297,7 @@ func TestClient_Errors(t *testing.T) {
 			contains: []string{"unusable token response"}},
 		{name: "2xx without a token, refresh: spent", refresh: true, status: 0, spent: true,
 			answer:   func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "not json") },
-			contains: []string{"unusable token response", "refresh token sent with it is most likely spent"}},
+			contains: []string{"unusable token response", "refresh token sent with it may be spent"}},
 		{name: "redirect", status: 302,
 			answer: func(w http.ResponseWriter, r *http.Request) {
 				http.Redirect(w, r, "https://elsewhere.example/connect/token", http.StatusFound)

@@ -3,6 +3,7 @@ package apaleo
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"strings"
 	"sync"
@@ -292,26 +293,18 @@ func TestEngine_PerNameIsolation(t *testing.T) {
 }
 
 // TestEngine_Budget: 20 cold credentials of a config limited to 5 token requests a
-// second: never more than a second's worth at once, and every read succeeds.
+// second, read at once: every read succeeds, each request waited for its own moment
+// (the clock moved by at least 19 intervals), and a read that cannot get the budget
+// within its bound is answered 429 with when.
 func TestEngine_Budget(t *testing.T) {
-	t.Parallel() // seconds of real time, spent waiting
 	e := newEngineEnv(t)
-	e.b.now = time.Now // the bucket fills in real time here
-	e.idp.now = time.Now
 	e.connectConfig("connect", map[string]any{"max_token_requests_per_second": 5})
 	for i := range 20 {
 		e.authorized(fmt.Sprintf("hotel-%d", i), "connect", fmt.Sprintf("rt-h%d", i))
 	}
-	e.b.budgets = budgets{} // the writes above spent nothing, but start full
-	// Expire every token.
-	for i := range 20 {
-		c := e.stored(fmt.Sprintf("hotel-%d", i))
-		c.Token.ExpiresAt = time.Now().Add(-time.Minute)
-		if err := e.b.putCred(context.Background(), e.storage, fmt.Sprintf("hotel-%d", i), c); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e.clock.Add(2 * time.Hour) // every token expired
 	e.b.retry.Total = 10 * time.Second
+	start := e.clock.Now()
 	var wg sync.WaitGroup
 	var failed atomic.Int64
 	for i := range 20 {
@@ -322,45 +315,79 @@ func TestEngine_Budget(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if failed.Load() != 0 {
-		t.Fatalf("%d reads failed", failed.Load())
+	if failed.Load() != 0 || e.idp.total() != 20 {
+		t.Fatalf("%d reads failed, %d requests", failed.Load(), e.idp.total())
 	}
-	e.idp.mu.Lock()
-	times := append([]time.Time(nil), e.idp.times...)
-	e.idp.mu.Unlock()
-	if len(times) != 20 {
-		t.Fatalf("%d requests, want 20", len(times))
-	}
-	most := 0
-	for i := range times {
-		n := 0
-		for j := range times {
-			if d := times[j].Sub(times[i]); d >= 0 && d < time.Second {
-				n++
-			}
-		}
-		most = max(most, n)
-	}
-	// A burst of 5, then 5 a second: at most 10 in any second (5 + 5 refilled).
-	if most > 10 {
-		t.Fatalf("%d requests in one second, want at most 10", most)
-	}
-	if span := times[len(times)-1].Sub(times[0]); span < 2*time.Second {
-		t.Fatalf("20 requests at 5/s with a burst of 5 took only %v", span)
+	if moved := e.clock.Now().Sub(start); moved < 19*200*time.Millisecond {
+		t.Fatalf("20 requests at 5/s went out within %v", moved)
 	}
 
 	// A read that cannot get the budget within its bound is answered 429 with when.
 	e.b.retry.Total = 100 * time.Millisecond
-	lim := e.b.budgets.limiter("connect", 5)
-	lim.ReserveN(time.Now(), 20)
+	bu := e.b.budgets.of("connect", 5)
+	bu.take(e.clock.Now(), e.clock.Now().Add(time.Hour))
+	bu.next = e.clock.Now().Add(time.Minute)
 	c := e.stored("hotel-0")
 	c.Token = nil
 	if err := e.b.putCred(context.Background(), e.storage, "hotel-0", c); err != nil {
 		t.Fatal(err)
 	}
-	if status, msg := e.readErr("hotel-0"); status != http.StatusTooManyRequests || !strings.Contains(msg, "retry after") {
+	before := e.idp.total()
+	if status, msg := e.readErr("hotel-0"); status != http.StatusTooManyRequests || !strings.Contains(msg, "retry after 1m0s") {
 		t.Fatalf("%d %s", status, msg)
 	}
+	if e.idp.total() != before {
+		t.Fatal("a request went out past the budget")
+	}
+}
+
+// TestBudget_AtMostNInAnySecond: whoever asks, and however many at once, the moments a
+// budget hands out hold at most N in any one second, at rates above and below 1/s.
+func TestBudget_AtMostNInAnySecond(t *testing.T) {
+	for _, perSecond := range []float64{0.5, 1, 5, 10} {
+		bu := &budget{perSecond: perSecond}
+		now := time.Unix(1000, 0)
+		var slots []time.Time
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := range 50 {
+			wg.Go(func() {
+				// Asked at scattered moments over a few seconds, all willing to wait.
+				at := now.Add(time.Duration(i%7) * 300 * time.Millisecond)
+				if slot, ok := bu.take(at, at.Add(time.Hour)); ok {
+					mu.Lock()
+					slots = append(slots, slot)
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if len(slots) != 50 {
+			t.Fatalf("%g/s: %d of 50 got a moment", perSecond, len(slots))
+		}
+		if most := mostInAnySecond(slots); float64(most) > math.Max(perSecond, 1) {
+			t.Fatalf("%g/s: %d requests in one second", perSecond, most)
+		}
+		// Background work never waits: it gets a moment only when one is free now.
+		if _, ok := bu.take(now, now); ok {
+			t.Fatalf("%g/s: a spent budget gave background work a moment", perSecond)
+		}
+	}
+}
+
+// mostInAnySecond is the most moments in any half-open second [t, t+1s).
+func mostInAnySecond(times []time.Time) int {
+	most := 0
+	for _, a := range times {
+		n := 0
+		for _, b := range times {
+			if d := b.Sub(a); d >= 0 && d < time.Second {
+				n++
+			}
+		}
+		most = max(most, n)
+	}
+	return most
 }
 
 // TestEngine_RefreshAhead: a credential in use gets its new token before the old one
@@ -368,7 +395,7 @@ func TestEngine_Budget(t *testing.T) {
 // and configs with refresh_ahead=false never refresh ahead.
 func TestEngine_RefreshAhead(t *testing.T) {
 	e := newEngineEnv(t)
-	e.connectConfig("connect", nil)
+	e.connectConfig("connect", map[string]any{"idle_refresh_interval": 0}) // keep-alive: TestEngine_KeepAlive
 	e.authorized("hotel-ber", "connect", "rt-0")
 	cfg, _ := e.b.config(context.Background(), e.storage, "connect")
 
@@ -428,16 +455,16 @@ func TestEngine_RefreshAheadNotOnStandbys(t *testing.T) {
 	if _, ok := e.b.refresher.planned("hotel-ber"); ok {
 		t.Fatal("a performance standby planned a refresh")
 	}
-	e.b.refreshAhead("hotel-ber") // even when asked directly
+	e.b.runBackground("hotel-ber") // even when asked directly
 	e.clock.Add(59 * time.Minute)
-	e.b.refreshAhead("hotel-ber")
+	e.b.runBackground("hotel-ber")
 	if n := e.idp.total(); n != 0 {
 		t.Fatalf("a performance standby sent %d token requests", n)
 	}
 }
 
-// TestEngine_RefreshAheadYieldsToReads: with the budget nearly spent, refresh-ahead
-// waits and plans itself again; reads still get the rest.
+// TestEngine_RefreshAheadYieldsToReads: with the budget taken by reads, refresh-ahead
+// takes nothing and plans itself again at a later moment; then it runs.
 func TestEngine_RefreshAheadYieldsToReads(t *testing.T) {
 	e := newEngineEnv(t)
 	e.connectConfig("connect", map[string]any{"max_token_requests_per_second": 5})
@@ -445,23 +472,22 @@ func TestEngine_RefreshAheadYieldsToReads(t *testing.T) {
 	e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
 	due, _ := e.b.refresher.planned("hotel-ber")
 	e.clock.Add(due.Sub(e.clock.Now()))
-	lim := e.b.budgets.limiter("connect", 5)
-	lim.ReserveN(e.clock.Now(), 4) // one token left: the readers' reserve
+	bu := e.b.budgets.of("connect", 5)
+	bu.take(e.clock.Now(), e.clock.Now()) // a read took this moment
 	e.b.refresher.runDue()
 	e.settle("hotel-ber")
 	if n := e.idp.total(); n != 0 {
-		t.Fatalf("refresh-ahead took the readers' reserve: %d requests", n)
+		t.Fatalf("refresh-ahead took a moment a read had: %d requests", n)
 	}
 	again, ok := e.b.refresher.planned("hotel-ber")
 	if !ok || !again.After(e.clock.Now()) {
 		t.Fatalf("refresh-ahead did not plan itself again: %v %v", again, ok)
 	}
-	e.clock.Add(2 * time.Second) // the bucket refills
 	e.clock.Add(again.Sub(e.clock.Now()))
 	e.b.refresher.runDue()
 	e.settle("hotel-ber")
 	if n := e.idp.total(); n != 1 {
-		t.Fatalf("%d requests once the budget refilled, want 1", n)
+		t.Fatalf("%d requests once the budget had a moment, want 1", n)
 	}
 }
 

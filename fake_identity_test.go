@@ -23,15 +23,17 @@ import (
 type fakeIdentity struct {
 	now func() time.Time
 
-	mu       sync.Mutex
-	script   []error
-	calls    map[string]int // by grant
-	times    []time.Time    // real time of each call
-	spent    map[string]bool
-	refused  int // refresh tokens refused as spent (invalid_grant)
-	issued   int
-	lifetime time.Duration
-	noRotate bool
+	mu     sync.Mutex
+	script []error
+	calls  map[string]int // by grant
+	times  []time.Time    // real time of each call
+	// clockTimes: the injected clock's time of each call
+	clockTimes []time.Time
+	spent      map[string]bool
+	refused    int // refresh tokens refused as spent (invalid_grant)
+	issued     int
+	lifetime   time.Duration
+	noRotate   bool
 	// gate, when set, holds every call until it is closed (or a value is sent).
 	gate chan struct{}
 	// holdFor holds only the refreshes of this refresh token prefix at gate.
@@ -42,10 +44,23 @@ func newFakeIdentity(now func() time.Time) *fakeIdentity {
 	return &fakeIdentity{now: now, calls: map[string]int{}, spent: map[string]bool{}, lifetime: time.Hour}
 }
 
-func (f *fakeIdentity) answer(grant, refreshToken string) (*tokenResult, error) {
+// answer is one attempt: charged to the backend's budget (the attempt guard, as
+// withRetries does for the real client), then scripted.
+func (f *fakeIdentity) answer(ctx context.Context, grant, refreshToken string) (res *tokenResult, err error) {
+	if g, ok := ctx.Value(attemptGuardKey{}).(attemptGuard); ok && g != nil {
+		if err := g.before(ctx); err != nil {
+			return nil, err
+		}
+		defer func() { g.after(err) }()
+	}
+	return f.scripted(grant, refreshToken)
+}
+
+func (f *fakeIdentity) scripted(grant, refreshToken string) (*tokenResult, error) {
 	f.mu.Lock()
 	f.calls[grant]++
 	f.times = append(f.times, time.Now())
+	f.clockTimes = append(f.clockTimes, f.now())
 	gate, started := f.gate, f.started
 	var err error
 	if len(f.script) > 0 {
@@ -82,16 +97,16 @@ func (f *fakeIdentity) answer(grant, refreshToken string) (*tokenResult, error) 
 	return res, nil
 }
 
-func (f *fakeIdentity) ClientCredentials(_ context.Context, _ []string, _ retryPolicy) (*tokenResult, error) {
-	return f.answer(grantClientCredentials, "")
+func (f *fakeIdentity) ClientCredentials(ctx context.Context, _ []string, _ retryPolicy) (*tokenResult, error) {
+	return f.answer(ctx, grantClientCredentials, "")
 }
 
-func (f *fakeIdentity) Refresh(_ context.Context, rt string, _ retryPolicy) (*tokenResult, error) {
-	return f.answer("refresh_token", rt)
+func (f *fakeIdentity) Refresh(ctx context.Context, rt string, _ retryPolicy) (*tokenResult, error) {
+	return f.answer(ctx, "refresh_token", rt)
 }
 
-func (f *fakeIdentity) Exchange(context.Context, string, string, []string, retryPolicy) (*tokenResult, error) {
-	return f.answer(grantAuthorizationCode, "code")
+func (f *fakeIdentity) Exchange(ctx context.Context, _, _ string, _ []string, _ retryPolicy) (*tokenResult, error) {
+	return f.answer(ctx, grantAuthorizationCode, "code")
 }
 
 func (f *fakeIdentity) Revoke(context.Context, string, retryPolicy) error {
@@ -161,6 +176,8 @@ func (e *engineEnv) newBackend(sys logical.SystemView) *backend {
 	b.retry = retryPolicy{Total: 3 * time.Second, PerAttempt: time.Second, BaseDelay: 10 * time.Millisecond, MaxDelay: 50 * time.Millisecond}
 	b.refreshTimeout = 3 * time.Second
 	b.refresher.manual = true
+	// Waiting for the budget moves the test's clock instead of sleeping.
+	b.waitUntil = func(_ context.Context, t time.Time) error { e.clock.advanceTo(t); return nil }
 	b.newClient = func(clientSettings, func() time.Time) (identityServer, error) { return e.idp, nil }
 	if err := b.Setup(context.Background(), conf); err != nil {
 		e.t.Fatal(err)
@@ -221,6 +238,7 @@ func (e *engineEnv) authorized(name, config, rt string) {
 	if err := e.b.putCred(context.Background(), e.storage, name, c); err != nil {
 		e.t.Fatal(err)
 	}
+	e.b.clearFailure(name) // as a new authorization does
 }
 
 func (e *engineEnv) stored(name string) *credential {
@@ -253,4 +271,13 @@ func (e *engineEnv) list() map[string]map[string]any {
 		out[k] = v.(map[string]any)
 	}
 	return out
+}
+
+// advanceTo moves the clock to t, if it is earlier.
+func (c *fakeClock) advanceTo(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t.After(c.now) {
+		c.now = t
+	}
 }

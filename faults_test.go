@@ -410,7 +410,7 @@ func TestFaults_CodeExchange(t *testing.T) {
 		{"answer lost after the code was redeemed", injecting(devidp.Fault{DropAfterHandle: true}), 400,
 			[]string{"invalid_grant", "Nothing was stored", "authorize/hotel-ber"}, 0, 0},
 		{"truncated JSON body", injecting(devidp.Fault{Truncate: true}), 502,
-			[]string{"unusable token response", "authorization code sent with it is most likely spent", "Nothing was stored"}, 0, 0},
+			[]string{"unusable token response", "authorization code sent with it may be spent", "Nothing was stored"}, 0, 0},
 		{"certificate the config does not trust", (*faultEnv).distrust, 502,
 			[]string{"TLS certificate not trusted", "Nothing was stored"}, 0, 0},
 	}

@@ -149,7 +149,7 @@ func TestHardening_UnreadableAnswerNotRetried(t *testing.T) {
 		}
 		msg := errText(resp, err)
 		if status := statusOf(logical.ReadOperation, resp, err); status != http.StatusBadGateway ||
-			!strings.Contains(msg, "unusable token response") || !strings.Contains(msg, "may need a new authorization") {
+			!strings.Contains(msg, "unusable token response") || !strings.Contains(msg, "run authorize") {
 			t.Errorf("%d %q", status, msg)
 		}
 		fe.assertNoSecrets(rt, connectSc)
@@ -165,7 +165,7 @@ func TestHardening_UnreadableAnswerNotRetried(t *testing.T) {
 		if n := e.tokenRequests() - before; n != 1 {
 			t.Errorf("%d token requests, want 1: the code was sent again", n)
 		}
-		if status != http.StatusBadGateway || !strings.Contains(page, "authorization code sent with it is most likely spent") {
+		if status != http.StatusBadGateway || !strings.Contains(page, "authorization code sent with it may be spent") {
 			t.Errorf("%d %s", status, pageText(page))
 		}
 		e.assertNoSecrets(q.Get("code"), connectSc)

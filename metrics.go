@@ -26,6 +26,7 @@ const (
 	triggerCallback     = "callback"
 	triggerExchange     = "exchange"
 	triggerImport       = "import"
+	triggerKeepAlive    = "keep_alive"
 )
 
 // Read results (label result).

@@ -349,17 +349,17 @@ func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, 
 	if err != nil {
 		return "", nil, err
 	}
-	// A code exchange spends the app's budget like any token request.
-	if err := b.spendBudget(ctx, p.Config, cfg, b.budgetDeadline(b.now())); err != nil {
-		return "", nil, &authError{status: errStatus(err), msg: fmt.Sprintf("%v. Nothing was stored; start again with authorize/%s", err, p.Name)}
-	}
-	// Once sent, the exchange runs to its end whatever the caller does: apaleo spends the
-	// code on receipt and the refresh token it mints must not be lost.
-	sendCtx := b.metrics.observeTokenRequests(context.WithoutCancel(ctx), p.Config, grantAuthorizationCode, trigger)
+	// A code exchange spends the app's budget like any token request. Once sent, it runs
+	// to its end whatever the caller does: apaleo spends the code on receipt and the
+	// refresh token it mints must not be lost.
+	sendCtx := b.sendContext(ctx, p.Config, cfg, grantAuthorizationCode, trigger)
 	res, err := srv.Exchange(sendCtx, code, p.Verifier, p.Scopes, b.retry)
 	if err != nil {
 		var ue *upstreamError
+		var be *budgetError
 		switch {
+		case errors.As(err, &be) && !errors.As(err, &ue):
+			return "", nil, &authError{status: http.StatusTooManyRequests, msg: fmt.Sprintf("%v. The code was not sent and nothing was stored; start again with authorize/%s", be, p.Name)}
 		case errors.As(err, &ue) && ue.Status >= 400 && ue.Status < 500 && ue.Status != http.StatusTooManyRequests:
 			return "", nil, badAuth("apaleo refused the authorization code: %v. Nothing was stored; start again with authorize/%s", err, p.Name)
 		case errors.As(err, &ue) && ue.Timeout:
@@ -412,7 +412,8 @@ func (b *backend) storeAuthorization(ctx context.Context, s logical.Storage, p *
 	} else if resp != nil {
 		return "", nil, conflictAuth("%s. Nothing was stored", resp.Error())
 	}
-	old, err := readCred(ctx, s, p.Name)
+	// The live credential: a rotated refresh token held in memory wins over storage.
+	old, err := b.credForUpdate(ctx, s, p.Name)
 	if err != nil {
 		return "", nil, err
 	}
@@ -431,6 +432,9 @@ func (b *backend) storeAuthorization(ctx context.Context, s logical.Storage, p *
 	if err := b.putCred(ctx, s, p.Name, cred); err != nil {
 		return "", nil, err
 	}
+	// A new authorization is a new start: whatever failed before, refused tokens included.
+	b.clearFailure(p.Name)
+	b.planKeepAlive(p.Name, cred, cfg)
 	b.Logger().Info("credential authorized", "name", p.Name, "config", p.Config, "account_code", cred.AccountCode)
 	if old != nil && old.GrantType == grantAuthorizationCode && old.RefreshToken != "" && old.RefreshToken != cred.RefreshToken {
 		// The replaced refresh token would stay valid at apaleo: revoke it, best effort.

@@ -26,6 +26,9 @@ const (
 	defaultIdentityURL = "https://identity.apaleo.com"
 	defaultMinTTL      = 15 * time.Minute
 	defaultBudget      = 10 // token requests per second and config
+	// defaultIdleRefresh keeps a refresh token alive well inside IdentityServer's default
+	// sliding lifetime (15 days).
+	defaultIdleRefresh = 7 * 24 * time.Hour
 
 	maxValueLen = 4 << 10  // any string field
 	maxCALen    = 64 << 10 // ca_certificate
@@ -44,6 +47,9 @@ type apaleoConfig struct {
 	RefreshAhead  bool          `json:"refresh_ahead"`
 	// MaxTokenRequestsPerSecond is the config's token request budget; 0 for no limit.
 	MaxTokenRequestsPerSecond float64 `json:"max_token_requests_per_second"`
+	// IdleRefreshInterval is keep-alive's: an authorized credential whose refresh token
+	// was not used for this long is refreshed in the background; 0 for never.
+	IdleRefreshInterval time.Duration `json:"idle_refresh_interval"`
 	// Generation changes whenever a field that shapes the tokens changes; cached access
 	// tokens of an older generation are never handed out.
 	Generation uint64 `json:"generation"`
@@ -53,7 +59,7 @@ type apaleoConfig struct {
 // their defaults.
 func (c *apaleoConfig) UnmarshalJSON(data []byte) error {
 	type stored apaleoConfig
-	v := stored{RefreshAhead: true, MaxTokenRequestsPerSecond: defaultBudget}
+	v := stored{RefreshAhead: true, MaxTokenRequestsPerSecond: defaultBudget, IdleRefreshInterval: defaultIdleRefresh}
 	if err := json.Unmarshal(data, &v); err != nil {
 		return err
 	}
@@ -132,6 +138,11 @@ func pathConfig(b *backend) []*framework.Path {
 					Description: "The most token requests this config (one apaleo app) sends per second; 0 for no limit.",
 					Default:     defaultBudget,
 				},
+				"idle_refresh_interval": {
+					Type:        framework.TypeDurationSecond,
+					Description: "Keep-alive: an authorized credential whose refresh token has not been used for this long is refreshed in the background, so a sliding refresh-token lifetime at apaleo never lapses; 0 for never.",
+					Default:     defaultIdleRefresh.String(),
+				},
 			},
 			ExistenceCheck: b.pathConfigExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
@@ -200,6 +211,7 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, d *f
 		"refresh_ahead":  cfg.RefreshAhead,
 
 		"max_token_requests_per_second": cfg.MaxTokenRequestsPerSecond,
+		"idle_refresh_interval":         int64(cfg.IdleRefreshInterval.Seconds()),
 	}
 	return &logical.Response{Data: data}, nil
 }
@@ -250,7 +262,11 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	// The write may have fixed what failed: its credentials may ask apaleo again.
-	b.clearFailures(name)
+	newConnection := old != nil && cfg.Generation != old.Generation
+	b.clearFailures(name, newConnection)
+	if newConnection && (cfg.ClientID != old.ClientID || cfg.IdentityURL != old.IdentityURL) {
+		b.budgets.drop(name) // another app: the old one's 429 hold is not its own
+	}
 
 	// A client-credentials config is readable at creds/<name> from the start; a new
 	// generation drops the cached token.
@@ -290,6 +306,7 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 		return nil, err
 	}
 	b.forgetConfig(name)
+	b.budgets.drop(name)
 	b.Logger().Info("config deleted", "config", name)
 	return nil, nil
 }
@@ -298,7 +315,7 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 // validates the result. Nothing is stored here.
 func configFromRequest(old *apaleoConfig, d *framework.FieldData, create bool) (*apaleoConfig, error) {
 	cfg := &apaleoConfig{GrantType: grantClientCredentials, IdentityURL: defaultIdentityURL, MinTTL: defaultMinTTL,
-		RefreshAhead: true, MaxTokenRequestsPerSecond: defaultBudget}
+		RefreshAhead: true, MaxTokenRequestsPerSecond: defaultBudget, IdleRefreshInterval: defaultIdleRefresh}
 	if old != nil {
 		*cfg = *old
 		cfg.Scopes = slices.Clone(old.Scopes)
@@ -352,6 +369,15 @@ func configFromRequest(old *apaleoConfig, d *framework.FieldData, create bool) (
 		cfg.MinTTL = time.Duration(secs) * time.Second
 	}
 
+	if v, ok, err := d.GetOkErr("idle_refresh_interval"); err != nil {
+		return nil, fmt.Errorf("idle_refresh_interval: %v; use a duration such as 168h or a number of seconds, or 0 for never", err)
+	} else if ok {
+		secs := v.(int)
+		if secs < 0 {
+			return nil, fmt.Errorf("idle_refresh_interval must not be negative; use 0 to turn keep-alive off")
+		}
+		cfg.IdleRefreshInterval = time.Duration(secs) * time.Second
+	}
 	if v, ok, err := d.GetOkErr("refresh_ahead"); err != nil {
 		return nil, fmt.Errorf("refresh_ahead: %v; use true or false", err)
 	} else if ok {

@@ -23,7 +23,7 @@ func TestConfig_CRUD(t *testing.T) {
 		"min_ttl":        int64(900),
 		"refresh_ahead":  true,
 
-		"max_token_requests_per_second": float64(10),
+		"max_token_requests_per_second": float64(10), "idle_refresh_interval": int64(604800),
 	}
 	if !reflect.DeepEqual(resp.Data, want) {
 		t.Fatalf("read:\n got %#v\nwant %#v", resp.Data, want)

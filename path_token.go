@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/sync/singleflight"
 )
 
 // credential is the storage entry creds/<name>: what creds/<name> reads. For a
@@ -148,10 +149,12 @@ func pathCreds(b *backend) []*framework.Path {
 				logical.ListOperation: &framework.PathOperation{
 					Callback: b.pathCredsList,
 					Summary:  "List every name creds/ can read, with each credential's status.",
+					// Failure memory lives where token requests are sent: the active node.
+					ForwardPerformanceStandby: true,
 					Responses: map[int][]framework.Response{
 						http.StatusOK: {{Description: "OK", Fields: map[string]*framework.FieldSchema{
 							"keys":     {Type: framework.TypeStringSlice, Description: "Names creds/ can read."},
-							"key_info": {Type: framework.TypeMap, Description: "Per name: config, grant_type, account_code, expires_at, state, last_error, next_attempt_at, last_refreshed_at."},
+							"key_info": {Type: framework.TypeMap, Description: "Per name: config, grant_type, account_code, expires_at, state, last_error, next_attempt_at, last_refreshed_at, authorized_at."},
 						}}},
 					},
 				},
@@ -230,12 +233,15 @@ func (b *backend) credentialCounts() map[string]map[string]int {
 
 // credStatus is what creds/ lists of one credential.
 type credStatus struct {
-	config, grantType, accountCode, state, lastError string
-	expiresAt, nextAttempt, lastRefreshed            time.Time
+	config, grantType, accountCode, state, lastError    string
+	expiresAt, nextAttempt, lastRefreshed, authorizedAt time.Time
 }
 
 func (b *backend) status(name string, cred *credential, cfg *apaleoConfig, now time.Time) credStatus {
 	s := credStatus{config: cred.Config, grantType: cred.GrantType, accountCode: cred.AccountCode, state: stateNoToken}
+	if cred.GrantType == grantAuthorizationCode {
+		s.authorizedAt = cred.CreatedAt
+	}
 	if t := cred.Token; t != nil {
 		s.lastRefreshed = t.IssuedAt
 		if s.accountCode == "" {
@@ -254,6 +260,12 @@ func (b *backend) status(name string, cred *credential, cfg *apaleoConfig, now t
 		s.lastError = f.err.Error()
 		s.nextAttempt = f.next
 	}
+	if until, cause, held := b.holdOf(cred.Config, now); held && s.state != stateNeedsAuthorization {
+		// The app's 429 holds every name of the config.
+		s.state = stateFailing
+		s.lastError = fmt.Sprintf("%v; no token request of config/%s goes out until then", cause, cred.Config)
+		s.nextAttempt = until
+	}
 	return s
 }
 
@@ -264,7 +276,7 @@ func (s credStatus) keyInfo() map[string]any {
 		"account_code": s.accountCode,
 		"state":        s.state,
 	}
-	for k, t := range map[string]time.Time{"expires_at": s.expiresAt, "next_attempt_at": s.nextAttempt, "last_refreshed_at": s.lastRefreshed} {
+	for k, t := range map[string]time.Time{"expires_at": s.expiresAt, "next_attempt_at": s.nextAttempt, "last_refreshed_at": s.lastRefreshed, "authorized_at": s.authorizedAt} {
 		if !t.IsZero() {
 			m[k] = t.UTC().Format(time.RFC3339)
 		}
@@ -308,7 +320,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		return nil, logical.ErrReadOnly
 	}
 	valid := cred.Token.valid(cfg, now)
-	if f := b.failureOf(name); f != nil && f.blocks(now) {
+	if f := b.blockingFailure(name, cred.Config, now); f != nil {
 		return b.answerFailure(name, cred, f, valid, now)
 	}
 
@@ -318,15 +330,10 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if valid {
 		wait = min(b.retry.PerAttempt+500*time.Millisecond, cred.Token.ExpiresAt.Sub(now)-expirySkew)
 	}
-	// The request is shared by every reader of name and outlives them all: once sent, its
-	// answer (a rotated refresh token above all) is stored whoever still waits.
-	flight := b.flights.DoChan(name, func() (any, error) {
-		return b.fetchToken(context.WithoutCancel(ctx), req.Storage, name, triggerRead)
-	})
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
-	case r := <-flight:
+	case r := <-b.readFlight(ctx, req.Storage, name):
 		if r.Err != nil {
 			return b.answerError(ctx, req.Storage, name, cred, cfg, r.Err)
 		}
@@ -354,6 +361,41 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	b.metrics.credsRead(cred.Config, readError)
 	return nil, logical.CodedError(http.StatusGatewayTimeout, fmt.Sprintf(
 		"apaleo has not answered the token request for creds/%s within %s; the request goes on in the background and its answer is kept: read again shortly", name, wait.Round(time.Second)))
+}
+
+// readFlight joins name's token request under way, or starts one. The request is shared
+// by every reader of name and outlives them all: once sent, its answer (a rotated refresh
+// token above all) is stored whoever still waits. A reader that joined background work
+// the budget turned away (background never waits for it) starts a read's own request.
+func (b *backend) readFlight(ctx context.Context, s logical.Storage, name string) <-chan singleflight.Result {
+	start := func() <-chan singleflight.Result {
+		return b.flights.DoChan(name, func() (any, error) {
+			return b.fetchToken(context.WithoutCancel(ctx), s, name, triggerRead)
+		})
+	}
+	out := make(chan singleflight.Result, 1)
+	go func() {
+		r := <-start()
+		var be *budgetError
+		if errors.As(r.Err, &be) && be.background && be.held == nil {
+			r = <-start()
+		}
+		out <- r
+	}()
+	return out
+}
+
+// blockingFailure is what forbids a token request for name at now: its failure memory,
+// else the 429 hold of its config (the app's), as a failure that ends with the hold.
+func (b *backend) blockingFailure(name, config string, now time.Time) *failure {
+	if f := b.failureOf(name); f != nil && f.blocks(now) {
+		return f
+	}
+	if until, cause, held := b.holdOf(config, now); held {
+		return &failure{config: config, kind: failRetryAfter, at: now, next: until,
+			err: logical.CodedError(http.StatusTooManyRequests, fmt.Sprintf("%v; apaleo rate-limits the app of config/%s, so none of its credentials sends a token request until then", cause, config))}
+	}
+	return nil
 }
 
 // answerFailure answers a read while failure memory forbids a token request: the cached
@@ -467,20 +509,23 @@ func (b *backend) pathCredsImport(ctx context.Context, req *logical.Request, d *
 	if resp != nil || err != nil {
 		return resp, err
 	}
-	if err := b.spendBudget(ctx, cfgName, cfg, b.budgetDeadline(b.now())); err != nil {
-		return nil, err
-	}
 	srv, err := b.identity(cfgName, cfg)
 	if err != nil {
 		return nil, err
 	}
 	// Once sent, the refresh runs to its end whatever the caller does: apaleo spends the
 	// token on receipt.
-	sendCtx := b.metrics.observeTokenRequests(context.WithoutCancel(ctx), cfgName, grantRefreshToken, triggerImport)
+	sendCtx := b.sendContext(ctx, cfgName, cfg, grantRefreshToken, triggerImport)
 	res, err := b.refresh(sendCtx, srv, refreshToken, b.retry)
 	if err != nil {
 		var ue *upstreamError
-		if errors.As(err, &ue) && ue.Status >= 400 && ue.Status < 500 && ue.Status != http.StatusTooManyRequests {
+		var be *budgetError
+		switch {
+		case errors.As(err, &be) && !errors.As(err, &ue):
+			return nil, logical.CodedError(http.StatusTooManyRequests, fmt.Sprintf("%v. The refresh token was not sent and nothing was stored", be))
+		case errors.As(err, &ue) && ue.lostBefore != "":
+			return logical.ErrorResponse("apaleo refused the refresh token after the answer to the first send was lost in transit (%s): apaleo most likely used the token up then. Nothing was stored; authorize the hotel with authorize/%s config=%s instead", ue.lostBefore, name, cfgName), nil
+		case errors.As(err, &ue) && ue.Status >= 400 && ue.Status < 500 && ue.Status != http.StatusTooManyRequests:
 			return logical.ErrorResponse("apaleo refused the refresh token: %v. Nothing was stored", err), nil
 		}
 		return nil, logical.CodedError(errStatus(explainUpstream(name, &credential{Config: cfgName, GrantType: grantAuthorizationCode}, cfg, err)),
@@ -527,7 +572,8 @@ func (b *backend) pathCredsImport(ctx context.Context, req *logical.Request, d *
 	if err := b.putCred(ctx, req.Storage, name, cred); err != nil {
 		return nil, fmt.Errorf("%s", dropNew("storing the imported credential failed: "+err.Error()))
 	}
-	b.setFailure(name, nil)
+	b.clearFailure(name)
+	b.planKeepAlive(name, cred, latest)
 	b.Logger().Info("credential imported", "name", name, "config", cfgName, "account_code", cred.AccountCode)
 	return &logical.Response{Data: authorizedData(name, cred)}, nil
 }
@@ -584,7 +630,7 @@ func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *
 	}
 	b.refresher.forget(name)
 	if cred.GrantType == grantClientCredentials {
-		b.setFailure(name, nil)
+		b.clearFailure(name)
 		return nil, b.putCred(ctx, req.Storage, name, &credential{Config: cred.Config, GrantType: grantClientCredentials})
 	}
 

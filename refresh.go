@@ -3,17 +3,18 @@ package apaleo
 import (
 	"container/heap"
 	"context"
-	"math"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
+	"github.com/hashicorp/vault/sdk/logical"
 )
 
 // refresh.go runs the engine's background work: refresh-ahead, which gets a new token for
-// every credential in use before its token stops being fresh, and the request budget of
-// each config (one apaleo app), which bounds how fast its token requests go out.
+// every credential in use before its token stops being fresh, and keep-alive, which uses
+// the refresh token of an authorized credential nobody reads before apaleo lets it lapse.
+// Both go through the config's budget (budget.go) and never wait on it.
 
 // refreshWindow is when refresh-ahead may refresh a token: a moment drawn at random in
 // [start, end), so that tokens issued together are not refreshed together, and ending
@@ -69,8 +70,8 @@ func newScheduler(b *backend) *scheduler {
 	return &scheduler{b: b, index: map[string]*dueItem{}, wake: make(chan struct{}, 1)}
 }
 
-// plan makes name due at due (replacing an earlier plan) and starts the goroutine if
-// it is not running.
+// plan makes name due at due, unless it is planned earlier already (what runs then
+// plans what comes after), and starts the goroutine if it is not running.
 func (s *scheduler) plan(name string, due time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -78,6 +79,9 @@ func (s *scheduler) plan(name string, due time.Time) {
 		return
 	}
 	if it, ok := s.index[name]; ok {
+		if !due.Before(it.due) {
+			return
+		}
 		it.due = due
 		heap.Fix(&s.queue, it.pos)
 	} else {
@@ -171,42 +175,9 @@ func (s *scheduler) loop(stop, done chan struct{}) {
 func (s *scheduler) runDue() (time.Duration, bool) {
 	names, next, ok := s.takeDue(s.b.now())
 	for _, n := range names {
-		s.b.refreshAhead(n)
+		s.b.runBackground(n)
 	}
 	return next, ok
-}
-
-// budgets are the token request budgets of configs: a token bucket per config with a
-// burst of one second's worth.
-type budgets struct {
-	mu sync.Mutex
-	m  map[string]*rate.Limiter
-}
-
-// limiter returns config's token bucket, or nil for no limit. A changed rate makes a
-// new bucket.
-func (bs *budgets) limiter(config string, perSecond float64) *rate.Limiter {
-	if perSecond <= 0 {
-		return nil
-	}
-	bs.mu.Lock()
-	defer bs.mu.Unlock()
-	if lim, ok := bs.m[config]; ok && lim.Limit() == rate.Limit(perSecond) {
-		return lim
-	}
-	if bs.m == nil {
-		bs.m = map[string]*rate.Limiter{}
-	}
-	lim := rate.NewLimiter(rate.Limit(perSecond), max(1, int(math.Ceil(perSecond))))
-	bs.m[config] = lim
-	return lim
-}
-
-// reserveForReads is what refresh-ahead leaves in the bucket: it yields to reads, so it
-// only takes a token when one is there now with a fifth of the burst (at least one)
-// still left for readers.
-func reserveForReads(lim *rate.Limiter) float64 {
-	return math.Ceil(float64(lim.Burst()) / 5)
 }
 
 // jitter returns a random duration in [0, d).
@@ -228,62 +199,133 @@ func backoffAfter(n int) time.Duration {
 	return d + jitter(d/4)
 }
 
-// refreshAhead runs when name's plan is due: it refreshes the token of a credential that
-// is in use, or lets an idle one be.
-func (b *backend) refreshAhead(name string) {
+// inUse reports whether the credential's current token was read during its life: a read
+// answered it (the read that fetched it included), or came after it was issued.
+func inUse(st *nameState, t *cachedToken) bool {
+	issued := t.IssuedAt.UnixNano()
+	return st.lastServed.Load() == issued || st.lastRead.Load() >= issued
+}
+
+// keepAliveDue is from when an authorized credential's refresh token, unused since its
+// last token (or its authorization), is to be used so that a sliding lifetime at apaleo
+// never lapses: the last tenth of idle_refresh_interval, over which a fleet authorized
+// together is spread (keepAlivePlan). ok is false where keep-alive does not apply.
+func keepAliveDue(cred *credential, cfg *apaleoConfig) (time.Time, bool) {
+	if cred.GrantType != grantAuthorizationCode || cred.RefreshToken == "" || cfg.IdleRefreshInterval <= 0 {
+		return time.Time{}, false
+	}
+	used := cred.CreatedAt
+	if cred.Token != nil && cred.Token.IssuedAt.After(used) {
+		used = cred.Token.IssuedAt
+	}
+	return used.Add(cfg.IdleRefreshInterval - cfg.IdleRefreshInterval/10), true
+}
+
+// keepAlivePlan is a moment in the last tenth of the interval, drawn at random.
+func keepAlivePlan(due time.Time, cfg *apaleoConfig) time.Time {
+	return due.Add(jitter(cfg.IdleRefreshInterval / 10))
+}
+
+// backgroundWork says what name's background work is at now: a trigger to run now, or
+// when to look again (zero: nothing planned; a read or a new authorization plans it).
+func (b *backend) backgroundWork(st *nameState, cred *credential, cfg *apaleoConfig, now time.Time) (string, time.Time) {
+	var next time.Time
+	if t := cred.Token; cfg.RefreshAhead && t.valid(cfg, now) && inUse(st, t) {
+		start, end := refreshWindow(t, cfg)
+		if !now.Before(start) {
+			return triggerRefreshAhead, time.Time{}
+		}
+		next = start.Add(jitter(end.Sub(start)))
+	}
+	if due, ok := keepAliveDue(cred, cfg); ok {
+		if !now.Before(due) {
+			return triggerKeepAlive, time.Time{}
+		}
+		due = keepAlivePlan(due, cfg)
+		if next.IsZero() || due.Before(next) {
+			next = due
+		}
+	}
+	return "", next
+}
+
+// runBackground runs when name's plan is due: refresh-ahead for a credential in use,
+// keep-alive for one whose refresh token idles, else it plans when to look again. Only
+// where storage may be written; never waiting on the budget or failure memory, which
+// say when to come back.
+func (b *backend) runBackground(name string) {
 	if !b.canWrite() || b.storage == nil {
 		return
 	}
 	ctx := context.Background()
 	cred, err := b.cred(ctx, b.storage, name)
-	if err != nil || cred == nil || cred.Token == nil {
+	if err != nil || cred == nil {
 		return
 	}
 	cfg, err := b.config(ctx, b.storage, cred.Config)
-	if err != nil || cfg == nil || !cfg.RefreshAhead {
+	if err != nil || cfg == nil {
 		return
 	}
-	st := b.state(name)
+	st := b.peekState(name)
+	if st == nil {
+		st = &nameState{} // nothing read it on this node: no state to make for it
+	}
 	now := b.now()
-	if !cred.Token.valid(cfg, now) || st.lastRead.Load() < cred.Token.IssuedAt.UnixNano() {
-		// Idle (not read during this token's life) or already expired: the next read
-		// plans it again.
-		st.scheduledFor.Store(0)
+	trigger, next := b.backgroundWork(st, cred, cfg, now)
+	if trigger == "" {
+		if !next.IsZero() {
+			b.refresher.plan(name, next)
+		}
 		return
 	}
-	if f := b.failureOf(name); f != nil {
-		if f.kind == failUntilConfig || f.kind == failUntilAuthorize {
-			st.scheduledFor.Store(0)
-			return
-		}
-		if now.Before(f.next) {
+	if f := b.failureOf(name); f != nil && f.blocks(now) {
+		if !f.next.IsZero() {
 			b.refresher.plan(name, f.next)
-			return
 		}
+		return
 	}
-	if lim := b.budgets.limiter(cred.Config, cfg.MaxTokenRequestsPerSecond); lim != nil {
-		if lim.TokensAt(now) < 1+reserveForReads(lim) {
-			// Reads come first: try again once the bucket has refilled a little.
-			wait := time.Duration(float64(time.Second) * (1 + reserveForReads(lim)) / cfg.MaxTokenRequestsPerSecond)
-			b.refresher.plan(name, now.Add(wait+jitter(wait)))
-			return
-		}
+	if until, _, held := b.holdOf(cred.Config, now); held {
+		b.refresher.plan(name, until.Add(jitter(time.Second)))
+		return
 	}
-	b.Logger().Trace("refreshing ahead", "name", name, "expires_at", cred.Token.ExpiresAt)
+	b.Logger().Trace("background token request", "name", name, "trigger", trigger)
 	b.flights.DoChan(name, func() (any, error) {
-		return b.fetchToken(ctx, b.storage, name, triggerRefreshAhead)
+		out, err := b.fetchToken(ctx, b.storage, name, trigger)
+		b.afterBackground(name, cred.Config, cfg, err)
+		return out, err
 	})
+}
+
+// afterBackground plans what comes after a background token request: the next free
+// moment of the budget, the end of the app's hold, or failure memory's next attempt
+// (rememberFailure plans that); after a success, the keep-alive of the new token.
+func (b *backend) afterBackground(name, config string, cfg *apaleoConfig, err error) {
+	now := b.now()
+	var be *budgetError
+	switch {
+	case errors.As(err, &be) && be.held != nil:
+		b.refresher.plan(name, be.at.Add(jitter(time.Second)))
+	case errors.As(err, &be):
+		b.refresher.plan(name, b.budgets.of(config, cfg.MaxTokenRequestsPerSecond).backgroundMoment(now))
+	case err == nil:
+		if cred, cerr := b.cred(context.Background(), b.storage, name); cerr == nil && cred != nil {
+			if due, ok := keepAliveDue(cred, cfg); ok {
+				b.refresher.plan(name, keepAlivePlan(due, cfg))
+			}
+		}
+	}
 }
 
 // planRefresh makes refresh-ahead refresh cred's token, once per token, if its config
 // wants it. Called on reads, so only credentials in use are planned.
 func (b *backend) planRefresh(name string, st *nameState, cred *credential, cfg *apaleoConfig) {
 	t := cred.Token
-	if t == nil || !cfg.RefreshAhead {
+	if t == nil {
 		return
 	}
 	issued := t.IssuedAt.UnixNano()
-	if st.scheduledFor.Load() == issued || !b.canWrite() {
+	st.lastServed.Store(issued)
+	if !cfg.RefreshAhead || st.scheduledFor.Load() == issued || !b.canWrite() {
 		return
 	}
 	st.scheduledFor.Store(issued)
@@ -291,4 +333,36 @@ func (b *backend) planRefresh(name string, st *nameState, cred *credential, cfg 
 	due := start.Add(jitter(end.Sub(start)))
 	b.refresher.plan(name, due)
 	b.Logger().Trace("refresh-ahead planned", "name", name, "due", due, "expires_at", t.ExpiresAt)
+}
+
+// planKeepAlive plans the keep-alive of an authorized credential just stored.
+func (b *backend) planKeepAlive(name string, cred *credential, cfg *apaleoConfig) {
+	if due, ok := keepAliveDue(cred, cfg); ok && b.canWrite() {
+		b.refresher.plan(name, keepAlivePlan(due, cfg))
+	}
+}
+
+// planKeepAlives plans the keep-alive of every authorized credential in storage.
+func (b *backend) planKeepAlives(ctx context.Context, s logical.Storage) error {
+	names, err := s.List(ctx, credsPrefix)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		cred, err := b.cred(ctx, s, n)
+		if err != nil {
+			return err
+		}
+		if cred == nil || cred.GrantType != grantAuthorizationCode {
+			continue
+		}
+		cfg, err := b.config(ctx, s, cred.Config)
+		if err != nil {
+			return err
+		}
+		if cfg != nil {
+			b.planKeepAlive(n, cred, cfg)
+		}
+	}
+	return nil
 }

@@ -200,9 +200,9 @@ type failure struct {
 	at       time.Time
 	next     time.Time // when a request may be sent again; zero for failUntil*
 	attempts int       // consecutive failures
-	// maySpent: the last refresh got no answer in time; apaleo may have rotated the
-	// refresh token all the same, so the next refresh may be refused.
-	maySpent bool
+	// lost: how the answer to the last refresh was lost (upstreamError.lostWhat); apaleo
+	// may have rotated the refresh token all the same, so the next refresh may be refused.
+	lost string
 }
 
 // blocks reports whether the failure still forbids a token request at now.
@@ -234,6 +234,7 @@ func (f *failure) answer(name string) error {
 // nameState is what the engine knows of one credential in memory only.
 type nameState struct {
 	lastRead     atomic.Int64 // unix nanos of the last read
+	lastServed   atomic.Int64 // IssuedAt (unix nanos) of the last token a read was answered
 	scheduledFor atomic.Int64 // IssuedAt (unix nanos) of the token refresh-ahead is planned for
 
 	mu      sync.Mutex
@@ -290,16 +291,28 @@ func (b *backend) setFailure(name string, f *failure) {
 	st.mu.Unlock()
 }
 
-// clearFailures forgets the failure memory of every name made from config (a config
-// write may have fixed what failed).
-func (b *backend) clearFailures(config string) {
+// clearFailures forgets what a write of config may have fixed in the failure memory of
+// the names made from it: a refused client or scopes, and with new connection settings
+// (another client, secret or server) the backoff too. A refused refresh token is the
+// credential's own: only a new authorization or import ends it.
+func (b *backend) clearFailures(config string, connectionChanged bool) {
 	b.statesMu.RLock()
 	defer b.statesMu.RUnlock()
 	for _, st := range b.states {
 		st.mu.Lock()
-		if st.failure != nil && st.failure.config == config {
+		if f := st.failure; f != nil && f.config == config &&
+			(f.kind == failUntilConfig || connectionChanged && f.kind != failUntilAuthorize) {
 			st.failure = nil
 		}
+		st.mu.Unlock()
+	}
+}
+
+// clearFailure forgets name's failure memory, if it has any, creating nothing.
+func (b *backend) clearFailure(name string) {
+	if st := b.peekState(name); st != nil {
+		st.mu.Lock()
+		st.failure = nil
 		st.mu.Unlock()
 	}
 }
@@ -347,25 +360,27 @@ func (b *backend) putConfig(ctx context.Context, s logical.Storage, name string,
 }
 
 // putCred stores creds/<name>. A successful store clears an unsaved rotated refresh
-// token (c carries the newest one: callers build it from what cred returned) and the
-// failure memory.
+// token (c carries the newest one: callers build it from what cred returned). Failure
+// memory is the callers' to clear: only they know what the write fixed.
 func (b *backend) putCred(ctx context.Context, s logical.Storage, name string, c *credential) error {
 	if err := writeJSON(ctx, s, credsPrefix+name, c); err != nil {
 		b.creds.set(name, nil)
 		return err
 	}
 	b.creds.set(name, c)
-	// A stored credential is a new start: a new authorization, a config write, a token.
-	st := b.state(name)
-	st.mu.Lock()
-	st.unsaved, st.failure = nil, nil
-	st.mu.Unlock()
+	if st := b.peekState(name); st != nil {
+		st.mu.Lock()
+		st.unsaved = nil
+		st.mu.Unlock()
+	}
 	return nil
 }
 
+// deleteCred deletes creds/<name> and everything the engine knew of it.
 func (b *backend) deleteCred(ctx context.Context, s logical.Storage, name string) error {
 	defer b.forgetCred(name)
 	defer b.dropState(name)
+	defer b.refresher.forget(name)
 	return s.Delete(ctx, credsPrefix+name)
 }
 

@@ -33,16 +33,15 @@ func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name, trigg
 		return nil, err
 	}
 	now := b.now()
-	if !b.needsToken(cred, cfg, trigger, now) {
+	if !b.needsToken(name, cred, cfg, trigger, now) {
 		return &fetchOutcome{cred: cred}, nil
 	}
 	if f := b.failureOf(name); f != nil && f.blocks(now) {
 		return nil, f.answer(name)
 	}
-	if err := b.spendBudget(ctx, cred.Config, cfg, b.budgetDeadline(now)); err != nil {
-		return nil, err
-	}
 
+	b.inflight.Add(1)
+	defer b.inflight.Add(-1)
 	res, err := b.requestToken(ctx, name, cred, cfg, trigger)
 	if err != nil {
 		return nil, b.rememberFailure(name, cred, cfg, err)
@@ -74,8 +73,13 @@ func (b *backend) loadForFetch(ctx context.Context, s logical.Storage, name stri
 }
 
 // needsToken reports whether a token request is still wanted: for a read, the token is
-// no longer fresh; for refresh-ahead, its refresh window has begun.
-func (b *backend) needsToken(cred *credential, cfg *apaleoConfig, trigger string, now time.Time) bool {
+// no longer fresh; for refresh-ahead, its refresh window has begun; for keep-alive, the
+// refresh token has not been used for idle_refresh_interval.
+func (b *backend) needsToken(name string, cred *credential, cfg *apaleoConfig, trigger string, now time.Time) bool {
+	if trigger == triggerKeepAlive {
+		due, ok := keepAliveDue(cred, cfg)
+		return ok && !now.Before(due)
+	}
 	if !cred.Token.fresh(cfg, now) {
 		return true
 	}
@@ -92,34 +96,14 @@ func (b *backend) budgetDeadline(now time.Time) time.Time {
 	return now.Add(max(b.retry.Total-flightMargin-b.retry.PerAttempt, 0))
 }
 
-// spendBudget takes one token request from config's budget, waiting for it until
-// deadline at the latest; past that the read is answered 429 with when to retry.
-func (b *backend) spendBudget(ctx context.Context, config string, cfg *apaleoConfig, deadline time.Time) error {
-	lim := b.budgets.limiter(config, cfg.MaxTokenRequestsPerSecond)
-	if lim == nil {
-		return nil
-	}
-	now := b.now()
-	r := lim.ReserveN(now, 1)
-	wait := r.DelayFrom(now)
-	if wait == 0 {
-		return nil
-	}
-	if now.Add(wait).After(deadline) {
-		r.CancelAt(now)
-		return logical.CodedError(http.StatusTooManyRequests, fmt.Sprintf(
-			"config/%s may send %g token requests per second (max_token_requests_per_second) and that budget is spent; retry after %s",
-			config, cfg.MaxTokenRequestsPerSecond, wait.Round(time.Second)))
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		r.CancelAt(b.now())
-		return ctx.Err()
-	}
+// sendContext is the context a token request of config is sent with: counted in the
+// metrics, and every attempt charged to the config's budget (background work never
+// waits for it) and stopped by the app's 429 hold. Once sent, a request runs to its end
+// whatever the caller does: apaleo spends a refresh token or a code on receipt.
+func (b *backend) sendContext(ctx context.Context, config string, cfg *apaleoConfig, grant, trigger string) context.Context {
+	background := trigger == triggerRefreshAhead || trigger == triggerKeepAlive
+	ctx = withAttemptGuard(context.WithoutCancel(ctx), b.gate(config, cfg, background))
+	return b.metrics.observeTokenRequests(ctx, config, grant, trigger)
 }
 
 // refreshTimeout bounds a refresh-token request: generous, because a refresh cut short
@@ -140,70 +124,111 @@ func (b *backend) requestToken(ctx context.Context, name string, cred *credentia
 	}
 	policy := b.retry
 	policy.Total = max(policy.Total-flightMargin, policy.PerAttempt)
-	if cred.Token.valid(cfg, b.now()) || b.failureOf(name) != nil {
-		// A cached token to fall back on, or apaleo failed before: one attempt, and
-		// failure memory's backoff is the retry, so readers do not pile up behind a
-		// 30 s retry loop while apaleo is down.
+	if cred.Token.valid(cfg, b.now()) || b.failureOf(name) != nil || trigger != triggerRead {
+		// A cached token to fall back on, apaleo failed before, or nobody waits: one
+		// attempt, and failure memory's backoff is the retry, so readers do not pile up
+		// behind a 30 s retry loop while apaleo is down.
 		policy.Attempts = 1
 	}
 	if cred.GrantType == grantClientCredentials {
-		return srv.ClientCredentials(b.metrics.observeTokenRequests(ctx, cred.Config, grantClientCredentials, trigger), cfg.Scopes, policy)
+		return srv.ClientCredentials(b.sendContext(ctx, cred.Config, cfg, grantClientCredentials, trigger), cfg.Scopes, policy)
 	}
-	return b.refresh(b.metrics.observeTokenRequests(ctx, cred.Config, grantRefreshToken, trigger), srv, cred.RefreshToken, policy)
+	return b.refresh(b.sendContext(ctx, cred.Config, cfg, grantRefreshToken, trigger), srv, cred.RefreshToken, policy)
 }
 
 // refresh runs the refresh grant. Once a refresh is on the wire, nothing cuts it short
 // but its own generous timeout (refreshTimeout): apaleo may rotate the refresh token
 // whether or not we wait for the answer. p bounds when new attempts may start; one that
 // timed out is not retried, since the token may be spent.
+//
+// An attempt whose answer was lost (see lostAnswer) may be followed by one that sends the
+// same refresh token again; if apaleo refuses that one, the error says the first answer
+// was lost, since apaleo most likely spent the token then.
 func (b *backend) refresh(ctx context.Context, srv identityServer, refreshToken string, p retryPolicy) (*tokenResult, error) {
 	one := retryPolicy{Total: b.refreshTimeout, PerAttempt: b.refreshTimeout, Attempts: 1}
 	p.PerAttempt = b.refreshTimeout
+	var lost *upstreamError
 	return withRetries(withoutAttemptObserver(ctx), p, func(actx context.Context) (*tokenResult, error) {
 		res, err := srv.Refresh(context.WithoutCancel(ctx), refreshToken, one)
 		var ue *upstreamError
-		if errors.As(err, &ue) && ue.Timeout {
-			final := *ue
-			final.Temporary = false
-			return nil, &final
+		if !errors.As(err, &ue) {
+			return res, err
 		}
-		return res, err
+		marked := *ue
+		switch {
+		case lost != nil && marked.refusedGrant():
+			marked.lostBefore = lost.lostWhat()
+		case marked.lostAnswer():
+			lost = ue
+			marked.lostBefore = ""
+		}
+		if marked.Timeout {
+			marked.Temporary = false
+		}
+		return nil, &marked
 	})
 }
 
 // rememberFailure records a failed token request in failure memory and returns the
-// error a read answers.
+// error a read answers. A refusal by the budget or the app's 429 hold sent nothing and is
+// not the name's failure; a 429 holds the whole config (attemptGate) rather than a name.
 func (b *backend) rememberFailure(name string, cred *credential, cfg *apaleoConfig, err error) error {
+	var be *budgetError
+	if errors.As(err, &be) {
+		if f := b.blockingFailure(name, cred.Config, b.now()); be.held != nil && f != nil {
+			return f.answer(name) // the app's hold, said the way every read of it says it
+		}
+		return be
+	}
 	var ue *upstreamError
 	if !errors.As(err, &ue) {
 		b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", err)
 		return err
 	}
-	explained := explainUpstream(name, cred, cfg, err)
 	now := b.now()
+	prev := b.failureOf(name)
+	explained := explainUpstream(name, cred, cfg, err)
+	if ue.Status == http.StatusTooManyRequests {
+		b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", explained)
+		if f := b.blockingFailure(name, cred.Config, now); f != nil {
+			return f.answer(name)
+		}
+		return explained
+	}
 	f := &failure{config: cred.Config, err: explained, at: now, attempts: 1}
-	if prev := b.failureOf(name); prev != nil {
+	if prev != nil {
 		f.attempts = prev.attempts + 1
 	}
 	refresh := cred.GrantType == grantAuthorizationCode
 	switch {
 	case ue.Code == "invalid_client" || ue.Code == "unauthorized_client" || ue.Code == "invalid_scope":
 		f.kind = failUntilConfig
-	case refresh && (ue.Code == "invalid_grant" || ue.Code == "invalid_request"):
+	case refresh && ue.refusedGrant():
 		f.kind = failUntilAuthorize
-	case ue.Status == http.StatusTooManyRequests && ue.RetryAfter > 0:
-		f.kind = failRetryAfter
-		f.next = now.Add(ue.RetryAfter)
+		lostWhat := ue.lostBefore
+		if lostWhat == "" && prev != nil {
+			lostWhat = prev.lost
+		}
+		if lostWhat != "" {
+			f.err = logical.CodedError(http.StatusBadRequest, fmt.Sprintf(
+				"%v: apaleo refused the refresh token of creds/%s after the answer to an earlier refresh was lost in transit (%s), so apaleo most likely used the token up then and the answer never arrived; run authorize/%s config=%s again",
+				ue, name, lostWhat, name, cred.Config))
+		}
 	default:
 		f.next = now.Add(backoffAfter(f.attempts))
 	}
-	if refresh && ue.Timeout {
-		f.maySpent = true
+	if refresh && ue.lostAnswer() {
+		f.lost = ue.lostWhat()
 		f.err = logical.CodedError(errStatus(explained), fmt.Sprintf(
-			"%v; the refresh request got no answer in time, so apaleo may have used up the refresh token: if the next refresh is refused, run authorize/%s config=%s again",
+			"%v; the answer to this refresh was lost in transit, so apaleo may have used up the refresh token: the next attempt sends it once more, and if apaleo refuses it, run authorize/%s config=%s again",
 			explained, name, cred.Config))
 	}
 	b.setFailure(name, f)
+	if !f.next.IsZero() {
+		// Failure memory's next attempt is refresh-ahead's too, while the credential is
+		// in use or kept alive (background decides when it comes).
+		b.refresher.plan(name, f.next)
+	}
 	b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", f.err, "next_attempt", f.nextAttemptText(name))
 	return f.answer(name)
 }
