@@ -35,8 +35,8 @@ func TestFleet(t *testing.T) {
 	t.Run("budget", func(t *testing.T) { testFleetBudget(t, v) })
 	// Cases that mostly wait on the clock run side by side.
 	t.Run("waits", func(t *testing.T) {
-		t.Run("app_429_holds_config", func(t *testing.T) { t.Parallel(); testFleetAppHold(t, v) })
 		t.Run("lost_answer", func(t *testing.T) { t.Parallel(); testFleetLostAnswer(t, v) })
+		t.Run("app_429_holds_config", func(t *testing.T) { t.Parallel(); testFleetAppHold(t, v) })
 		t.Run("keep_alive", func(t *testing.T) { t.Parallel(); testFleetKeepAlive(t, v) })
 	})
 }
@@ -206,7 +206,8 @@ func testFleetRefreshAhead(t *testing.T, v *vault) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var failures []string
+	var failures, slowReads []string
+	begun := time.Now()
 	for r := range 4 {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(r), 7))
@@ -227,6 +228,9 @@ func testFleetRefreshAhead(t *testing.T, v *vault) {
 				}
 				if _, again := seen.LoadOrStore(name, true); again && took > 500*time.Millisecond {
 					st.slow.Add(1)
+					mu.Lock()
+					slowReads = append(slowReads, fmt.Sprintf("%s at +%v took %v", name, time.Since(begun).Round(100*time.Millisecond), took.Round(time.Millisecond)))
+					mu.Unlock()
 				}
 				if ms := took.Milliseconds(); ms > st.slowest.Load() {
 					st.slowest.Store(ms)
@@ -250,7 +254,7 @@ func testFleetRefreshAhead(t *testing.T, v *vault) {
 		t.Errorf("%d reads failed, e.g. %v", st.failed.Load(), failures[:min(3, len(failures))])
 	}
 	if st.slow.Load() != 0 {
-		t.Errorf("%d reads after the first of their credential took over 500 ms", st.slow.Load())
+		t.Errorf("%d reads after the first of their credential took over 500 ms: %v", st.slow.Load(), slowReads)
 	}
 	if n := after.Errors["invalid_grant"]; n != 0 {
 		t.Errorf("%d refresh tokens were refused: refresh tokens were lost", n)
