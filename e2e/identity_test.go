@@ -32,10 +32,12 @@ type identity struct {
 type idpStats struct {
 	TokenRequests  int            `json:"token_requests"`
 	ByGrant        map[string]int `json:"by_grant"`
+	ByClient       map[string]int `json:"by_client"` // token requests by the client id they name
 	Issued         int            `json:"issued"`
 	Errors         map[string]int `json:"errors"`
 	Revocations    int            `json:"revocations"`
 	Authorizations int            `json:"authorizations"`
+	PendingFaults  int            `json:"pending_faults"`
 	RequestTimes   []int64        `json:"request_times_ms"` // when each token request arrived
 }
 
@@ -44,6 +46,18 @@ type idpStats struct {
 func startIdentity(t *testing.T, name string, tokenTTL time.Duration, clients ...string) *identity {
 	t.Helper()
 	return startIdentityFlags(t, name, tokenTTL, nil, clients...)
+}
+
+// startIdentityWith is startIdentity with refresh tokens that die after refreshTTL
+// unused (0: the server's default). Refresh tokens rotate on every use and each new one
+// lives refreshTTL: a sliding lifetime, like IdentityServer's.
+func startIdentityWith(t *testing.T, name string, tokenTTL, refreshTTL time.Duration, clients ...string) *identity {
+	t.Helper()
+	var flags []string
+	if refreshTTL > 0 {
+		flags = append(flags, "-refresh-ttl", refreshTTL.String())
+	}
+	return startIdentityFlags(t, name, tokenTTL, flags, clients...)
 }
 
 // startIdentityFlags is startIdentity with more command-line flags (-login, ...).

@@ -8,7 +8,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -439,4 +441,104 @@ func sha256File(t *testing.T, path string) string {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// agent is a running `vault agent` with one template per secret path, each rendering
+// that secret's access_token to a file of its own.
+type agent struct {
+	*proc
+	files map[string]string // secret path -> rendered file
+}
+
+// startAgent runs `vault agent` against v, authenticated with a token whose policy
+// (named name) reads only paths, one template per path.
+func startAgent(t *testing.T, v *vault, name string, paths ...string) *agent {
+	t.Helper()
+	dir := filepath.Join(v.dir, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var policy, templates strings.Builder
+	a := &agent{files: map[string]string{}}
+	for i, p := range paths {
+		fmt.Fprintf(&policy, "path %q { capabilities = [\"read\"] }\n", p)
+		a.files[p] = filepath.Join(dir, fmt.Sprintf("rendered-%d", i))
+		fmt.Fprintf(&templates, "template {\n  contents    = %q\n  destination = %q\n}\n",
+			`{{ with secret "`+p+`" }}{{ .Data.access_token }}{{ end }}`, a.files[p])
+	}
+	v.must(t, "policy", "write", name, writeFile(t, filepath.Join(dir, "policy.hcl"), policy.String()))
+	var tok vaultSecret
+	v.jsonOut(t, &tok, "token", "create", "-format=json", "-policy="+name, "-ttl=1h")
+	tokenFile := writeFile(t, filepath.Join(dir, "token"), tok.Auth.ClientToken)
+	cfg := writeFile(t, filepath.Join(dir, "agent.hcl"), fmt.Sprintf(`
+vault {
+  address = %q
+}
+auto_auth {
+  method "token_file" {
+    config = {
+      token_file_path = %q
+    }
+  }
+}
+%s`, v.Addr, tokenFile, templates.String()))
+	a.proc = startProc(t, name, filepath.Join(dir, "agent.log"), baseEnv(v.home), bins.vault, "agent", "-config="+cfg, "-log-level=debug")
+	return a
+}
+
+// rendered is what the template of path last rendered ("" before the first render).
+func (a *agent) rendered(path string) string {
+	b, _ := os.ReadFile(a.files[path])
+	return strings.TrimSpace(string(b))
+}
+
+// auditCall is one request as Vault's file audit device logged it: when its request
+// entry and its response entry were written.
+type auditCall struct {
+	Path, Operation string
+	Start           time.Time
+	Took            time.Duration
+}
+
+// auditCalls reads a file audit log and pairs each request entry with the response
+// entry of the same request id, in the order the requests were logged. Requests with no
+// response entry (yet) are left out.
+func auditCalls(t *testing.T, path string) []auditCall {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	type entry struct {
+		Time    time.Time `json:"time"`
+		Type    string    `json:"type"`
+		Request struct {
+			ID        string `json:"id"`
+			Operation string `json:"operation"`
+			Path      string `json:"path"`
+		} `json:"request"`
+	}
+	var calls []auditCall
+	started := map[string]int{} // request id -> index in calls
+	dec := json.NewDecoder(f)
+	for {
+		var e entry
+		if err := dec.Decode(&e); err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) { // a line being written
+				t.Fatalf("audit log %s: %v", path, err)
+			}
+			break
+		}
+		switch e.Type {
+		case "request":
+			started[e.Request.ID] = len(calls)
+			calls = append(calls, auditCall{Path: e.Request.Path, Operation: e.Request.Operation, Start: e.Time, Took: -1})
+		case "response":
+			if i, ok := started[e.Request.ID]; ok {
+				calls[i].Took = e.Time.Sub(calls[i].Start)
+			}
+		}
+	}
+	return slices.DeleteFunc(calls, func(c auditCall) bool { return c.Took < 0 })
 }

@@ -56,7 +56,7 @@ Clients file (-clients-file): a JSON list of
 
 Admin API (-admin, no authentication, test use only):
   GET    /_admin/stats                 Stats JSON: token_requests, by_grant{},
-                                       issued, errors{}, revocations,
+                                       by_client{}, issued, errors{}, revocations,
                                        authorizations, faults_applied,
                                        pending_faults, refresh_revoked
   POST   /_admin/reset                 zero stats, clear queued faults (204)

@@ -63,10 +63,10 @@ func TestAdminAPI(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &st); err != nil || status != 200 {
 		t.Fatalf("stats: %d %s", status, body)
 	}
-	if st.TokenRequests != 1 || st.Issued != 1 || st.ByGrant["client_credentials"] != 1 {
+	if st.TokenRequests != 1 || st.Issued != 1 || st.ByGrant["client_credentials"] != 1 || st.ByClient[ccID] != 1 {
 		t.Errorf("stats %+v", st)
 	}
-	for _, k := range []string{`"token_requests"`, `"by_grant"`, `"issued"`, `"errors"`, `"revocations"`, `"authorizations"`} {
+	for _, k := range []string{`"token_requests"`, `"by_grant"`, `"by_client"`, `"issued"`, `"errors"`, `"revocations"`, `"authorizations"`} {
 		if !strings.Contains(body, k) {
 			t.Errorf("stats JSON lacks %s: %s", k, body)
 		}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -62,6 +63,7 @@ type Options struct {
 type Stats struct {
 	TokenRequests  int            `json:"token_requests"`  // every POST /connect/token, faulted ones included
 	ByGrant        map[string]int `json:"by_grant"`        // by grant_type form value (faulted requests included)
+	ByClient       map[string]int `json:"by_client"`       // by the client id the request names (faulted requests included), the first maxClientsCounted ids
 	Issued         int            `json:"issued"`          // successful token responses (also those then truncated or dropped by a fault)
 	Errors         map[string]int `json:"errors"`          // token-endpoint OAuth errors by code, e.g. "invalid_grant" (injected faults not counted)
 	Revocations    int            `json:"revocations"`     // /connect/revocation requests answered 200
@@ -74,7 +76,10 @@ type Stats struct {
 	RequestTimes []int64 `json:"request_times_ms"`
 }
 
-const maxRequestTimes = 100_000
+const (
+	maxRequestTimes   = 100_000
+	maxClientsCounted = 1000
+)
 
 // Server is the identity server. It is safe for concurrent use.
 type Server struct {
@@ -180,7 +185,7 @@ func New(opts Options) (*Server, error) {
 }
 
 func newStats() Stats {
-	return Stats{ByGrant: map[string]int{}, Errors: map[string]int{}}
+	return Stats{ByGrant: map[string]int{}, ByClient: map[string]int{}, Errors: map[string]int{}}
 }
 
 // AddClient registers c, replacing a client with the same ID. Tokens already
@@ -200,14 +205,9 @@ func (s *Server) Stats() Stats {
 	defer s.mu.Unlock()
 	out := s.stats
 	out.RequestTimes = slices.Clone(s.stats.RequestTimes)
-	out.ByGrant = make(map[string]int, len(s.stats.ByGrant))
-	for k, v := range s.stats.ByGrant {
-		out.ByGrant[k] = v
-	}
-	out.Errors = make(map[string]int, len(s.stats.Errors))
-	for k, v := range s.stats.Errors {
-		out.Errors[k] = v
-	}
+	out.ByGrant = maps.Clone(s.stats.ByGrant)
+	out.ByClient = maps.Clone(s.stats.ByClient)
+	out.Errors = maps.Clone(s.stats.Errors)
 	out.PendingFaults = len(s.faults)
 	return out
 }
@@ -361,7 +361,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, info *reqLo
 	grant := r.PostForm.Get("grant_type")
 	info.grant, info.client = grant, requestClientID(r)
 
-	fault, faulted := s.takeFault(grant)
+	fault, faulted := s.takeFault(grant, info.client)
 	if !faulted {
 		s.token(r.Context(), w, r, grant)
 		return
