@@ -12,9 +12,9 @@ import (
 // budget.go is what one config (one apaleo app) may send: its request budget, at most
 // max_token_requests_per_second token requests in any one second with every HTTP attempt
 // charged, and its 429 hold, since apaleo's rate limit is the app's and not a hotel's.
-// Reads come first: they may wait for the next free moment; background work
-// (refresh-ahead, keep-alive) only takes a moment that is free now, else it is given a
-// later one to come back at, without holding anything readers want.
+// Reads may wait for the next free moment; background work (refresh-ahead, keep-alive)
+// books one at most backgroundHorizon ahead, else comes back when the budget has room, so
+// a read never waits more than that behind it.
 
 // budget is one config's: requests are spaced 1/perSecond apart (no burst), so any one
 // second holds at most perSecond of them.
@@ -22,9 +22,6 @@ type budget struct {
 	mu        sync.Mutex
 	perSecond float64   // 0: no limit
 	next      time.Time // the earliest moment the next request may go
-	// background is the next moment handed to background work to come back at; it only
-	// spreads background work out, it reserves nothing.
-	background time.Time
 	// The app's 429 hold: no request of the config before holdUntil.
 	holdUntil time.Time
 	holdErr   error
@@ -57,21 +54,10 @@ func (bu *budget) take(now, latest time.Time) (time.Time, bool) {
 	return slot, true
 }
 
-// backgroundMoment hands background work a moment to come back at: after the next free
-// one, and after the moments handed out before, so that names due together come back
-// one at a time rather than all at once.
-func (bu *budget) backgroundMoment(now time.Time) time.Time {
-	bu.mu.Lock()
-	defer bu.mu.Unlock()
-	at := now
-	for _, t := range []time.Time{bu.next, bu.background} {
-		if t.After(at) {
-			at = t
-		}
-	}
-	bu.background = at.Add(max(bu.interval(), 10*time.Millisecond))
-	return at
-}
+// backgroundHorizon is how far ahead background work (refresh-ahead, keep-alive) may book
+// a moment of the budget: at most this much of the budget is booked ahead of a read that
+// comes later, so reads never wait long behind the fleet's background work.
+const backgroundHorizon = time.Second
 
 // held returns the hold in force at now, if any.
 func (bu *budget) held(now time.Time) (time.Time, error, bool) {
@@ -186,6 +172,7 @@ type attemptGate struct {
 	bu       *budget
 	wait     bool      // may wait for a free moment (reads, callbacks, imports)
 	deadline time.Time // the latest moment worth waiting for
+	booked   time.Time // a moment background work booked before it started the request
 	// waited is the end of a hold this request's own 429 made with a Retry-After, which
 	// withRetries waits out before it tries again.
 	waited time.Time
@@ -193,15 +180,39 @@ type attemptGate struct {
 
 // gate returns the attempt gate of a request of config: reads and the flows wait for the
 // budget up to the read bound, background work does not wait.
-func (b *backend) gate(config string, cfg *apaleoConfig, background bool) *attemptGate {
+func (b *backend) gate(ctx context.Context, config string, cfg *apaleoConfig, background bool) *attemptGate {
+	booked, _ := ctx.Value(bookedKey{}).(time.Time)
 	return &attemptGate{b: b, config: config, bu: b.budgets.of(config, cfg.MaxTokenRequestsPerSecond),
-		wait: !background, deadline: b.budgetDeadline(b.now())}
+		wait: !background, deadline: b.budgetDeadline(b.now()), booked: booked}
+}
+
+type bookedKey struct{}
+
+// withBooked carries a moment of the budget that background work booked (book) into
+// the token request it starts: its first attempt goes then, charged already.
+func withBooked(ctx context.Context, at time.Time) context.Context {
+	return context.WithValue(ctx, bookedKey{}, at)
+}
+
+// book reserves a moment for background work of config, at most backgroundHorizon
+// ahead; else it says when to come back (when the budget is booked less far ahead).
+func (b *backend) book(config string, cfg *apaleoConfig, now time.Time) (time.Time, bool) {
+	bu := b.budgets.of(config, cfg.MaxTokenRequestsPerSecond)
+	slot, ok := bu.take(now, now.Add(backgroundHorizon))
+	if !ok {
+		return slot.Add(-backgroundHorizon).Add(jitter(max(bu.interval(), 10*time.Millisecond))), false
+	}
+	return slot, true
 }
 
 func (g *attemptGate) before(ctx context.Context) error {
 	now := g.b.now()
 	if until, cause, ok := g.bu.held(now); ok && !until.Equal(g.waited) {
 		return &budgetError{config: g.config, at: until, held: cause, background: !g.wait}
+	}
+	if at := g.booked; !at.IsZero() {
+		g.booked = time.Time{}
+		return g.b.sleepUntil(ctx, at)
 	}
 	latest := now
 	if g.wait && g.deadline.After(now) {

@@ -315,6 +315,8 @@ type upstreamError struct {
 	// request is not retried and the credential may need a new authorization.
 	Spent     bool
 	spentWhat string // "refresh token" or "authorization code"
+	// notSent: the connection could not be made, so the request never left.
+	notSent bool
 	// lostBefore: this refusal of a refresh token followed an attempt of the same request
 	// whose answer was lost (it says how), so apaleo most likely spent the token then.
 	lostBefore string
@@ -349,6 +351,9 @@ func (e *upstreamError) Error() string {
 // lost on the way back: no answer in time, a dropped connection, a 5xx (a proxy's as
 // likely as apaleo's), or a 2xx that cannot be read.
 func (e *upstreamError) lostAnswer() bool {
+	if e.notSent {
+		return false
+	}
 	return e.Timeout || e.Unreadable || e.Status >= 500 || (!e.Answered && e.Temporary)
 }
 
@@ -412,6 +417,8 @@ func classifyTransportError(err error) *upstreamError {
 		} else {
 			ue.cause = rootCause(err)
 		}
+		var op *net.OpError
+		ue.notSent = errors.As(err, &op) && op.Op == "dial"
 	}
 	return ue
 }

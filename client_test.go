@@ -427,16 +427,18 @@ func TestClient_RetryPolicy(t *testing.T) {
 				answerJSON(w, 400, map[string]string{"error": "invalid_client"})
 			}, minReqs: 1, maxReqs: 1},
 		{name: "backoff doubles to its cap within the total",
-			policy: retryPolicy{Total: 600 * time.Millisecond, PerAttempt: time.Second, BaseDelay: 40 * time.Millisecond, MaxDelay: 80 * time.Millisecond},
-			answer: fail503, minReqs: 3, maxReqs: 8,
+			// A total wide enough for 3 attempts on a loaded machine under -race; the
+			// waits (40, 80, 160, 200, ... ms) allow at most 16 in it.
+			policy: retryPolicy{Total: 3 * time.Second, PerAttempt: time.Second, BaseDelay: 40 * time.Millisecond, MaxDelay: 200 * time.Millisecond},
+			answer: fail503, minReqs: 3, maxReqs: 16,
 			check: func(t *testing.T, err error, reqs []stubRequest) {
-				if !strings.Contains(err.Error(), "HTTP 503") || !strings.Contains(err.Error(), "attempt(s) in 600ms") {
+				if !strings.Contains(err.Error(), "HTTP 503") || !strings.Contains(err.Error(), "attempt(s) in 3s") {
 					t.Errorf("%v", err)
 				}
-				// Waits of delay plus up to half of it in jitter: 40, 80, 80, ... ms.
+				// Waits of delay plus up to half of it in jitter: 40, 80, 160, 200, ... ms.
 				for i := 1; i < len(reqs); i++ {
 					gap := reqs[i].at.Sub(reqs[i-1].at)
-					want := min(40*time.Millisecond<<(i-1), 80*time.Millisecond)
+					want := min(40*time.Millisecond<<(i-1), 200*time.Millisecond)
 					if gap < want {
 						t.Errorf("wait %d: %s, want at least %s", i, gap, want)
 					}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -375,5 +376,24 @@ func TestConsumers_ListForwardedFromStandbys(t *testing.T) {
 	op, ok := p.Operations[logical.ListOperation].(*framework.PathOperation)
 	if !ok || !op.ForwardPerformanceStandby {
 		t.Fatal("creds/ LIST is answered on performance standbys")
+	}
+}
+
+// TestConsumers_RefusedConnectionIsNotALostAnswer: a request that never left (the
+// connection was refused) lost no answer, so it spends nothing of the one re-send.
+func TestConsumers_RefusedConnectionIsNotALostAnswer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	_, err = http.Get("http://" + addr + "/connect/token")
+	ue := classifyOAuthError(err)
+	if !ue.Temporary || ue.lostAnswer() {
+		t.Fatalf("refused connection: temporary %v, lost %v (%s)", ue.Temporary, ue.lostAnswer(), ue.cause)
+	}
+	if dropped := (&upstreamError{Temporary: true, cause: "EOF"}); !dropped.lostAnswer() {
+		t.Fatal("a dropped connection is not a lost answer")
 	}
 }

@@ -465,8 +465,9 @@ func TestEngine_RefreshAheadNotOnStandbys(t *testing.T) {
 	}
 }
 
-// TestEngine_RefreshAheadYieldsToReads: with the budget taken by reads, refresh-ahead
-// takes nothing and plans itself again at a later moment; then it runs.
+// TestEngine_RefreshAheadYieldsToReads: with the budget booked by reads further ahead
+// than background work may book, refresh-ahead takes nothing and plans itself again for
+// when there is room; then it runs.
 func TestEngine_RefreshAheadYieldsToReads(t *testing.T) {
 	e := newEngineEnv(t)
 	e.connectConfig("connect", map[string]any{"max_token_requests_per_second": 5})
@@ -475,21 +476,22 @@ func TestEngine_RefreshAheadYieldsToReads(t *testing.T) {
 	due, _ := e.b.refresher.planned("hotel-ber")
 	e.clock.Add(due.Sub(e.clock.Now()))
 	bu := e.b.budgets.of("connect", 5)
-	bu.take(e.clock.Now(), e.clock.Now()) // a read took this moment
+	bu.take(e.clock.Now(), e.clock.Now().Add(time.Hour))
+	bu.next = e.clock.Now().Add(5 * time.Second) // reads booked the next 5 s
 	e.b.refresher.runDue()
-	e.settle("hotel-ber")
+	e.b.waitFlights()
 	if n := e.idp.total(); n != 0 {
-		t.Fatalf("refresh-ahead took a moment a read had: %d requests", n)
+		t.Fatalf("refresh-ahead booked ahead of reads: %d requests", n)
 	}
 	again, ok := e.b.refresher.planned("hotel-ber")
-	if !ok || !again.After(e.clock.Now()) {
-		t.Fatalf("refresh-ahead did not plan itself again: %v %v", again, ok)
+	if !ok || again.Before(e.clock.Now().Add(5*time.Second-backgroundHorizon)) {
+		t.Fatalf("refresh-ahead did not plan itself for when there is room: %v %v", again, ok)
 	}
 	e.clock.Add(again.Sub(e.clock.Now()))
 	e.b.refresher.runDue()
-	e.settle("hotel-ber")
+	e.b.waitFlights()
 	if n := e.idp.total(); n != 1 {
-		t.Fatalf("%d requests once the budget had a moment, want 1", n)
+		t.Fatalf("%d requests once the budget had room, want 1", n)
 	}
 }
 

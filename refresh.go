@@ -298,11 +298,16 @@ func (b *backend) runBackground(name string) {
 		b.refresher.plan(name, until.Add(jitter(time.Second)))
 		return
 	}
-	b.Logger().Trace("background token request", "name", name, "trigger", trigger)
+	at, ok := b.book(cred.Config, cfg, now)
+	if !ok {
+		b.refresher.plan(name, at)
+		return
+	}
+	b.Logger().Trace("background token request", "name", name, "trigger", trigger, "at", at)
 	b.backgroundRunning.Add(1)
 	done := b.flights.DoChan(name, func() (any, error) {
-		out, err := b.fetchToken(ctx, b.storage, name, trigger)
-		b.afterBackground(name, cred.Config, cfg, err)
+		out, err := b.fetchToken(withBooked(ctx, at), b.storage, name, trigger)
+		b.afterBackground(name, cfg, err)
 		return out, err
 	})
 	go func() {
@@ -314,14 +319,13 @@ func (b *backend) runBackground(name string) {
 // afterBackground plans what comes after a background token request: the next free
 // moment of the budget, the end of the app's hold, or failure memory's next attempt
 // (rememberFailure plans that); after a success, the keep-alive of the new token.
-func (b *backend) afterBackground(name, config string, cfg *apaleoConfig, err error) {
-	now := b.now()
+func (b *backend) afterBackground(name string, cfg *apaleoConfig, err error) {
 	var be *budgetError
 	switch {
 	case errors.As(err, &be) && be.held != nil:
 		b.refresher.plan(name, be.at.Add(jitter(time.Second)))
 	case errors.As(err, &be):
-		b.refresher.plan(name, b.budgets.of(config, cfg.MaxTokenRequestsPerSecond).backgroundMoment(now))
+		b.refresher.plan(name, be.at.Add(jitter(time.Second)))
 	case err == nil:
 		if cred, cerr := b.cred(context.Background(), b.storage, name); cerr == nil && cred != nil {
 			if due, ok := keepAliveDue(cred, cfg); ok {

@@ -102,7 +102,7 @@ func (b *backend) budgetDeadline(now time.Time) time.Time {
 // whatever the caller does: apaleo spends a refresh token or a code on receipt.
 func (b *backend) sendContext(ctx context.Context, config string, cfg *apaleoConfig, grant, trigger string) context.Context {
 	background := trigger == triggerRefreshAhead || trigger == triggerKeepAlive
-	ctx = withAttemptGuard(context.WithoutCancel(ctx), b.gate(config, cfg, background))
+	ctx = withAttemptGuard(context.WithoutCancel(ctx), b.gate(ctx, config, cfg, background))
 	return b.metrics.observeTokenRequests(ctx, config, grant, trigger)
 }
 
