@@ -14,7 +14,8 @@ import (
 // refresh.go runs the engine's background work: refresh-ahead, which gets a new token for
 // every credential in use before its token stops being fresh, and keep-alive, which uses
 // the refresh token of an authorized credential nobody reads before apaleo lets it lapse.
-// Both go through the config's budget (budget.go) and never wait on it.
+// Both go through the config's budget (budget.go): they book a moment of it at most a
+// second ahead, and never wait on it or on failure memory, which say when to come back.
 
 // refreshWindow is when refresh-ahead may refresh a token: a moment drawn at random in
 // [start, end), so that tokens issued together are not refreshed together, and ending
@@ -261,8 +262,7 @@ func (b *backend) backgroundWork(st *nameState, cred *credential, cfg *apaleoCon
 
 // runBackground runs when name's plan is due: refresh-ahead for a credential in use,
 // keep-alive for one whose refresh token idles, else it plans when to look again. Only
-// where storage may be written; never waiting on the budget or failure memory, which
-// say when to come back.
+// where storage may be written.
 func (b *backend) runBackground(name string) {
 	if !b.canWrite() || b.storage == nil {
 		return
@@ -316,14 +316,12 @@ func (b *backend) runBackground(name string) {
 	}()
 }
 
-// afterBackground plans what comes after a background token request: the next free
-// moment of the budget, the end of the app's hold, or failure memory's next attempt
-// (rememberFailure plans that); after a success, the keep-alive of the new token.
+// afterBackground plans what comes after a background token request: the moment the
+// budget or the app's hold names, or failure memory's next attempt (rememberFailure plans
+// that); after a success, the keep-alive of the new token.
 func (b *backend) afterBackground(name string, cfg *apaleoConfig, err error) {
 	var be *budgetError
 	switch {
-	case errors.As(err, &be) && be.held != nil:
-		b.refresher.plan(name, be.at.Add(jitter(time.Second)))
 	case errors.As(err, &be):
 		b.refresher.plan(name, be.at.Add(jitter(time.Second)))
 	case err == nil:

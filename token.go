@@ -33,7 +33,7 @@ func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name, trigg
 		return nil, err
 	}
 	now := b.now()
-	if !b.needsToken(name, cred, cfg, trigger, now) {
+	if !b.needsToken(cred, cfg, trigger, now) {
 		return &fetchOutcome{cred: cred}, nil
 	}
 	if f := b.failureOf(name); f != nil && f.blocks(now) {
@@ -75,7 +75,7 @@ func (b *backend) loadForFetch(ctx context.Context, s logical.Storage, name stri
 // needsToken reports whether a token request is still wanted: for a read, the token is
 // no longer fresh; for refresh-ahead, its refresh window has begun; for keep-alive, the
 // refresh token has not been used for idle_refresh_interval.
-func (b *backend) needsToken(name string, cred *credential, cfg *apaleoConfig, trigger string, now time.Time) bool {
+func (b *backend) needsToken(cred *credential, cfg *apaleoConfig, trigger string, now time.Time) bool {
 	if trigger == triggerKeepAlive {
 		due, ok := keepAliveDue(cred, cfg)
 		return ok && !now.Before(due)
@@ -97,8 +97,8 @@ func (b *backend) budgetDeadline(now time.Time) time.Time {
 }
 
 // sendContext is the context a token request of config is sent with: counted in the
-// metrics, and every attempt charged to the config's budget (background work never
-// waits for it) and stopped by the app's 429 hold. Once sent, a request runs to its end
+// metrics, and every attempt charged to the config's budget (background work's first
+// attempt uses the moment it booked) and stopped by the app's 429 hold. Once sent, a request runs to its end
 // whatever the caller does: apaleo spends a refresh token or a code on receipt.
 func (b *backend) sendContext(ctx context.Context, config string, cfg *apaleoConfig, grant, trigger string) context.Context {
 	background := trigger == triggerRefreshAhead || trigger == triggerKeepAlive
