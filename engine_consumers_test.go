@@ -397,3 +397,37 @@ func TestConsumers_RefusedConnectionIsNotALostAnswer(t *testing.T) {
 		t.Fatal("a dropped connection is not a lost answer")
 	}
 }
+
+// TestConsumers_RequestsPerHour: what a credential costs apaleo's rate limit with
+// apaleo's hour-long tokens and the defaults. In use (read every 10 s for a day): one
+// request per refresh window, 60/42.5 to 60/40 an hour. Idle and authorized for 30 days:
+// the keep-alive only, once every 151.2-168 hours.
+func TestConsumers_RequestsPerHour(t *testing.T) {
+	e := newEngineEnv(t)
+	e.simpleConfig("muc", nil)
+	start := e.clock.Now()
+	for e.clock.Now().Before(start.Add(24 * time.Hour)) {
+		if _, _, fetched := e.readLease("muc"); fetched && e.idp.total() > 1 {
+			t.Fatalf("a read waited for a token request at %v", e.clock.Now().Sub(start))
+		}
+		e.runUntil(e.clock.Now().Add(10 * time.Second))
+	}
+	perHour := float64(e.idp.total()) / 24
+	t.Logf("in use: %d token requests in 24 h, %.2f an hour", e.idp.total(), perHour)
+	if perHour < 60/42.5-0.05 || perHour > 60/40.0+0.05 {
+		t.Fatalf("%.2f token requests an hour for a credential in use", perHour)
+	}
+
+	idle := newEngineEnv(t)
+	idle.connectConfig("connect", nil)
+	idle.authorized("hotel-ber", "connect", "rt-0")
+	if err := idle.b.planKeepAlives(context.Background(), idle.storage); err != nil {
+		t.Fatal(err)
+	}
+	idle.runUntil(idle.clock.Now().Add(30 * 24 * time.Hour))
+	n := idle.idp.total()
+	t.Logf("idle and authorized: %d token requests in 30 days", n)
+	if n < 4 || n > 5 {
+		t.Fatalf("%d keep-alive refreshes in 30 days, want 4 or 5 (every 151.2-168 h)", n)
+	}
+}
