@@ -238,12 +238,18 @@ func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, 
 	}}, nil
 }
 
-// checkCredName refuses a credential name that a client-credentials config holds.
+// checkCredName refuses a credential name that a client-credentials config or a
+// narrowed credential holds.
 func (b *backend) checkCredName(ctx context.Context, s logical.Storage, name string) (*logical.Response, error) {
 	if other, err := readConfig(ctx, s, name); err != nil {
 		return nil, err
 	} else if other != nil && other.GrantType == grantClientCredentials {
-		return logical.ErrorResponse("name %q is taken by client-credentials config/%s; names are unique across client-credentials configs and authorized credentials", name, name), nil
+		return logical.ErrorResponse("name %q is taken by client-credentials config/%s; names are unique across client-credentials configs, authorized and narrowed credentials", name, name), nil
+	}
+	if cred, err := readCred(ctx, s, name); err != nil {
+		return nil, err
+	} else if cred != nil && cred.narrowed() {
+		return logical.ErrorResponse("name %q is taken by a narrowed credential of config/%s; names are unique across client-credentials configs, authorized and narrowed credentials", name, cred.Config), nil
 	}
 	return nil, nil
 }

@@ -251,6 +251,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		if cred != nil && cred.GrantType != grantClientCredentials {
 			return logical.ErrorResponse("name %q is taken by an authorized credential (creds/%s); choose another config name", name, name), nil
 		}
+		if cred != nil && cred.Config != name {
+			return logical.ErrorResponse("name %q is taken by a narrowed credential of config/%s (creds/%s); choose another config name", name, cred.Config, name), nil
+		}
 	}
 
 	if old == nil {
@@ -290,17 +293,22 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 	if err != nil || cfg == nil {
 		return nil, err
 	}
-	if cfg.GrantType == grantAuthorizationCode {
-		users, err := b.credsUsing(ctx, req.Storage, name)
-		if err != nil {
+	users, err := b.credsUsing(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(users) > 0 {
+		kind := "authorized"
+		if cfg.GrantType == grantClientCredentials {
+			kind = "narrowed"
+		}
+		return logical.ErrorResponse("config %q is still used by %s credentials %s; delete those creds/ first",
+			name, kind, strings.Join(users, ", ")), nil
+	}
+	if cfg.GrantType == grantClientCredentials {
+		if err := b.deleteCred(ctx, req.Storage, name); err != nil {
 			return nil, err
 		}
-		if len(users) > 0 {
-			return logical.ErrorResponse("config %q is still used by authorized credentials %s; delete those creds/ first",
-				name, strings.Join(users, ", ")), nil
-		}
-	} else if err := b.deleteCred(ctx, req.Storage, name); err != nil {
-		return nil, err
 	}
 	if err := req.Storage.Delete(ctx, configPrefix+name); err != nil {
 		return nil, err
