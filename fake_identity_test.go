@@ -30,9 +30,9 @@ type fakeIdentity struct {
 	times  []time.Time    // real time of each call
 	// clockTimes: the injected clock's time of each call
 	clockTimes []time.Time
-	revoked    []string // refresh tokens revoked, in order
+	revoked    []string   // refresh tokens revoked, in order
 	asked      [][]string // scopes of each client credentials request, in order
-	latency    func()   // called as each request is handled, to move a test's clock
+	latency    func()     // called as each request is handled, to move a test's clock
 	spent      map[string]bool
 	refused    int // refresh tokens refused as spent (invalid_grant)
 	issued     int

@@ -525,27 +525,10 @@ func (b *backend) pathCredsCreate(ctx context.Context, req *logical.Request, d *
 // pathCredsImport redeems an existing refresh token at once and stores the rotated one
 // and the first access token as an authorized credential.
 func (b *backend) pathCredsImport(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	cfgName := d.Get("config").(string)
-	refreshToken := strings.TrimSpace(d.Get("refresh_token").(string))
-	switch {
-	case refreshToken == "":
-		return logical.ErrorResponse("refresh_token is required"), nil
-	case len(refreshToken) > maxValueLen:
-		return logical.ErrorResponse("refresh_token is %d bytes long; the limit is %d", len(refreshToken), maxValueLen), nil
-	}
-	if err := checkNameLength("name", name); err != nil {
+	name, cfgName := d.Get("name").(string), d.Get("config").(string)
+	refreshToken, scopes, err := importFields(d)
+	if err != nil {
 		return logical.ErrorResponse(err.Error()), nil
-	}
-	if err := validateText("refresh_token", refreshToken); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	var scopes []string
-	if raw, ok := d.GetOk("scopes"); ok {
-		var err error
-		if scopes, err = parseScopes(raw.([]string)); err != nil {
-			return logical.ErrorResponse(err.Error()), nil
-		}
 	}
 	if !b.canWrite() {
 		return nil, logical.ErrReadOnly
@@ -556,28 +539,72 @@ func (b *backend) pathCredsImport(ctx context.Context, req *logical.Request, d *
 	if resp != nil || err != nil {
 		return resp, err
 	}
+	res, resp, err := b.redeemImport(ctx, name, cfgName, cfg, refreshToken)
+	if resp != nil || err != nil {
+		return resp, err
+	}
+	cred := b.importedCred(cfgName, cfg, res, refreshToken, scopes)
+	if resp, err := b.storeImport(ctx, req.Storage, name, cfg, cred); resp != nil || err != nil {
+		return resp, err
+	}
+	b.Logger().Info("credential imported", "name", name, "config", cfgName, "account_code", cred.AccountCode)
+	return &logical.Response{Data: authorizedData(name, cred)}, nil
+}
+
+// importFields reads and checks the request's name, refresh_token and scopes.
+func importFields(d *framework.FieldData) (string, []string, error) {
+	refreshToken := strings.TrimSpace(d.Get("refresh_token").(string))
+	switch {
+	case refreshToken == "":
+		return "", nil, errors.New("refresh_token is required")
+	case len(refreshToken) > maxValueLen:
+		return "", nil, fmt.Errorf("refresh_token is %d bytes long; the limit is %d", len(refreshToken), maxValueLen)
+	}
+	if err := checkNameLength("name", d.Get("name").(string)); err != nil {
+		return "", nil, err
+	}
+	if err := validateText("refresh_token", refreshToken); err != nil {
+		return "", nil, err
+	}
+	raw, ok := d.GetOk("scopes")
+	if !ok {
+		return refreshToken, nil, nil
+	}
+	scopes, err := parseScopes(raw.([]string))
+	return refreshToken, scopes, err
+}
+
+// redeemImport sends the refresh token to apaleo, and turns a failure into an answer
+// that says whether the token may be spent.
+func (b *backend) redeemImport(ctx context.Context, name, cfgName string, cfg *apaleoConfig, refreshToken string) (*tokenResult, *logical.Response, error) {
 	srv, err := b.identity(cfgName, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Once sent, the refresh runs to its end whatever the caller does: apaleo spends the
 	// token on receipt.
 	sendCtx := b.sendContext(ctx, cfgName, cfg, grantRefreshToken, triggerImport)
 	res, err := b.refresh(sendCtx, srv, refreshToken, b.retry)
-	if err != nil {
-		var ue *upstreamError
-		var be *budgetError
-		switch {
-		case errors.As(err, &be) && !errors.As(err, &ue):
-			return nil, logical.CodedError(http.StatusTooManyRequests, fmt.Sprintf("%v. The refresh token was not sent and nothing was stored", be))
-		case errors.As(err, &ue) && ue.lostBefore != "":
-			return logical.ErrorResponse("apaleo refused the refresh token after the answer to the first send was lost in transit (%s): apaleo most likely used the token up then. Nothing was stored; authorize the hotel with authorize/%s config=%s instead", ue.lostBefore, name, cfgName), nil
-		case errors.As(err, &ue) && ue.Status >= 400 && ue.Status < 500 && ue.Status != http.StatusTooManyRequests:
-			return logical.ErrorResponse("apaleo refused the refresh token: %v. Nothing was stored", err), nil
-		}
-		return nil, logical.CodedError(errStatus(explainUpstream(name, &credential{Config: cfgName, GrantType: grantAuthorizationCode}, cfg, err)),
-			fmt.Sprintf("redeeming the refresh token failed: %v. Nothing was stored; the refresh token may be spent", err))
+	if err == nil {
+		return res, nil, nil
 	}
+	var ue *upstreamError
+	var be *budgetError
+	switch {
+	case errors.As(err, &be) && !errors.As(err, &ue):
+		return nil, nil, logical.CodedError(http.StatusTooManyRequests, fmt.Sprintf("%v. The refresh token was not sent and nothing was stored", be))
+	case errors.As(err, &ue) && ue.lostBefore != "":
+		return nil, logical.ErrorResponse("apaleo refused the refresh token after the answer to the first send was lost in transit (%s): apaleo most likely used the token up then. Nothing was stored; authorize the hotel with authorize/%s config=%s instead", ue.lostBefore, name, cfgName), nil
+	case errors.As(err, &ue) && ue.Status >= 400 && ue.Status < 500 && ue.Status != http.StatusTooManyRequests:
+		return nil, logical.ErrorResponse("apaleo refused the refresh token: %v. Nothing was stored", err), nil
+	}
+	return nil, nil, logical.CodedError(errStatus(explainUpstream(name, &credential{Config: cfgName, GrantType: grantAuthorizationCode}, cfg, err)),
+		fmt.Sprintf("redeeming the refresh token failed: %v. Nothing was stored; the refresh token may be spent", err))
+}
+
+// importedCred is the credential an import stores: the scopes apaleo says it granted,
+// else those the request names, else the config's.
+func (b *backend) importedCred(cfgName string, cfg *apaleoConfig, res *tokenResult, refreshToken string, scopes []string) *credential {
 	cred := &credential{
 		Config:       cfgName,
 		GrantType:    grantAuthorizationCode,
@@ -594,35 +621,39 @@ func (b *backend) pathCredsImport(ctx context.Context, req *logical.Request, d *
 		}
 		cred.Token.Scopes = cred.Scopes
 	}
+	return cred
+}
 
-	for _, l := range b.locksFor(configPrefix+cfgName, credsPrefix+name) {
+// storeImport stores an imported credential under the locks of its config and name,
+// after checking again what may have changed while apaleo answered. What is not stored
+// is revoked: a live refresh token is never dropped unrevoked.
+func (b *backend) storeImport(ctx context.Context, s logical.Storage, name string, redeemedWith *apaleoConfig, cred *credential) (*logical.Response, error) {
+	for _, l := range b.locksFor(configPrefix+cred.Config, credsPrefix+name) {
 		l.Lock()
 		defer l.Unlock()
 	}
-	// What changed while apaleo answered: a live refresh token is never dropped unrevoked.
 	dropNew := func(why string) string {
-		if rerr := b.revoke(ctx, req.Storage, cred); rerr != nil {
+		if rerr := b.revoke(ctx, s, cred); rerr != nil {
 			b.Logger().Warn("revoking the imported refresh token failed", "name", name, "error", rerr)
 			return why + "; revoking the new refresh token at apaleo failed too: " + rerr.Error()
 		}
 		return why + "; the new refresh token was revoked at apaleo"
 	}
-	latest, resp, err := b.importTarget(ctx, req.Storage, name, cfgName)
+	latest, resp, err := b.importTarget(ctx, s, name, cred.Config)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("%s", dropNew(err.Error()))
 	case resp != nil:
 		return nil, logical.CodedError(http.StatusConflict, dropNew(resp.Error().Error()+" (changed while apaleo redeemed the refresh token)"))
-	case latest.Generation != cfg.Generation:
-		return nil, logical.CodedError(http.StatusConflict, dropNew(fmt.Sprintf("config/%s changed while apaleo redeemed the refresh token; import again", cfgName)))
+	case latest.Generation != redeemedWith.Generation:
+		return nil, logical.CodedError(http.StatusConflict, dropNew(fmt.Sprintf("config/%s changed while apaleo redeemed the refresh token; import again", cred.Config)))
 	}
-	if err := b.putCred(ctx, req.Storage, name, cred); err != nil {
+	if err := b.putCred(ctx, s, name, cred); err != nil {
 		return nil, fmt.Errorf("%s", dropNew("storing the imported credential failed: "+err.Error()))
 	}
 	b.clearFailure(name)
 	b.planKeepAlive(name, cred, latest)
-	b.Logger().Info("credential imported", "name", name, "config", cfgName, "account_code", cred.AccountCode)
-	return &logical.Response{Data: authorizedData(name, cred)}, nil
+	return nil, nil
 }
 
 // importTarget checks that name may be imported for config cfgName: an
