@@ -32,6 +32,7 @@ type identity struct {
 type idpStats struct {
 	TokenRequests  int            `json:"token_requests"`
 	ByGrant        map[string]int `json:"by_grant"`
+	ByScope        map[string]int `json:"by_scope"` // client credentials requests by the scopes asked, sorted
 	Issued         int            `json:"issued"`
 	Errors         map[string]int `json:"errors"`
 	Revocations    int            `json:"revocations"`

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -60,8 +61,11 @@ type Options struct {
 
 // Stats counts what the server did since New or the last ResetStats.
 type Stats struct {
-	TokenRequests  int            `json:"token_requests"`  // every POST /connect/token, faulted ones included
-	ByGrant        map[string]int `json:"by_grant"`        // by grant_type form value (faulted requests included)
+	TokenRequests int            `json:"token_requests"` // every POST /connect/token, faulted ones included
+	ByGrant       map[string]int `json:"by_grant"`       // by grant_type form value (faulted requests included)
+	// ByScope counts client credentials requests by the scopes asked (the scope form
+	// value, its words sorted and joined by one space): one client's narrowed uses apart.
+	ByScope        map[string]int `json:"by_scope"`
 	Issued         int            `json:"issued"`          // successful token responses (also those then truncated or dropped by a fault)
 	Errors         map[string]int `json:"errors"`          // token-endpoint OAuth errors by code, e.g. "invalid_grant" (injected faults not counted)
 	Revocations    int            `json:"revocations"`     // /connect/revocation requests answered 200
@@ -180,7 +184,7 @@ func New(opts Options) (*Server, error) {
 }
 
 func newStats() Stats {
-	return Stats{ByGrant: map[string]int{}, Errors: map[string]int{}}
+	return Stats{ByGrant: map[string]int{}, ByScope: map[string]int{}, Errors: map[string]int{}}
 }
 
 // AddClient registers c, replacing a client with the same ID. Tokens already
@@ -204,6 +208,7 @@ func (s *Server) Stats() Stats {
 	for k, v := range s.stats.ByGrant {
 		out.ByGrant[k] = v
 	}
+	out.ByScope = maps.Clone(s.stats.ByScope)
 	out.Errors = make(map[string]int, len(s.stats.Errors))
 	for k, v := range s.stats.Errors {
 		out.Errors[k] = v
@@ -361,7 +366,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, info *reqLo
 	grant := r.PostForm.Get("grant_type")
 	info.grant, info.client = grant, requestClientID(r)
 
-	fault, faulted := s.takeFault(grant)
+	fault, faulted := s.takeFault(grant, r.PostForm.Get("scope"))
 	if !faulted {
 		s.token(r.Context(), w, r, grant)
 		return
