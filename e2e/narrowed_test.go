@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -150,14 +149,7 @@ func gapsFrom(times []int64) []int64 {
 // testNarrowedPolicy: an ops policy that grants creds/muc-reports reads it, and gets
 // 403 on the config's full-scope token and on the other narrowed credential.
 func testNarrowedPolicy(t *testing.T, v *vault) {
-	policy := writeFile(t, filepath.Join(v.dir, "ops-reports.hcl"), `path "`+mount+`/creds/muc-reports" { capabilities = ["read"] }`+"\n")
-	v.must(t, "policy", "write", "ops-reports", policy)
-	var tok vaultSecret
-	v.jsonOut(t, &tok, "token", "create", "-format=json", "-policy=ops-reports", "-ttl=1h")
-	if tok.Auth == nil || tok.Auth.ClientToken == "" {
-		t.Fatal("token create returned no token")
-	}
-	token := tok.Auth.ClientToken
+	token := v.readerToken(t, "ops-reports", "muc-reports")
 	if status, body, err := v.apiAs(token, http.MethodGet, mount+"/creds/muc-reports", nil); err != nil || status != http.StatusOK {
 		t.Errorf("ops policy reading creds/muc-reports: %d %v %s", status, err, body)
 	}
