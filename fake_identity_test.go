@@ -30,8 +30,9 @@ type fakeIdentity struct {
 	times  []time.Time    // real time of each call
 	// clockTimes: the injected clock's time of each call
 	clockTimes []time.Time
-	revoked    []string // refresh tokens revoked, in order
-	latency    func()   // called as each request is handled, to move a test's clock
+	revoked    []string   // refresh tokens revoked, in order
+	asked      [][]string // scopes of each client credentials request, in order
+	latency    func()     // called as each request is handled, to move a test's clock
 	spent      map[string]bool
 	refused    int // refresh tokens refused as spent (invalid_grant)
 	issued     int
@@ -111,7 +112,10 @@ func (f *fakeIdentity) scripted(grant, refreshToken string) (*tokenResult, error
 // errDropAfterHandle, scripted, handles the request and then loses its answer.
 var errDropAfterHandle = errors.New("drop after handle")
 
-func (f *fakeIdentity) ClientCredentials(ctx context.Context, _ []string, _ retryPolicy) (*tokenResult, error) {
+func (f *fakeIdentity) ClientCredentials(ctx context.Context, scopes []string, _ retryPolicy) (*tokenResult, error) {
+	f.mu.Lock()
+	f.asked = append(f.asked, scopes)
+	f.mu.Unlock()
 	return f.answer(ctx, grantClientCredentials, "")
 }
 

@@ -147,75 +147,21 @@ func pathAuthCode(b *backend) []*framework.Path {
 	}
 }
 
+// pathAuthorizeWrite starts the authorization code flow for credential <name>: it checks
+// the request, stores a pending authorization and answers the URL the admin opens.
 func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	cfgName := d.Get("config").(string)
-	if err := checkNameLength("name", name); err != nil {
+	name, cfgName := d.Get("name").(string), d.Get("config").(string)
+	account, replace := d.Get("account_code").(string), d.Get("replace").(bool)
+	if err := authorizeFields(name, cfgName, account); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
-	if cfgName == "" {
-		return logical.ErrorResponse("config is required: the name of an authorization_code config"), nil
-	}
-	if err := checkNameLength("config", cfgName); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	if !nameRegex.MatchString(cfgName) {
-		return logical.ErrorResponse("config %q is not a valid config name", truncate(cfgName, 64)), nil
-	}
-	account := d.Get("account_code").(string)
-	if account != "" && !accountCodeRegex.MatchString(account) {
-		return logical.ErrorResponse("account_code %q is not an apaleo account code: up to 64 letters, digits, '.', '_' or '-'", truncate(account, 70)), nil
-	}
-	replace := d.Get("replace").(bool)
-	cfg, err := readConfig(ctx, req.Storage, cfgName)
-	if err != nil {
-		return nil, err
-	}
-	if cfg == nil {
-		return logical.ErrorResponse("config %q does not exist; create it with config/%s grant_type=authorization_code", cfgName, cfgName), nil
-	}
-	if cfg.GrantType != grantAuthorizationCode {
-		return logical.ErrorResponse("config %q has grant_type %q; authorize needs an authorization_code config", cfgName, cfg.GrantType), nil
-	}
-	if resp, err := b.checkCredName(ctx, req.Storage, name); resp != nil || err != nil {
+	cfg, resp, err := b.authorizeTarget(ctx, req.Storage, name, cfgName, account, replace)
+	if resp != nil || err != nil {
 		return resp, err
 	}
-	if old, err := readCred(ctx, req.Storage, name); err != nil {
-		return nil, err
-	} else if old != nil && !replace && account != "" && old.AccountCode != "" && !strings.EqualFold(old.AccountCode, account) {
-		return nil, logical.CodedError(http.StatusConflict, fmt.Sprintf(
-			"creds/%s holds account %s, not %s; to replace it with a credential for account %s, run authorize/%s with replace=true",
-			name, old.AccountCode, account, account, name))
-	}
-
-	scopes := cfg.Scopes
-	if raw, ok := d.GetOk("scopes"); ok {
-		asked, err := parseScopes(raw.([]string))
-		if err != nil {
-			return logical.ErrorResponse(err.Error()), nil
-		}
-		var wider []string
-		for _, s := range asked {
-			if !slices.Contains(cfg.Scopes, s) {
-				wider = append(wider, s)
-			}
-		}
-		if len(wider) > 0 {
-			return logical.ErrorResponse("scopes %q are not among config %q's scopes %q; ask for a subset", strings.Join(wider, " "), cfgName, strings.Join(cfg.Scopes, " ")), nil
-		}
-		if !slices.Contains(asked, "offline_access") {
-			asked = append(asked, "offline_access")
-		}
-		scopes = asked
-	}
-
-	state, err := randomString(32)
+	scopes, err := authorizeScopes(cfgName, cfg, d)
 	if err != nil {
-		return nil, err
-	}
-	srv, err := b.identity(cfgName, cfg)
-	if err != nil {
-		return nil, err
+		return logical.ErrorResponse(err.Error()), nil
 	}
 	p := &pendingAuthorization{
 		Name:        name,
@@ -227,23 +173,108 @@ func (b *backend) pathAuthorizeWrite(ctx context.Context, req *logical.Request, 
 		AccountCode: account,
 		Replace:     replace,
 	}
-	if err := writeJSON(ctx, req.Storage, pendingKey(state), p); err != nil {
+	return b.startAuthorization(ctx, req.Storage, cfg, p)
+}
+
+// authorizeFields checks the request's name, config and account_code.
+func authorizeFields(name, cfgName, account string) error {
+	if err := checkNameLength("name", name); err != nil {
+		return err
+	}
+	if cfgName == "" {
+		return errors.New("config is required: the name of an authorization_code config")
+	}
+	if err := checkNameLength("config", cfgName); err != nil {
+		return err
+	}
+	if !nameRegex.MatchString(cfgName) {
+		return fmt.Errorf("config %q is not a valid config name", truncate(cfgName, 64))
+	}
+	if account != "" && !accountCodeRegex.MatchString(account) {
+		return fmt.Errorf("account_code %q is not an apaleo account code: up to 64 letters, digits, '.', '_' or '-'", truncate(account, 70))
+	}
+	return nil
+}
+
+// authorizeTarget checks that cfgName is an authorization_code config, that name is free
+// for it, and that an existing credential of name is kept for its account unless replace.
+func (b *backend) authorizeTarget(ctx context.Context, s logical.Storage, name, cfgName, account string, replace bool) (*apaleoConfig, *logical.Response, error) {
+	cfg, err := readConfig(ctx, s, cfgName)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg == nil {
+		return nil, logical.ErrorResponse("config %q does not exist; create it with config/%s grant_type=authorization_code", cfgName, cfgName), nil
+	}
+	if cfg.GrantType != grantAuthorizationCode {
+		return nil, logical.ErrorResponse("config %q has grant_type %q; authorize needs an authorization_code config", cfgName, cfg.GrantType), nil
+	}
+	if resp, err := b.checkCredName(ctx, s, name); resp != nil || err != nil {
+		return nil, resp, err
+	}
+	if old, err := readCred(ctx, s, name); err != nil {
+		return nil, nil, err
+	} else if old != nil && !replace && account != "" && old.AccountCode != "" && !strings.EqualFold(old.AccountCode, account) {
+		return nil, nil, logical.CodedError(http.StatusConflict, fmt.Sprintf(
+			"creds/%s holds account %s, not %s; to replace it with a credential for account %s, run authorize/%s with replace=true",
+			name, old.AccountCode, account, account, name))
+	}
+	return cfg, nil, nil
+}
+
+// authorizeScopes are the scopes to ask consent for: the config's, or the narrower set
+// the request names, with offline_access.
+func authorizeScopes(cfgName string, cfg *apaleoConfig, d *framework.FieldData) ([]string, error) {
+	raw, ok := d.GetOk("scopes")
+	if !ok {
+		return cfg.Scopes, nil
+	}
+	asked, err := parseScopes(raw.([]string))
+	if err != nil {
 		return nil, err
 	}
-	b.Logger().Info("authorization started", "name", name, "config", cfgName, "account_code", account, "replace", replace, "expires_at", p.ExpiresAt)
+	if wider := notIn(asked, cfg.Scopes); len(wider) > 0 {
+		return nil, fmt.Errorf("scopes %q are not among config %q's scopes %q; ask for a subset", strings.Join(wider, " "), cfgName, strings.Join(cfg.Scopes, " "))
+	}
+	if !slices.Contains(asked, "offline_access") {
+		asked = append(asked, "offline_access")
+	}
+	return asked, nil
+}
+
+// startAuthorization stores p under a new state and answers the URL the admin opens.
+func (b *backend) startAuthorization(ctx context.Context, s logical.Storage, cfg *apaleoConfig, p *pendingAuthorization) (*logical.Response, error) {
+	state, err := randomString(32)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := b.identity(p.Config, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeJSON(ctx, s, pendingKey(state), p); err != nil {
+		return nil, err
+	}
+	b.Logger().Info("authorization started", "name", p.Name, "config", p.Config, "account_code", p.AccountCode, "replace", p.Replace, "expires_at", p.ExpiresAt)
 	return &logical.Response{Data: map[string]any{
-		"auth_url":   srv.AuthCodeURL(state, p.Verifier, scopes),
+		"auth_url":   srv.AuthCodeURL(state, p.Verifier, p.Scopes),
 		"state":      state,
 		"expires_at": p.ExpiresAt.Format(time.RFC3339),
 	}}, nil
 }
 
-// checkCredName refuses a credential name that a client-credentials config holds.
+// checkCredName refuses a credential name that a client-credentials config or a
+// narrowed credential holds.
 func (b *backend) checkCredName(ctx context.Context, s logical.Storage, name string) (*logical.Response, error) {
 	if other, err := readConfig(ctx, s, name); err != nil {
 		return nil, err
 	} else if other != nil && other.GrantType == grantClientCredentials {
-		return logical.ErrorResponse("name %q is taken by client-credentials config/%s; names are unique across client-credentials configs and authorized credentials", name, name), nil
+		return logical.ErrorResponse("name %q is taken by client-credentials config/%s; names are unique across client-credentials configs, authorized and narrowed credentials", name, name), nil
+	}
+	if cred, err := readCred(ctx, s, name); err != nil {
+		return nil, err
+	} else if cred != nil && cred.narrowed() {
+		return logical.ErrorResponse("name %q is taken by a narrowed credential of config/%s; names are unique across client-credentials configs, authorized and narrowed credentials", name, cred.Config), nil
 	}
 	return nil, nil
 }
@@ -312,14 +343,8 @@ func (b *backend) pathExchangeWrite(ctx context.Context, req *logical.Request, d
 // first (so a state works once, whatever happens next), the code is exchanged with its
 // PKCE verifier, and the refresh token and first access token are stored as creds/<name>.
 func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, state, code, trigger string) (string, *credential, error) {
-	if state == "" {
-		return "", nil, badAuth("state is missing; open the auth_url from authorize/<name> again")
-	}
-	if code == "" {
-		return "", nil, badAuth("code is missing: apaleo's redirect carries it as ?code=")
-	}
-	if len(state) > maxValueLen || len(code) > maxValueLen {
-		return "", nil, badAuth("state or code is longer than %d bytes", maxValueLen)
+	if err := checkCallbackInput(state, code); err != nil {
+		return "", nil, err
 	}
 	if !b.canWrite() {
 		return "", nil, logical.ErrReadOnly
@@ -328,24 +353,54 @@ func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, 
 	if err != nil {
 		return "", nil, err
 	}
+	cfg, srv, err := b.exchangeTarget(ctx, s, p)
+	if err != nil {
+		return "", nil, err
+	}
+	res, err := b.exchange(ctx, srv, p, cfg, code, trigger)
+	if err != nil {
+		return "", nil, err
+	}
+	name, cred, err := b.storeAuthorization(ctx, s, p, cfg, res)
+	if err != nil {
+		return "", nil, b.revokeNotStored(ctx, srv, p, res, err)
+	}
+	return name, cred, nil
+}
 
+// checkCallbackInput checks the state and code of a callback or exchange.
+func checkCallbackInput(state, code string) error {
+	switch {
+	case state == "":
+		return badAuth("state is missing; open the auth_url from authorize/<name> again")
+	case code == "":
+		return badAuth("code is missing: apaleo's redirect carries it as ?code=")
+	case len(state) > maxValueLen || len(code) > maxValueLen:
+		return badAuth("state or code is longer than %d bytes", maxValueLen)
+	}
+	return nil
+}
+
+// exchangeTarget is the config of a pending authorization, as it still is, and its client.
+func (b *backend) exchangeTarget(ctx context.Context, s logical.Storage, p *pendingAuthorization) (*apaleoConfig, identityServer, error) {
 	cfg, err := readConfig(ctx, s, p.Config)
 	if err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
 	if cfg == nil || cfg.GrantType != grantAuthorizationCode {
-		return "", nil, badAuth("config %q no longer exists as an authorization_code config; nothing was stored", p.Config)
+		return nil, nil, badAuth("config %q no longer exists as an authorization_code config; nothing was stored", p.Config)
 	}
 	if cfg.RedirectURI != p.RedirectURI {
-		return "", nil, badAuth("config %q's redirect_uri changed since authorize/%s; start again with authorize/%s", p.Config, p.Name, p.Name)
+		return nil, nil, badAuth("config %q's redirect_uri changed since authorize/%s; start again with authorize/%s", p.Config, p.Name, p.Name)
 	}
 	srv, err := b.identity(p.Config, cfg)
-	if err != nil {
-		return "", nil, err
-	}
-	// A code exchange spends the app's budget like any token request. Once sent, it runs
-	// to its end whatever the caller does: apaleo spends the code on receipt and the
-	// refresh token it mints must not be lost.
+	return cfg, srv, err
+}
+
+// exchange redeems code with p's verifier. A code exchange spends the app's budget like
+// any token request. Once sent, it runs to its end whatever the caller does: apaleo
+// spends the code on receipt and the refresh token it mints must not be lost.
+func (b *backend) exchange(ctx context.Context, srv identityServer, p *pendingAuthorization, cfg *apaleoConfig, code, trigger string) (*tokenResult, error) {
 	sendCtx := b.sendContext(ctx, p.Config, cfg, grantAuthorizationCode, trigger)
 	res, err := srv.Exchange(sendCtx, code, p.Verifier, p.Scopes, b.retry)
 	if err != nil {
@@ -353,34 +408,36 @@ func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, 
 		var be *budgetError
 		switch {
 		case errors.As(err, &be) && !errors.As(err, &ue):
-			return "", nil, &authError{status: http.StatusTooManyRequests, msg: fmt.Sprintf("%v. The code was not sent and nothing was stored; start again with authorize/%s", be, p.Name)}
+			return nil, &authError{status: http.StatusTooManyRequests, msg: fmt.Sprintf("%v. The code was not sent and nothing was stored; start again with authorize/%s", be, p.Name)}
 		case errors.As(err, &ue) && ue.Status >= 400 && ue.Status < 500 && ue.Status != http.StatusTooManyRequests:
-			return "", nil, badAuth("apaleo refused the authorization code: %v. Nothing was stored; start again with authorize/%s", err, p.Name)
+			return nil, badAuth("apaleo refused the authorization code: %v. Nothing was stored; start again with authorize/%s", err, p.Name)
 		case errors.As(err, &ue) && ue.Timeout:
-			return "", nil, &authError{status: http.StatusGatewayTimeout, msg: fmt.Sprintf("exchanging the code failed: %v. Nothing was stored; start again with authorize/%s", err, p.Name)}
+			return nil, &authError{status: http.StatusGatewayTimeout, msg: fmt.Sprintf("exchanging the code failed: %v. Nothing was stored; start again with authorize/%s", err, p.Name)}
 		}
-		return "", nil, &authError{status: http.StatusBadGateway, msg: fmt.Sprintf("exchanging the code failed: %v. Nothing was stored; start again with authorize/%s", err, p.Name)}
+		return nil, &authError{status: http.StatusBadGateway, msg: fmt.Sprintf("exchanging the code failed: %v. Nothing was stored; start again with authorize/%s", err, p.Name)}
 	}
 	if res.RefreshToken == "" {
-		return "", nil, badAuth("apaleo returned no refresh token: the app needs the offline_access scope and offline access enabled by apaleo. Nothing was stored")
+		return nil, badAuth("apaleo returned no refresh token: the app needs the offline_access scope and offline access enabled by apaleo. Nothing was stored")
 	}
-	name, cred, err := b.storeAuthorization(ctx, s, p, cfg, res)
-	if err != nil {
-		// apaleo's refresh tokens do not expire: one that is not stored must not stay valid.
-		outcome := " The new refresh token was revoked at apaleo."
-		if rerr := b.revokeUnstored(ctx, srv, res.RefreshToken); rerr != nil {
-			b.Logger().Warn("revoking the refresh token of a failed authorization failed", "name", p.Name, "config", p.Config, "error", rerr)
-			outcome = fmt.Sprintf(" Revoking the new refresh token at apaleo failed (%v): an apaleo account admin can remove the app's access.", rerr)
-		} else {
-			b.Logger().Info("authorization not stored; its refresh token was revoked", "name", p.Name, "config", p.Config, "error", err)
-		}
-		var ae *authError
-		if errors.As(err, &ae) {
-			ae.msg = strings.TrimSuffix(ae.msg, ".") + "." + outcome
-		}
-		return "", nil, err
+	return res, nil
+}
+
+// revokeNotStored revokes the refresh token of an authorization that storing refused
+// (apaleo's refresh tokens do not expire: one that is not stored must not stay valid),
+// and returns err saying so.
+func (b *backend) revokeNotStored(ctx context.Context, srv identityServer, p *pendingAuthorization, res *tokenResult, err error) error {
+	outcome := " The new refresh token was revoked at apaleo."
+	if rerr := b.revokeUnstored(ctx, srv, res.RefreshToken); rerr != nil {
+		b.Logger().Warn("revoking the refresh token of a failed authorization failed", "name", p.Name, "config", p.Config, "error", rerr)
+		outcome = fmt.Sprintf(" Revoking the new refresh token at apaleo failed (%v): an apaleo account admin can remove the app's access.", rerr)
+	} else {
+		b.Logger().Info("authorization not stored; its refresh token was revoked", "name", p.Name, "config", p.Config, "error", err)
 	}
-	return name, cred, nil
+	var ae *authError
+	if errors.As(err, &ae) {
+		ae.msg = strings.TrimSuffix(ae.msg, ".") + "." + outcome
+	}
+	return err
 }
 
 // storeAuthorization stores the result of a code exchange as creds/<name>, under the

@@ -251,6 +251,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		if cred != nil && cred.GrantType != grantClientCredentials {
 			return logical.ErrorResponse("name %q is taken by an authorized credential (creds/%s); choose another config name", name, name), nil
 		}
+		if cred != nil && cred.Config != name {
+			return logical.ErrorResponse("name %q is taken by a narrowed credential of config/%s (creds/%s); choose another config name", name, cred.Config, name), nil
+		}
 	}
 
 	if old == nil {
@@ -290,17 +293,22 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 	if err != nil || cfg == nil {
 		return nil, err
 	}
-	if cfg.GrantType == grantAuthorizationCode {
-		users, err := b.credsUsing(ctx, req.Storage, name)
-		if err != nil {
+	users, err := b.credsUsing(ctx, req.Storage, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(users) > 0 {
+		kind := "authorized"
+		if cfg.GrantType == grantClientCredentials {
+			kind = "narrowed"
+		}
+		return logical.ErrorResponse("config %q is still used by %s credentials %s; delete those creds/ first",
+			name, kind, strings.Join(users, ", ")), nil
+	}
+	if cfg.GrantType == grantClientCredentials {
+		if err := b.deleteCred(ctx, req.Storage, name); err != nil {
 			return nil, err
 		}
-		if len(users) > 0 {
-			return logical.ErrorResponse("config %q is still used by authorized credentials %s; delete those creds/ first",
-				name, strings.Join(users, ", ")), nil
-		}
-	} else if err := b.deleteCred(ctx, req.Storage, name); err != nil {
-		return nil, err
 	}
 	if err := req.Storage.Delete(ctx, configPrefix+name); err != nil {
 		return nil, err
@@ -315,13 +323,38 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, d 
 // configFromRequest applies the request's fields to a copy of old (nil on create) and
 // validates the result. Nothing is stored here.
 func configFromRequest(old *apaleoConfig, d *framework.FieldData, create bool) (*apaleoConfig, error) {
+	cfg := baseConfig(old)
+	if err := applyTextFields(cfg, d); err != nil {
+		return nil, err
+	}
+	if err := applySettings(cfg, d); err != nil {
+		return nil, err
+	}
+	if err := checkClient(old, cfg, create); err != nil {
+		return nil, err
+	}
+	if err := checkGrant(cfg); err != nil {
+		return nil, err
+	}
+	if err := checkEndpoint(old, cfg, d); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// baseConfig is a copy of old, or a new config's defaults.
+func baseConfig(old *apaleoConfig) *apaleoConfig {
 	cfg := &apaleoConfig{GrantType: grantClientCredentials, IdentityURL: defaultIdentityURL, MinTTL: defaultMinTTL,
 		RefreshAhead: true, MaxTokenRequestsPerSecond: defaultBudget, IdleRefreshInterval: defaultIdleRefresh}
 	if old != nil {
 		*cfg = *old
 		cfg.Scopes = slices.Clone(old.Scopes)
 	}
+	return cfg
+}
 
+// applyTextFields applies the string fields given, trimmed (but the PEM) and bounded.
+func applyTextFields(cfg *apaleoConfig, d *framework.FieldData) error {
 	for _, f := range []struct {
 		key string
 		dst *string
@@ -336,7 +369,7 @@ func configFromRequest(old *apaleoConfig, d *framework.FieldData, create bool) (
 	} {
 		v, ok, err := d.GetOkErr(f.key)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %v", f.key, err)
+			return fmt.Errorf("%s: %v", f.key, err)
 		}
 		if !ok {
 			continue
@@ -346,114 +379,132 @@ func configFromRequest(old *apaleoConfig, d *framework.FieldData, create bool) (
 			s = strings.TrimSpace(s)
 		}
 		if len(s) > f.max {
-			return nil, fmt.Errorf("%s is %d bytes long; the limit is %d", f.key, len(s), f.max)
+			return fmt.Errorf("%s is %d bytes long; the limit is %d", f.key, len(s), f.max)
 		}
 		*f.dst = s
 	}
+	return nil
+}
 
+// applySettings applies scopes, the durations, refresh_ahead and the budget given.
+func applySettings(cfg *apaleoConfig, d *framework.FieldData) error {
 	if v, ok, err := d.GetOkErr("scopes"); err != nil {
-		return nil, fmt.Errorf("scopes: %v", err)
+		return fmt.Errorf("scopes: %v", err)
 	} else if ok {
 		scopes, err := parseScopes(v.([]string))
 		if err != nil {
-			return nil, err
+			return err
 		}
 		cfg.Scopes = scopes
 	}
-	if v, ok, err := d.GetOkErr("min_ttl"); err != nil {
-		return nil, fmt.Errorf("min_ttl: %v; use a duration such as 15m or a number of seconds", err)
-	} else if ok {
-		secs := v.(int)
-		if secs < 0 {
-			return nil, fmt.Errorf("min_ttl must not be negative")
-		}
-		cfg.MinTTL = time.Duration(secs) * time.Second
+	if err := applySeconds(d, "min_ttl", &cfg.MinTTL, "use a duration such as 15m or a number of seconds", "min_ttl must not be negative"); err != nil {
+		return err
 	}
-
-	if v, ok, err := d.GetOkErr("idle_refresh_interval"); err != nil {
-		return nil, fmt.Errorf("idle_refresh_interval: %v; use a duration such as 168h or a number of seconds, or 0 for never", err)
-	} else if ok {
-		secs := v.(int)
-		if secs < 0 {
-			return nil, fmt.Errorf("idle_refresh_interval must not be negative; use 0 to turn keep-alive off")
-		}
-		cfg.IdleRefreshInterval = time.Duration(secs) * time.Second
+	if err := applySeconds(d, "idle_refresh_interval", &cfg.IdleRefreshInterval, "use a duration such as 168h or a number of seconds, or 0 for never",
+		"idle_refresh_interval must not be negative; use 0 to turn keep-alive off"); err != nil {
+		return err
 	}
 	if v, ok, err := d.GetOkErr("refresh_ahead"); err != nil {
-		return nil, fmt.Errorf("refresh_ahead: %v; use true or false", err)
+		return fmt.Errorf("refresh_ahead: %v; use true or false", err)
 	} else if ok {
 		cfg.RefreshAhead = v.(bool)
 	}
 	if v, ok, err := d.GetOkErr("max_token_requests_per_second"); err != nil {
-		return nil, fmt.Errorf("max_token_requests_per_second: %v; use a number such as 10, or 0 for no limit", err)
+		return fmt.Errorf("max_token_requests_per_second: %v; use a number such as 10, or 0 for no limit", err)
 	} else if ok {
 		n := v.(float64)
 		if n < 0 || math.IsNaN(n) || math.IsInf(n, 0) || n > 1e6 {
-			return nil, errors.New("max_token_requests_per_second must be a number from 0 (no limit) to 1000000")
+			return errors.New("max_token_requests_per_second must be a number from 0 (no limit) to 1000000")
 		}
 		cfg.MaxTokenRequestsPerSecond = n
 	}
+	return nil
+}
 
+// applySeconds applies a duration field given in seconds, refusing a negative one.
+func applySeconds(d *framework.FieldData, key string, dst *time.Duration, how, negative string) error {
+	v, ok, err := d.GetOkErr(key)
+	if err != nil {
+		return fmt.Errorf("%s: %v; %s", key, err, how)
+	}
+	if !ok {
+		return nil
+	}
+	secs := v.(int)
+	if secs < 0 {
+		return errors.New(negative)
+	}
+	*dst = time.Duration(secs) * time.Second
+	return nil
+}
+
+// checkClient checks the grant type did not change and the client id and secret.
+func checkClient(old, cfg *apaleoConfig, create bool) error {
 	if old != nil && old.GrantType != cfg.GrantType {
-		return nil, fmt.Errorf("grant_type cannot change from %q to %q; delete the config and create it anew", old.GrantType, cfg.GrantType)
+		return fmt.Errorf("grant_type cannot change from %q to %q; delete the config and create it anew", old.GrantType, cfg.GrantType)
 	}
 	if create {
 		if cfg.ClientID == "" {
-			return nil, errors.New("client_id is required")
+			return errors.New("client_id is required")
 		}
 		if cfg.ClientSecret == "" {
-			return nil, errors.New("client_secret is required")
+			return errors.New("client_secret is required")
 		}
 	} else if cfg.ClientID == "" || cfg.ClientSecret == "" {
-		return nil, errors.New("client_id and client_secret must not be empty")
+		return errors.New("client_id and client_secret must not be empty")
 	}
 	if err := validateText("client_id", cfg.ClientID); err != nil {
-		return nil, err
+		return err
 	}
-	if err := validateText("client_secret", cfg.ClientSecret); err != nil {
-		return nil, err
-	}
+	return validateText("client_secret", cfg.ClientSecret)
+}
 
+// checkGrant checks what the grant type needs: a redirect_uri and offline_access for
+// authorization_code.
+func checkGrant(cfg *apaleoConfig) error {
 	switch cfg.GrantType {
 	case grantClientCredentials:
 		if cfg.RedirectURI != "" {
-			if err := validateRedirectURI(cfg.RedirectURI); err != nil {
-				return nil, err
-			}
+			return validateRedirectURI(cfg.RedirectURI)
 		}
 	case grantAuthorizationCode:
 		if cfg.RedirectURI == "" {
-			return nil, errors.New("redirect_uri is required for grant_type authorization_code: the https URL apaleo redirects the admin to, usually https://<vault>/v1/<mount>/callback")
+			return errors.New("redirect_uri is required for grant_type authorization_code: the https URL apaleo redirects the admin to, usually https://<vault>/v1/<mount>/callback")
 		}
 		if err := validateRedirectURI(cfg.RedirectURI); err != nil {
-			return nil, err
+			return err
 		}
 		if !slices.Contains(cfg.Scopes, "offline_access") {
 			cfg.Scopes = append(cfg.Scopes, "offline_access")
 		}
 	default:
-		return nil, fmt.Errorf("grant_type %q is not supported; use %q or %q", cfg.GrantType, grantClientCredentials, grantAuthorizationCode)
+		return fmt.Errorf("grant_type %q is not supported; use %q or %q", cfg.GrantType, grantClientCredentials, grantAuthorizationCode)
 	}
+	return nil
+}
 
+// checkEndpoint checks identity_url and ca_certificate, and that a change of either
+// carries the secret.
+func checkEndpoint(old, cfg *apaleoConfig, d *framework.FieldData) error {
 	u, err := validateEndpointURL("identity_url", cfg.IdentityURL, false)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	cfg.IdentityURL = strings.TrimRight(u.String(), "/")
 
 	if cfg.CACertificate != "" {
 		if err := validatePEM(cfg.CACertificate); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	// Whoever may update a config must not be able to send its stored secret (and every
 	// refresh token made with it) to a host of their choosing.
 	if old != nil && (cfg.IdentityURL != old.IdentityURL || cfg.CACertificate != old.CACertificate) {
 		if _, ok := d.GetOk("client_secret"); !ok {
-			return nil, errors.New("a change of identity_url or ca_certificate must carry client_secret too: the stored secret is never sent to a host it was not written for")
+			return errors.New("a change of identity_url or ca_certificate must carry client_secret too: the stored secret is never sent to a host it was not written for")
 		}
 	}
-	return cfg, nil
+	return nil
 }
 
 func connectionChanged(a, b *apaleoConfig) bool {

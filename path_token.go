@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +18,9 @@ import (
 // credential is the storage entry creds/<name>: what creds/<name> reads. For a
 // client-credentials config it shares the config's name and only caches its token; an
 // authorized credential (authorization code flow) also holds the refresh token.
+//
+// A narrowed credential is a client_credentials one of another name than its config,
+// with Scopes: a subset of the config's, which its token requests ask for.
 type credential struct {
 	Config       string       `json:"config"`
 	GrantType    string       `json:"grant_type"`
@@ -25,6 +29,11 @@ type credential struct {
 	AccountCode  string       `json:"account_code,omitempty"`
 	CreatedAt    time.Time    `json:"created_at,omitzero"`
 	Token        *cachedToken `json:"token,omitempty"`
+}
+
+// narrowed reports whether c is a narrowed credential of its config.
+func (c *credential) narrowed() bool {
+	return c.GrantType == grantClientCredentials && len(c.Scopes) > 0
 }
 
 // cachedToken is an access token kept until it nears expiry.
@@ -84,12 +93,12 @@ func pathCreds(b *backend) []*framework.Path {
 			Fields: map[string]*framework.FieldSchema{
 				"name": {
 					Type:        framework.TypeString,
-					Description: "Name of a client-credentials config or of an authorized credential.",
+					Description: "Name of a client-credentials config, an authorized credential or a narrowed credential.",
 					Required:    true,
 				},
 				"config": {
 					Type:        framework.TypeString,
-					Description: "Import: the authorization_code config the refresh token was issued to.",
+					Description: "Create: an authorization_code config (import, with refresh_token), or a client_credentials config (a narrowed credential, with scopes).",
 				},
 				"refresh_token": {
 					Type:         framework.TypeString,
@@ -98,7 +107,7 @@ func pathCreds(b *backend) []*framework.Path {
 				},
 				"scopes": {
 					Type:        framework.TypeCommaStringSlice,
-					Description: "Import: the scopes consented to, recorded when the token response does not say.",
+					Description: "Narrowed credential: the subset of the config's scopes its tokens carry (required). Import: the scopes consented to, recorded when the token response does not say.",
 				},
 			},
 			ExistenceCheck: b.pathCredsExists,
@@ -111,12 +120,12 @@ func pathCreds(b *backend) []*framework.Path {
 					},
 				},
 				logical.CreateOperation: &framework.PathOperation{
-					Callback:                    b.pathCredsImport,
-					Summary:                     "Import an existing refresh token of an authorization_code app as an authorized credential.",
+					Callback:                    b.pathCredsCreate,
+					Summary:                     "Import an existing refresh token as an authorized credential, or narrow a client_credentials config's scopes for a credential of its own.",
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 					Responses: map[int][]framework.Response{
-						http.StatusOK: {{Description: "OK", Fields: authorizedFields}},
+						http.StatusOK: {{Description: "OK", Fields: createdFields}},
 					},
 				},
 				logical.UpdateOperation: &framework.PathOperation{
@@ -128,7 +137,7 @@ func pathCreds(b *backend) []*framework.Path {
 				},
 				logical.DeleteOperation: &framework.PathOperation{
 					Callback:                    b.pathCredsDelete,
-					Summary:                     "Revoke and delete an authorized credential, or drop a client-credentials config's cached token.",
+					Summary:                     "Revoke and delete an authorized credential, delete a narrowed one, or drop a client-credentials config's cached token.",
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 					Responses: map[int][]framework.Response{
@@ -154,7 +163,7 @@ func pathCreds(b *backend) []*framework.Path {
 					Responses: map[int][]framework.Response{
 						http.StatusOK: {{Description: "OK", Fields: map[string]*framework.FieldSchema{
 							"keys":     {Type: framework.TypeStringSlice, Description: "Names creds/ can read."},
-							"key_info": {Type: framework.TypeMap, Description: "Per name: config, grant_type, account_code, expires_at, state, last_error, next_attempt_at, last_refreshed_at, authorized_at."},
+							"key_info": {Type: framework.TypeMap, Description: "Per name: config, grant_type, account_code, scopes (of a narrowed credential), expires_at, state, last_error, next_attempt_at, last_refreshed_at, authorized_at."},
 						}}},
 					},
 				},
@@ -245,6 +254,7 @@ func (b *backend) loadCredentials() {
 // credStatus is what creds/ lists of one credential.
 type credStatus struct {
 	config, grantType, accountCode, state, lastError    string
+	scopes                                              []string // of a narrowed credential
 	expiresAt, nextAttempt, lastRefreshed, authorizedAt time.Time
 }
 
@@ -252,6 +262,9 @@ func (b *backend) status(name string, cred *credential, cfg *apaleoConfig, now t
 	s := credStatus{config: cred.Config, grantType: cred.GrantType, accountCode: cred.AccountCode, state: stateNoToken}
 	if cred.GrantType == grantAuthorizationCode {
 		s.authorizedAt = cred.CreatedAt
+	}
+	if cred.narrowed() {
+		s.scopes = cred.Scopes
 	}
 	if t := cred.Token; t != nil {
 		s.lastRefreshed = t.IssuedAt
@@ -277,6 +290,10 @@ func (b *backend) status(name string, cred *credential, cfg *apaleoConfig, now t
 		s.lastError = fmt.Sprintf("%v; no token request of config/%s goes out until then", cause, cred.Config)
 		s.nextAttempt = until
 	}
+	if err := outsideConfig(name, cred, cfg); err != nil {
+		s.state = stateFailing
+		s.lastError = err.Error()
+	}
 	return s
 }
 
@@ -294,6 +311,9 @@ func (s credStatus) keyInfo() map[string]any {
 	}
 	if s.lastError != "" {
 		m["last_error"] = s.lastError
+	}
+	if len(s.scopes) > 0 {
+		m["scopes"] = s.scopes
 	}
 	return m
 }
@@ -479,37 +499,36 @@ func (b *backend) pathCredsExists(ctx context.Context, req *logical.Request, d *
 
 func (b *backend) pathCredsUpdate(_ context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
-	return logical.ErrorResponse("creds/%s exists; an import only creates: delete creds/%s first, or choose another name", name, name), nil
+	return logical.ErrorResponse("creds/%s exists; a write to creds/ only creates: delete creds/%s first, or choose another name", name, name), nil
+}
+
+// pathCredsCreate is a write of a new creds/<name>: an import into an authorization_code
+// config, or a narrowed credential of a client_credentials config.
+func (b *backend) pathCredsCreate(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	cfgName := d.Get("config").(string)
+	switch {
+	case cfgName == "":
+		return logical.ErrorResponse("config is required: an authorization_code config to import a refresh token into, or a client_credentials config to narrow"), nil
+	case len(cfgName) > maxValueLen || !nameRegex.MatchString(cfgName):
+		return logical.ErrorResponse("config is not a valid config name"), nil
+	}
+	cfg, err := readConfig(ctx, req.Storage, cfgName)
+	if err != nil {
+		return nil, err
+	}
+	if _, withToken := d.GetOk("refresh_token"); cfg != nil && cfg.GrantType == grantClientCredentials && !withToken {
+		return b.pathCredsNarrow(ctx, req, d)
+	}
+	return b.pathCredsImport(ctx, req, d)
 }
 
 // pathCredsImport redeems an existing refresh token at once and stores the rotated one
 // and the first access token as an authorized credential.
 func (b *backend) pathCredsImport(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name := d.Get("name").(string)
-	cfgName := d.Get("config").(string)
-	refreshToken := strings.TrimSpace(d.Get("refresh_token").(string))
-	switch {
-	case cfgName == "":
-		return logical.ErrorResponse("config is required: the authorization_code config the refresh token was issued to"), nil
-	case len(cfgName) > maxValueLen || !nameRegex.MatchString(cfgName):
-		return logical.ErrorResponse("config is not a valid config name"), nil
-	case refreshToken == "":
-		return logical.ErrorResponse("refresh_token is required"), nil
-	case len(refreshToken) > maxValueLen:
-		return logical.ErrorResponse("refresh_token is %d bytes long; the limit is %d", len(refreshToken), maxValueLen), nil
-	}
-	if err := checkNameLength("name", name); err != nil {
+	name, cfgName := d.Get("name").(string), d.Get("config").(string)
+	refreshToken, scopes, err := importFields(d)
+	if err != nil {
 		return logical.ErrorResponse(err.Error()), nil
-	}
-	if err := validateText("refresh_token", refreshToken); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	var scopes []string
-	if raw, ok := d.GetOk("scopes"); ok {
-		var err error
-		if scopes, err = parseScopes(raw.([]string)); err != nil {
-			return logical.ErrorResponse(err.Error()), nil
-		}
 	}
 	if !b.canWrite() {
 		return nil, logical.ErrReadOnly
@@ -520,28 +539,72 @@ func (b *backend) pathCredsImport(ctx context.Context, req *logical.Request, d *
 	if resp != nil || err != nil {
 		return resp, err
 	}
+	res, resp, err := b.redeemImport(ctx, name, cfgName, cfg, refreshToken)
+	if resp != nil || err != nil {
+		return resp, err
+	}
+	cred := b.importedCred(cfgName, cfg, res, refreshToken, scopes)
+	if resp, err := b.storeImport(ctx, req.Storage, name, cfg, cred); resp != nil || err != nil {
+		return resp, err
+	}
+	b.Logger().Info("credential imported", "name", name, "config", cfgName, "account_code", cred.AccountCode)
+	return &logical.Response{Data: authorizedData(name, cred)}, nil
+}
+
+// importFields reads and checks the request's name, refresh_token and scopes.
+func importFields(d *framework.FieldData) (string, []string, error) {
+	refreshToken := strings.TrimSpace(d.Get("refresh_token").(string))
+	switch {
+	case refreshToken == "":
+		return "", nil, errors.New("refresh_token is required")
+	case len(refreshToken) > maxValueLen:
+		return "", nil, fmt.Errorf("refresh_token is %d bytes long; the limit is %d", len(refreshToken), maxValueLen)
+	}
+	if err := checkNameLength("name", d.Get("name").(string)); err != nil {
+		return "", nil, err
+	}
+	if err := validateText("refresh_token", refreshToken); err != nil {
+		return "", nil, err
+	}
+	raw, ok := d.GetOk("scopes")
+	if !ok {
+		return refreshToken, nil, nil
+	}
+	scopes, err := parseScopes(raw.([]string))
+	return refreshToken, scopes, err
+}
+
+// redeemImport sends the refresh token to apaleo, and turns a failure into an answer
+// that says whether the token may be spent.
+func (b *backend) redeemImport(ctx context.Context, name, cfgName string, cfg *apaleoConfig, refreshToken string) (*tokenResult, *logical.Response, error) {
 	srv, err := b.identity(cfgName, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Once sent, the refresh runs to its end whatever the caller does: apaleo spends the
 	// token on receipt.
 	sendCtx := b.sendContext(ctx, cfgName, cfg, grantRefreshToken, triggerImport)
 	res, err := b.refresh(sendCtx, srv, refreshToken, b.retry)
-	if err != nil {
-		var ue *upstreamError
-		var be *budgetError
-		switch {
-		case errors.As(err, &be) && !errors.As(err, &ue):
-			return nil, logical.CodedError(http.StatusTooManyRequests, fmt.Sprintf("%v. The refresh token was not sent and nothing was stored", be))
-		case errors.As(err, &ue) && ue.lostBefore != "":
-			return logical.ErrorResponse("apaleo refused the refresh token after the answer to the first send was lost in transit (%s): apaleo most likely used the token up then. Nothing was stored; authorize the hotel with authorize/%s config=%s instead", ue.lostBefore, name, cfgName), nil
-		case errors.As(err, &ue) && ue.Status >= 400 && ue.Status < 500 && ue.Status != http.StatusTooManyRequests:
-			return logical.ErrorResponse("apaleo refused the refresh token: %v. Nothing was stored", err), nil
-		}
-		return nil, logical.CodedError(errStatus(explainUpstream(name, &credential{Config: cfgName, GrantType: grantAuthorizationCode}, cfg, err)),
-			fmt.Sprintf("redeeming the refresh token failed: %v. Nothing was stored; the refresh token may be spent", err))
+	if err == nil {
+		return res, nil, nil
 	}
+	var ue *upstreamError
+	var be *budgetError
+	switch {
+	case errors.As(err, &be) && !errors.As(err, &ue):
+		return nil, nil, logical.CodedError(http.StatusTooManyRequests, fmt.Sprintf("%v. The refresh token was not sent and nothing was stored", be))
+	case errors.As(err, &ue) && ue.lostBefore != "":
+		return nil, logical.ErrorResponse("apaleo refused the refresh token after the answer to the first send was lost in transit (%s): apaleo most likely used the token up then. Nothing was stored; authorize the hotel with authorize/%s config=%s instead", ue.lostBefore, name, cfgName), nil
+	case errors.As(err, &ue) && ue.Status >= 400 && ue.Status < 500 && ue.Status != http.StatusTooManyRequests:
+		return nil, logical.ErrorResponse("apaleo refused the refresh token: %v. Nothing was stored", err), nil
+	}
+	return nil, nil, logical.CodedError(errStatus(explainUpstream(name, &credential{Config: cfgName, GrantType: grantAuthorizationCode}, cfg, err)),
+		fmt.Sprintf("redeeming the refresh token failed: %v. Nothing was stored; the refresh token may be spent", err))
+}
+
+// importedCred is the credential an import stores: the scopes apaleo says it granted,
+// else those the request names, else the config's.
+func (b *backend) importedCred(cfgName string, cfg *apaleoConfig, res *tokenResult, refreshToken string, scopes []string) *credential {
 	cred := &credential{
 		Config:       cfgName,
 		GrantType:    grantAuthorizationCode,
@@ -558,35 +621,39 @@ func (b *backend) pathCredsImport(ctx context.Context, req *logical.Request, d *
 		}
 		cred.Token.Scopes = cred.Scopes
 	}
+	return cred
+}
 
-	for _, l := range b.locksFor(configPrefix+cfgName, credsPrefix+name) {
+// storeImport stores an imported credential under the locks of its config and name,
+// after checking again what may have changed while apaleo answered. What is not stored
+// is revoked: a live refresh token is never dropped unrevoked.
+func (b *backend) storeImport(ctx context.Context, s logical.Storage, name string, redeemedWith *apaleoConfig, cred *credential) (*logical.Response, error) {
+	for _, l := range b.locksFor(configPrefix+cred.Config, credsPrefix+name) {
 		l.Lock()
 		defer l.Unlock()
 	}
-	// What changed while apaleo answered: a live refresh token is never dropped unrevoked.
 	dropNew := func(why string) string {
-		if rerr := b.revoke(ctx, req.Storage, cred); rerr != nil {
+		if rerr := b.revoke(ctx, s, cred); rerr != nil {
 			b.Logger().Warn("revoking the imported refresh token failed", "name", name, "error", rerr)
 			return why + "; revoking the new refresh token at apaleo failed too: " + rerr.Error()
 		}
 		return why + "; the new refresh token was revoked at apaleo"
 	}
-	latest, resp, err := b.importTarget(ctx, req.Storage, name, cfgName)
+	latest, resp, err := b.importTarget(ctx, s, name, cred.Config)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("%s", dropNew(err.Error()))
 	case resp != nil:
 		return nil, logical.CodedError(http.StatusConflict, dropNew(resp.Error().Error()+" (changed while apaleo redeemed the refresh token)"))
-	case latest.Generation != cfg.Generation:
-		return nil, logical.CodedError(http.StatusConflict, dropNew(fmt.Sprintf("config/%s changed while apaleo redeemed the refresh token; import again", cfgName)))
+	case latest.Generation != redeemedWith.Generation:
+		return nil, logical.CodedError(http.StatusConflict, dropNew(fmt.Sprintf("config/%s changed while apaleo redeemed the refresh token; import again", cred.Config)))
 	}
-	if err := b.putCred(ctx, req.Storage, name, cred); err != nil {
+	if err := b.putCred(ctx, s, name, cred); err != nil {
 		return nil, fmt.Errorf("%s", dropNew("storing the imported credential failed: "+err.Error()))
 	}
 	b.clearFailure(name)
 	b.planKeepAlive(name, cred, latest)
-	b.Logger().Info("credential imported", "name", name, "config", cfgName, "account_code", cred.AccountCode)
-	return &logical.Response{Data: authorizedData(name, cred)}, nil
+	return nil, nil
 }
 
 // importTarget checks that name may be imported for config cfgName: an
@@ -601,7 +668,7 @@ func (b *backend) importTarget(ctx context.Context, s logical.Storage, name, cfg
 	case cfg == nil:
 		return nil, logical.ErrorResponse("config %q does not exist; create it with config/%s grant_type=authorization_code", cfgName, cfgName), nil
 	case cfg.GrantType != grantAuthorizationCode:
-		return nil, logical.ErrorResponse("config %q has grant_type %q; an import needs an authorization_code config", cfgName, cfg.GrantType), nil
+		return nil, logical.ErrorResponse("config %q has grant_type %q; an import needs an authorization_code config (to narrow a client_credentials config, give scopes and no refresh_token)", cfgName, cfg.GrantType), nil
 	}
 	if existing, err := readCred(ctx, s, name); err != nil {
 		return nil, nil, err
@@ -612,6 +679,99 @@ func (b *backend) importTarget(ctx context.Context, s logical.Storage, name, cfg
 		return nil, resp, err
 	}
 	return cfg, nil, nil
+}
+
+// pathCredsNarrow creates a narrowed credential: the client credentials grant of a
+// config with a subset of its scopes, at a path of its own. Nothing is sent to apaleo
+// (its first read is), and nothing of the config is copied but its name.
+func (b *backend) pathCredsNarrow(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	name, cfgName := d.Get("name").(string), d.Get("config").(string)
+	if err := checkNameLength("name", name); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	scopes, err := parseScopes(d.Get("scopes").([]string))
+	if err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	if !b.canWrite() {
+		return nil, logical.ErrReadOnly
+	}
+	for _, l := range b.locksFor(configPrefix+cfgName, credsPrefix+name) {
+		l.Lock()
+		defer l.Unlock()
+	}
+	if resp, err := b.narrowTarget(ctx, req.Storage, name, cfgName, scopes); resp != nil || err != nil {
+		return resp, err
+	}
+	cred := &credential{Config: cfgName, GrantType: grantClientCredentials, Scopes: scopes, CreatedAt: b.now().UTC()}
+	if err := b.putCred(ctx, req.Storage, name, cred); err != nil {
+		return nil, err
+	}
+	b.clearFailure(name)
+	b.Logger().Info("narrowed credential created", "name", name, "config", cfgName, "scopes", strings.Join(scopes, " "))
+	return &logical.Response{Data: map[string]any{"name": name, "config": cfgName, "scopes": scopes}}, nil
+}
+
+// narrowTarget checks, under the locks of config and name, that name may become a
+// narrowed credential of config cfgName with scopes: a client_credentials config
+// exists and lists them all (when it lists any), and name is no config's or
+// credential's yet.
+func (b *backend) narrowTarget(ctx context.Context, s logical.Storage, name, cfgName string, scopes []string) (*logical.Response, error) {
+	cfg, err := readConfig(ctx, s, cfgName)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg == nil || cfg.GrantType != grantClientCredentials:
+		return logical.ErrorResponse("config %q is no longer a client_credentials config; nothing was stored", cfgName), nil
+	case len(scopes) == 0:
+		return logical.ErrorResponse("scopes is required: the subset of config/%s's scopes %q the credential's tokens carry", cfgName, strings.Join(cfg.Scopes, " ")), nil
+	}
+	if wider := notIn(scopes, cfg.Scopes); len(cfg.Scopes) > 0 && len(wider) > 0 {
+		return logical.ErrorResponse("scopes %q are not among config/%s's scopes %q; ask for a subset", strings.Join(wider, " "), cfgName, strings.Join(cfg.Scopes, " ")), nil
+	}
+	if existing, err := readCred(ctx, s, name); err != nil {
+		return nil, err
+	} else if existing != nil {
+		return logical.ErrorResponse("creds/%s exists; a write to creds/ only creates: delete creds/%s first, or choose another name", name, name), nil
+	}
+	return b.checkCredName(ctx, s, name)
+}
+
+// outsideConfig is the error of a narrowed credential whose scopes its config no
+// longer lists: no token request goes out for it until one of the two changes.
+func outsideConfig(name string, cred *credential, cfg *apaleoConfig) error {
+	if cfg == nil || !cred.narrowed() || len(cfg.Scopes) == 0 {
+		return nil
+	}
+	wider := notIn(cred.Scopes, cfg.Scopes)
+	if len(wider) == 0 {
+		return nil
+	}
+	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf(
+		"creds/%s is narrowed to scopes %q, but config/%s no longer lists %q (its scopes are %q): add them to config/%s, or delete creds/%s and create it with a subset",
+		name, strings.Join(cred.Scopes, " "), cred.Config, strings.Join(wider, " "), strings.Join(cfg.Scopes, " "), cred.Config, name))
+}
+
+// notIn lists the scopes of asked that have does not.
+func notIn(asked, have []string) []string {
+	var out []string
+	for _, s := range asked {
+		if !slices.Contains(have, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// createdFields describe what a write of creds/<name> answers: an authorized or a
+// narrowed credential.
+var createdFields = map[string]*framework.FieldSchema{
+	"name":         authorizedFields["name"],
+	"config":       {Type: framework.TypeString, Description: "Narrowed credential: the client_credentials config it reads through."},
+	"account_code": {Type: framework.TypeString, Description: "Import: the apaleo account the credential is for."},
+	"scopes":       {Type: framework.TypeStringSlice, Description: "Scopes granted (import), or the scopes the credential's tokens are asked with (narrowed)."},
+	"expires_at":   {Type: framework.TypeString, Description: "Import: when the first access token expires (RFC 3339)."},
 }
 
 // authorizedFields and authorizedData describe a newly authorized or imported credential.
@@ -640,6 +800,10 @@ func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	b.refresher.forget(name)
+	if cred.narrowed() {
+		// Nothing to revoke: its tokens expire at apaleo on their own.
+		return nil, b.deleteCred(ctx, req.Storage, name)
+	}
 	if cred.GrantType == grantClientCredentials {
 		b.clearFailure(name)
 		return nil, b.putCred(ctx, req.Storage, name, &credential{Config: cred.Config, GrantType: grantClientCredentials})
@@ -688,11 +852,18 @@ deleting a client-credentials name drops its cached token.
 Writing creds/<name> (create only) imports an existing refresh token of an
 authorization_code config: config=<name> refresh_token=... [scopes=...]. It is
 redeemed at once; the rotated refresh token and first access token are stored.
+
+With a client_credentials config, config=<name> scopes=<subset> creates a narrowed
+credential: its tokens are asked with only those scopes, through the config's
+client (whose secret is not copied), budget and 429 hold. It is a path of its own,
+so a policy can grant it without the config's full-scope token. Deleting it drops
+it; a config is not deleted while narrowed credentials use it.
 `
 	pathCredsListHelpSyn  = "List the names creds/ can read."
 	pathCredsListHelpDesc = `
-Lists client-credentials configs and authorized credentials. With -detailed, each
-name's key_info says its config, grant_type, account_code, the cached token's
+Lists client-credentials configs, authorized and narrowed credentials. With
+-detailed, each name's key_info says its config, grant_type, account_code, scopes
+(of a narrowed credential), the cached token's
 expires_at, state (ok, no_token, failing, needs_authorization), last_error,
 next_attempt_at and last_refreshed_at.
 `

@@ -445,7 +445,8 @@ func (b *backend) saveUnsaved(ctx context.Context, s logical.Storage) {
 	}
 }
 
-// credsUsing lists the authorized credentials made from config name.
+// credsUsing lists the authorized and narrowed credentials made from config name (not
+// a client-credentials config's own entry).
 func (b *backend) credsUsing(ctx context.Context, s logical.Storage, config string) ([]string, error) {
 	names, err := s.List(ctx, credsPrefix)
 	if err != nil {
@@ -457,7 +458,7 @@ func (b *backend) credsUsing(ctx context.Context, s logical.Storage, config stri
 		if err != nil {
 			return nil, err
 		}
-		if c != nil && c.GrantType == grantAuthorizationCode && c.Config == config {
+		if c != nil && c.Config == config && (c.GrantType == grantAuthorizationCode || c.narrowed()) {
 			users = append(users, n)
 		}
 	}

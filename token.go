@@ -32,6 +32,9 @@ func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name, trigg
 	if err != nil {
 		return nil, err
 	}
+	if err := outsideConfig(name, cred, cfg); err != nil {
+		return nil, err
+	}
 	now := b.now()
 	if !b.needsToken(cred, cfg, trigger, now) {
 		return &fetchOutcome{cred: cred}, nil
@@ -131,7 +134,7 @@ func (b *backend) requestToken(ctx context.Context, name string, cred *credentia
 		policy.Attempts = 1
 	}
 	if cred.GrantType == grantClientCredentials {
-		return srv.ClientCredentials(b.sendContext(ctx, cred.Config, cfg, grantClientCredentials, trigger), cfg.Scopes, policy)
+		return srv.ClientCredentials(b.sendContext(ctx, cred.Config, cfg, grantClientCredentials, trigger), tokenScopes(cred, cfg), policy)
 	}
 	return b.refresh(b.sendContext(ctx, cred.Config, cfg, grantRefreshToken, trigger), srv, cred.RefreshToken, policy)
 }
@@ -294,8 +297,10 @@ func explainUpstream(name string, cred *credential, cfg *apaleoConfig, err error
 	return logical.CodedError(http.StatusBadGateway, msg)
 }
 
+// tokenScopes are the scopes name's token requests ask for: those consented to or
+// narrowed to, else the config's.
 func tokenScopes(cred *credential, cfg *apaleoConfig) []string {
-	if cred.GrantType == grantAuthorizationCode && len(cred.Scopes) > 0 {
+	if (cred.GrantType == grantAuthorizationCode || cred.narrowed()) && len(cred.Scopes) > 0 {
 		return cred.Scopes
 	}
 	return cfg.Scopes

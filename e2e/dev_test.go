@@ -461,14 +461,7 @@ func testAuthCodeExchange(t *testing.T, e *devEnv) {
 
 func testPolicies(t *testing.T, e *devEnv) {
 	v := e.vault
-	policy := writeFile(t, filepath.Join(v.dir, "apaleo-muc.hcl"), `path "`+mount+`/creds/hotel-muc" { capabilities = ["read"] }`+"\n")
-	v.must(t, "policy", "write", "apaleo-muc", policy)
-	var tok vaultSecret
-	v.jsonOut(t, &tok, "token", "create", "-format=json", "-policy=apaleo-muc", "-ttl=1h")
-	if tok.Auth == nil || tok.Auth.ClientToken == "" {
-		t.Fatal("token create returned no token")
-	}
-	token := tok.Auth.ClientToken
+	token := v.readerToken(t, "apaleo-muc", "hotel-muc")
 
 	r := v.runAs(token, "", "read", "-format=json", mount+"/creds/hotel-muc")
 	if r.Err != nil {
@@ -491,6 +484,20 @@ func testPolicies(t *testing.T, e *devEnv) {
 			t.Errorf("vault %s with the creds/hotel-muc policy: want 403, got %s", strings.Join(args, " "), r)
 		}
 	}
+}
+
+// readerToken writes policy, which may read creds/<name> and nothing else, and returns a
+// token that has only it.
+func (v *vault) readerToken(t *testing.T, policy, name string) string {
+	t.Helper()
+	hcl := writeFile(t, filepath.Join(v.dir, policy+".hcl"), `path "`+mount+`/creds/`+name+`" { capabilities = ["read"] }`+"\n")
+	v.must(t, "policy", "write", policy, hcl)
+	var tok vaultSecret
+	v.jsonOut(t, &tok, "token", "create", "-format=json", "-policy="+policy, "-ttl=1h")
+	if tok.Auth == nil || tok.Auth.ClientToken == "" {
+		t.Fatal("token create returned no token")
+	}
+	return tok.Auth.ClientToken
 }
 
 func testAgent(t *testing.T, e *devEnv) {

@@ -33,6 +33,7 @@ type idpStats struct {
 	TokenRequests  int            `json:"token_requests"`
 	ByGrant        map[string]int `json:"by_grant"`
 	ByClient       map[string]int `json:"by_client"` // token requests by the client id they name
+	ByScope        map[string]int `json:"by_scope"`  // client credentials requests by the scopes asked, sorted
 	Issued         int            `json:"issued"`
 	Errors         map[string]int `json:"errors"`
 	Revocations    int            `json:"revocations"`

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -73,6 +74,9 @@ func TestClientCredentials(t *testing.T) {
 	st := f.idp.Stats()
 	if st.TokenRequests != 4 || st.Issued != 4 || st.ByGrant["client_credentials"] != 4 {
 		t.Errorf("stats %+v", st)
+	}
+	if want := map[string]int{"account.read": 2, "": 1, "reservations.read": 1}; !maps.Equal(st.ByScope, want) {
+		t.Errorf("by_scope %v, want %v", st.ByScope, want)
 	}
 }
 

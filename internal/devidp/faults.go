@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -165,13 +166,18 @@ func (s *Server) ClearFaults() {
 }
 
 // takeFault counts a token request and pops the next fault, if any.
-func (s *Server) takeFault(grant, client string) (Fault, bool) {
+func (s *Server) takeFault(grant, client, scope string) (Fault, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.TokenRequests++
 	s.stats.ByGrant[grant]++
 	if _, ok := s.stats.ByClient[client]; ok || len(s.stats.ByClient) < maxClientsCounted {
 		s.stats.ByClient[client]++
+	}
+	if grant == GrantClientCredentials {
+		words := strings.Fields(scope)
+		slices.Sort(words)
+		s.stats.ByScope[strings.Join(words, " ")]++
 	}
 	if len(s.stats.RequestTimes) < maxRequestTimes {
 		s.stats.RequestTimes = append(s.stats.RequestTimes, time.Now().UnixMilli())

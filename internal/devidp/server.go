@@ -61,9 +61,12 @@ type Options struct {
 
 // Stats counts what the server did since New or the last ResetStats.
 type Stats struct {
-	TokenRequests  int            `json:"token_requests"`  // every POST /connect/token, faulted ones included
-	ByGrant        map[string]int `json:"by_grant"`        // by grant_type form value (faulted requests included)
-	ByClient       map[string]int `json:"by_client"`       // by the client id the request names (faulted requests included), the first maxClientsCounted ids
+	TokenRequests int            `json:"token_requests"` // every POST /connect/token, faulted ones included
+	ByGrant       map[string]int `json:"by_grant"`       // by grant_type form value (faulted requests included)
+	ByClient      map[string]int `json:"by_client"`      // by the client id the request names (faulted requests included), the first maxClientsCounted ids
+	// ByScope counts client credentials requests by the scopes asked (the scope form
+	// value, its words sorted and joined by one space): one client's narrowed uses apart.
+	ByScope        map[string]int `json:"by_scope"`
 	Issued         int            `json:"issued"`          // successful token responses (also those then truncated or dropped by a fault)
 	Errors         map[string]int `json:"errors"`          // token-endpoint OAuth errors by code, e.g. "invalid_grant" (injected faults not counted)
 	Revocations    int            `json:"revocations"`     // /connect/revocation requests answered 200
@@ -185,7 +188,7 @@ func New(opts Options) (*Server, error) {
 }
 
 func newStats() Stats {
-	return Stats{ByGrant: map[string]int{}, ByClient: map[string]int{}, Errors: map[string]int{}}
+	return Stats{ByGrant: map[string]int{}, ByClient: map[string]int{}, ByScope: map[string]int{}, Errors: map[string]int{}}
 }
 
 // AddClient registers c, replacing a client with the same ID. Tokens already
@@ -208,6 +211,7 @@ func (s *Server) Stats() Stats {
 	out.ByGrant = maps.Clone(s.stats.ByGrant)
 	out.ByClient = maps.Clone(s.stats.ByClient)
 	out.Errors = maps.Clone(s.stats.Errors)
+	out.ByScope = maps.Clone(s.stats.ByScope)
 	out.PendingFaults = len(s.faults)
 	return out
 }
@@ -361,7 +365,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, info *reqLo
 	grant := r.PostForm.Get("grant_type")
 	info.grant, info.client = grant, requestClientID(r)
 
-	fault, faulted := s.takeFault(grant, info.client)
+	fault, faulted := s.takeFault(grant, info.client, r.PostForm.Get("scope"))
 	if !faulted {
 		s.token(r.Context(), w, r, grant)
 		return
