@@ -627,7 +627,8 @@ func withRetries[T any](ctx context.Context, p retryPolicy, attempt func(context
 	ctx, cancel := context.WithTimeout(ctx, p.Total)
 	defer cancel()
 	delay := p.BaseDelay
-	var answered *upstreamError // the last attempt the server answered
+	var answered *upstreamError     // the last attempt the server answered
+	var failedBefore *upstreamError // the last attempt that failed other than by time-out
 	var last error
 	guard, _ := ctx.Value(attemptGuardKey{}).(attemptGuard)
 	for n := 1; ; n++ {
@@ -658,11 +659,18 @@ func withRetries[T any](ctx context.Context, p retryPolicy, attempt func(context
 		if !errors.As(err, &ue) || !ue.Temporary {
 			return zero, err
 		}
-		if ue.Answered {
+		switch {
+		case ue.Answered:
 			answered = ue
-		} else if ue.Timeout && ctx.Err() != nil && answered != nil {
+		case ue.Timeout && ctx.Err() != nil && answered != nil:
 			// The bound cut this attempt short; what the server said before tells more.
 			ue = answered
+		case ue.Timeout && ctx.Err() != nil && failedBefore != nil:
+			// So does how the attempt before failed (a refused connection, say).
+			ue = failedBefore
+		}
+		if !ue.Timeout {
+			failedBefore = ue
 		}
 		if p.Attempts > 0 && n >= p.Attempts {
 			return zero, err
