@@ -113,7 +113,7 @@ fuzz:
 	done
 
 test-e2e: build dev-identity vault chromium
-	$(GO) test -count=1 -tags e2e -timeout 30m -v ./e2e/ 2>&1 | tee $(BUILD_DIR)/e2e.log | grep -E '^\s*(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} -eq 0
+	$(GO) test -count=1 -tags e2e -timeout 50m -v ./e2e/ 2>&1 | tee $(BUILD_DIR)/e2e.log | grep -E '^\s*(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} -eq 0
 
 demo: build dev-identity vault
 	@scripts/demo.sh start
