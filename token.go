@@ -101,8 +101,9 @@ func (b *backend) budgetDeadline(now time.Time) time.Time {
 
 // sendContext is the context a token request of config is sent with: counted in the
 // metrics, and every attempt charged to the config's budget (background work's first
-// attempt uses the moment it booked) and stopped by the app's 429 hold. Once sent, a request runs to its end
-// whatever the caller does: apaleo spends a refresh token or a code on receipt.
+// attempt uses the moment it booked) and stopped by the app's 429 hold. Once sent, a
+// request runs to its end whatever the caller does: apaleo spends a refresh token or a
+// code on receipt.
 func (b *backend) sendContext(ctx context.Context, config string, cfg *apaleoConfig, grant, trigger string) context.Context {
 	background := trigger == triggerRefreshAhead || trigger == triggerKeepAlive
 	ctx = withAttemptGuard(context.WithoutCancel(ctx), b.gate(ctx, config, cfg, background))
