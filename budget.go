@@ -149,7 +149,7 @@ type budgetError struct {
 	at         time.Time // when a request may go
 	wait       time.Duration
 	held       error // the 429 that holds the config, if that is why
-	background bool  // refused to background work, which never waits: a read may
+	background bool  // refused to background work, which does not wait: a read may
 }
 
 func (e *budgetError) Error() string {
@@ -179,7 +179,8 @@ type attemptGate struct {
 }
 
 // gate returns the attempt gate of a request of config: reads and the flows wait for the
-// budget up to the read bound, background work does not wait.
+// budget up to the read bound; background work goes at the moment it booked (book) and
+// waits for nothing more.
 func (b *backend) gate(ctx context.Context, config string, cfg *apaleoConfig, background bool) *attemptGate {
 	booked, _ := ctx.Value(bookedKey{}).(time.Time)
 	return &attemptGate{b: b, config: config, bu: b.budgets.of(config, cfg.MaxTokenRequestsPerSecond),
