@@ -164,7 +164,6 @@ func TestConsumers_ManyDueTogether(t *testing.T) {
 	start, end := refreshWindow(e.stored("hotel-0").Token, cfg)
 	e.runUntil(start.Add(end.Sub(start) / 2))
 	// A cold reader comes now: it is answered within its bound, not behind 40 plans.
-	e.simpleConfig("cold", nil)
 	e.authorized("hotel-cold", "connect", "rt-cold")
 	c := e.stored("hotel-cold")
 	c.Token = nil

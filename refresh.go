@@ -307,7 +307,7 @@ func (b *backend) runBackground(name string) {
 	b.backgroundRunning.Add(1)
 	done := b.flights.DoChan(name, func() (any, error) {
 		out, err := b.fetchToken(withBooked(ctx, at), b.storage, name, trigger)
-		b.afterBackground(name, cfg, err)
+		b.afterBackground(name, cfg, out, err)
 		return out, err
 	})
 	go func() {
@@ -319,17 +319,13 @@ func (b *backend) runBackground(name string) {
 // afterBackground plans what comes after a background token request: the moment the
 // budget or the app's hold names, or failure memory's next attempt (rememberFailure plans
 // that); after a success, the keep-alive of the new token.
-func (b *backend) afterBackground(name string, cfg *apaleoConfig, err error) {
+func (b *backend) afterBackground(name string, cfg *apaleoConfig, out *fetchOutcome, err error) {
 	var be *budgetError
 	switch {
 	case errors.As(err, &be):
 		b.refresher.plan(name, be.at.Add(jitter(time.Second)))
 	case err == nil:
-		if cred, cerr := b.cred(context.Background(), b.storage, name); cerr == nil && cred != nil {
-			if due, ok := keepAliveDue(cred, cfg); ok {
-				b.refresher.plan(name, keepAlivePlan(due, cfg))
-			}
-		}
+		b.planKeepAlive(name, out.cred, cfg)
 	}
 }
 
