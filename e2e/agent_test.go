@@ -3,49 +3,12 @@
 package e2e
 
 import (
-	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
 
 // agent_test.go: Vault Agent templates on renewable creds/ leases.
-
-// startAgentTemplate runs `vault agent` (directory v.dir/<name>) with token as its
-// auto-auth token and one template rendering creds/<cred>'s access_token; read returns
-// what the template last wrote.
-func startAgentTemplate(t *testing.T, v *vault, name, token, cred string) (agent *proc, read func() string) {
-	t.Helper()
-	dir := filepath.Join(v.dir, name)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	tokenFile := writeFile(t, filepath.Join(dir, "token"), token)
-	out := filepath.Join(dir, "access_token")
-	cfg := writeFile(t, filepath.Join(dir, "agent.hcl"), fmt.Sprintf(`
-vault {
-  address = %q
-}
-auto_auth {
-  method "token_file" {
-    config = {
-      token_file_path = %q
-    }
-  }
-}
-template {
-  contents    = "{{ with secret \"%s/creds/%s\" }}{{ .Data.access_token }}{{ end }}"
-  destination = %q
-}
-`, v.Addr, tokenFile, mount, cred, out))
-	agent = startProc(t, "vault-agent", filepath.Join(dir, "agent.log"), baseEnv(v.home), bins.vault, "agent", "-config="+cfg, "-log-level=debug")
-	return agent, func() string {
-		b, _ := os.ReadFile(out)
-		return strings.TrimSpace(string(b))
-	}
-}
 
 // TestAgentRenewable120s: with 120 s tokens, a Vault Agent template renews its
 // renewable lease (same token) and re-renders with a new token before the old one
@@ -61,12 +24,9 @@ func TestAgentRenewable120s(t *testing.T) {
 	idp := startIdentity(t, "identity-120", tokenTTL, "hotel-muc:"+sec+":MUC:account.read")
 	v.enablePlugin(t)
 	v.writeConfig(t, appConfig{name: "hotel-muc", clientID: "hotel-muc", secret: sec, idp: idp, scopes: "account.read"})
-	policy := writeFile(t, filepath.Join(v.dir, "agent.hcl"), `path "`+mount+`/creds/hotel-muc" { capabilities = ["read"] }`+"\n")
-	v.must(t, "policy", "write", "apaleo-agent", policy)
-	var tok vaultSecret
-	v.jsonOut(t, &tok, "token", "create", "-format=json", "-policy=apaleo-agent", "-ttl=1h")
-
-	agent, read := startAgentTemplate(t, v, "agent", tok.Auth.ClientToken, "hotel-muc")
+	path := mount + "/creds/hotel-muc"
+	agent := startAgent(t, v, "apaleo-agent", path)
+	read := func() string { return agent.rendered(path) }
 	alive := func() {
 		if agent.exited() {
 			t.Fatalf("vault agent exited: %v\n%s", agent.err, tail(agent.logPath, 30))

@@ -520,12 +520,9 @@ func testAgent(t *testing.T, e *devEnv) {
 		t.FailNow()
 	}
 
-	policy := writeFile(t, filepath.Join(v.dir, "agent.hcl"), `path "`+mount+`/creds/hotel-muc" { capabilities = ["read"] }`+"\n")
-	v.must(t, "policy", "write", "apaleo-agent", policy)
-	var tok vaultSecret
-	v.jsonOut(t, &tok, "token", "create", "-format=json", "-policy=apaleo-agent", "-ttl=1h")
-
-	agent, read := startAgentTemplate(t, v, "agent", tok.Auth.ClientToken, "hotel-muc")
+	path := mount + "/creds/hotel-muc"
+	agent := startAgent(t, v, "apaleo-agent", path)
+	read := func() string { return agent.rendered(path) }
 	var first string
 	waitFor(t, "Vault Agent to render the template", 30*time.Second, 100*time.Millisecond, func() (bool, error) {
 		if agent.exited() {
