@@ -73,7 +73,14 @@ func (b *backend) secretAccessTokenRenew(_ context.Context, req *logical.Request
 	}
 	resp := &logical.Response{Secret: req.Secret}
 	resp.Secret.TTL = ttl.Truncate(time.Second)
+	// Vault caps the renewed TTL at MaxTTL counted from the lease's issue time
+	// (framework.CalculateTTL in its expiration manager): the token's expiry is that far
+	// from the issue. The remaining life alone would end the lease early, and fail a
+	// renewal past the middle of the lease ("past the max TTL").
 	resp.Secret.MaxTTL = remaining
+	if !req.Secret.IssueTime.IsZero() {
+		resp.Secret.MaxTTL = exp.Sub(req.Secret.IssueTime)
+	}
 	return resp, nil
 }
 

@@ -5,15 +5,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
 // TestSecret_RenewUpToTokenExpiry: a creds/ lease renews to the token's remaining life,
 // capped by the increment and the mount's max TTL, never past the token's expiry, and
-// neither renewal nor revocation asks the identity server for anything.
+// neither renewal nor revocation asks the identity server for anything. Each answer is
+// also put through what Vault's expiration manager does with it (framework.CalculateTTL,
+// the max TTL counted from the lease's issue time): the lease Vault grants is the one
+// the plugin meant.
 func TestSecret_RenewUpToTokenExpiry(t *testing.T) {
 	e := newEngineEnv(t)
-	e.b = e.newBackend(&logical.StaticSystemView{DefaultLeaseTTLVal: time.Hour, MaxLeaseTTLVal: 50 * time.Minute})
+	sys := &logical.StaticSystemView{DefaultLeaseTTLVal: time.Hour, MaxLeaseTTLVal: 50 * time.Minute}
+	e.b = e.newBackend(sys)
 	e.simpleConfig("hotel-muc", nil)
 	read := e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
 	if read.Secret == nil || !read.Secret.Renewable {
@@ -31,6 +36,14 @@ func TestSecret_RenewUpToTokenExpiry(t *testing.T) {
 		})
 	}
 	near := func(got, want time.Duration) bool { return got >= want-2*time.Second && got <= want+time.Second }
+	// granted is the TTL Vault grants for resp, as its expiration manager computes it
+	// (vault/expiration.go, Renew): CalculateTTL runs on the wall clock, so the lease's
+	// issue time is placed as far before it as the test clock has moved since the read.
+	granted := func(resp *logical.Response, increment time.Duration) (time.Duration, error) {
+		ttl, _, err := framework.CalculateTTL(sys, increment, resp.Secret.TTL, 0, resp.Secret.MaxTTL, 0,
+			time.Now().Add(-e.clock.Now().Sub(issued)))
+		return ttl, err
+	}
 
 	e.clock.Add(10 * time.Minute)
 	cases := []struct {
@@ -50,17 +63,30 @@ func TestSecret_RenewUpToTokenExpiry(t *testing.T) {
 		if !near(resp.Secret.TTL, c.want) {
 			t.Errorf("%s: TTL %v, want %v", c.name, resp.Secret.TTL, c.want)
 		}
+		if got, err := granted(resp, c.increment); err != nil || !near(got, c.want) {
+			t.Errorf("%s: Vault grants %v (%v), want %v", c.name, got, err, c.want)
+		}
 	}
 
 	// Past the mount's cap, the token's expiry is the limit: 55 minutes in, 5 are left.
-	e.b = e.newBackend(&logical.StaticSystemView{DefaultLeaseTTLVal: time.Hour, MaxLeaseTTLVal: 24 * time.Hour})
+	sys = &logical.StaticSystemView{DefaultLeaseTTLVal: time.Hour, MaxLeaseTTLVal: 24 * time.Hour}
+	e.b = e.newBackend(sys)
 	e.clock.Add(45 * time.Minute)
 	resp, err := renew(0)
 	if err != nil || resp == nil || resp.Secret == nil {
 		t.Fatalf("renew near expiry: %v %v", resp, err)
 	}
-	if left := expires.Sub(e.clock.Now()); !near(resp.Secret.TTL, left) || resp.Secret.TTL > left+time.Second { // expires_at is to the second
+	left := expires.Sub(e.clock.Now())
+	if !near(resp.Secret.TTL, left) || resp.Secret.TTL > left+time.Second { // expires_at is to the second
 		t.Errorf("renew near expiry: TTL %v, want the token's remaining %v", resp.Secret.TTL, left)
+	}
+	// Vault caps it at the max TTL from the lease's issue: the token's expiry, not the
+	// token's remaining life counted from the issue (which would end it 55 minutes ago).
+	if got, err := granted(resp, 0); err != nil || !near(got, left) || got > left+time.Second {
+		t.Errorf("renew near expiry: Vault grants %v (%v), want the token's remaining %v", got, err, left)
+	}
+	if got, err := granted(resp, time.Hour); err != nil || !near(got, left) || got > left+time.Second {
+		t.Errorf("renew near expiry with a 1 h increment: Vault grants %v (%v), want the token's remaining %v", got, err, left)
 	}
 
 	e.clock.Add(10 * time.Minute)
