@@ -593,7 +593,7 @@ func TestTransportPool(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := e.b.identity(name, cfg)
+		srv, err := e.b.identity(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

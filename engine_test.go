@@ -616,7 +616,6 @@ func TestEngine_OneAttemptAfterAFailure(t *testing.T) {
 	e.clock.Add(backoffMax + time.Minute)
 	spy := &attemptSpy{identityServer: e.idp}
 	e.b.newClient = func(clientSettings, func() time.Time) (identityServer, error) { return spy, nil }
-	e.b.forgetConfig("muc") // the cached client goes; the next request uses the spy
 	e.idp.push(upstream(503, "server_error"))
 	e.readErr("muc")
 	if spy.attempts.Load() != 1 {

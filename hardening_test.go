@@ -219,9 +219,6 @@ func (e *testEnv) hookIdentity(h *hookedIdentity) {
 		h.identityServer = srv
 		return h, nil
 	}
-	e.b.clientsMu.Lock()
-	clear(e.b.clients)
-	e.b.clientsMu.Unlock()
 }
 
 // assertRevoked checks at the identity server that a refresh token no longer works.

@@ -1,14 +1,22 @@
 package apaleo
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 )
 
 // metrics.go: the engine's Prometheus metrics, on a registry of the mount's own (external
@@ -62,23 +70,65 @@ const metricsNamespace = "vault_apaleo"
 // tokenDurationBuckets spans a fast identity server (10 ms) to a read's whole budget (30 s).
 var tokenDurationBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30}
 
+// readResults are the values of creds_reads_total's result label, in the order a scrape
+// writes them; configCounters.reads is indexed alike.
+var readResults = [...]string{readCached, readFetched, readStale, readError}
+
+// The series with a config label, written by writeText.
+const (
+	metricTokenRequests = metricsNamespace + "_token_requests_total"
+	metricCredsReads    = metricsNamespace + "_creds_reads_total"
+	metricCredentials   = metricsNamespace + "_credentials"
+
+	helpTokenRequests = "Token requests this Vault node sent to the apaleo identity server (each retry counts), " +
+		"by config, grant type, trigger and outcome (success or the error class)."
+	helpCredsReads  = "Reads of creds/<name> this Vault node answered, by config and result (cached, fetched, stale, error)."
+	helpCredentials = "Credentials (client-credentials configs and authorized credentials) by config and state " +
+		"(ok, no_token, failing, needs_authorization), as this Vault node sees them at scrape time: " +
+		"failure memory lives on the node that sends token requests (the active node), so a standby's states are its own, not the cluster's."
+)
+
+// metrics holds the mount's series. The per-config counters are kept compact, one small
+// struct per config (configCounters: about 200 bytes with its map entry), and written as
+// text at scrape time (writeText) without the client library: its CounterVec held about
+// 700 bytes per series (label pairs, a created timestamp, hashes), 20 MiB at 10,000
+// configs and 30,000 series, and building its metric structures at every scrape made
+// most of a scrape's time and garbage. The duration histogram, by grant type only, stays
+// on a client_golang registry.
 type metrics struct {
 	registry      *prometheus.Registry
-	tokenRequests *prometheus.CounterVec
 	tokenDuration *prometheus.HistogramVec
-	credsReads    *prometheus.CounterVec
-	credentials   *credentialsCollector
+
+	configs sync.Map // config name -> *configCounters
+
+	mu     sync.Mutex
+	states func() map[string]map[string]int
+	load   func()
+	loaded sync.Once
+}
+
+// configCounters are one config's counters.
+type configCounters struct {
+	reads [len(readResults)]atomic.Uint64
+
+	mu sync.Mutex
+	// A config has a few token request series (one in the steady state: read or
+	// refresh_ahead successes), so a slice searched in order; a map cost about 500 bytes
+	// per config.
+	requests []*requestCount
+}
+
+// requestKey is a token_requests_total series of a config: its other labels.
+type requestKey struct{ grantType, trigger, outcome string }
+
+type requestCount struct {
+	key requestKey
+	n   atomic.Uint64
 }
 
 func newMetrics() *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
-		tokenRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricsNamespace,
-			Name:      "token_requests_total",
-			Help: "Token requests this Vault node sent to the apaleo identity server (each retry counts), " +
-				"by config, grant type, trigger and outcome (success or the error class).",
-		}, []string{"config", "grant_type", "trigger", "outcome"}),
 		tokenDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: metricsNamespace,
 			Name:      "token_request_duration_seconds",
@@ -87,21 +137,18 @@ func newMetrics() *metrics {
 			// Not by config: a histogram is 15 series, which per config (one per hotel
 			// with simple clients) was most of the engine's memory and scrape size.
 		}, []string{"grant_type"}),
-		credsReads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: metricsNamespace,
-			Name:      "creds_reads_total",
-			Help:      "Reads of creds/<name> this Vault node answered, by config and result (cached, fetched, stale, error).",
-		}, []string{"config", "result"}),
-		credentials: &credentialsCollector{desc: prometheus.NewDesc(
-			prometheus.BuildFQName(metricsNamespace, "", "credentials"),
-			"Credentials (client-credentials configs and authorized credentials) by config and state "+
-				"(ok, no_token, failing, needs_authorization), as this Vault node sees them at scrape time: "+
-				"failure memory lives on the node that sends token requests (the active node), so a standby's states are its own, not the cluster's.",
-			[]string{"config", "state"}, nil,
-		)},
 	}
-	m.registry.MustRegister(m.tokenRequests, m.tokenDuration, m.credsReads, m.credentials)
+	m.registry.MustRegister(m.tokenDuration)
 	return m
+}
+
+// counters returns config's counters, made on first use.
+func (m *metrics) counters(config string) *configCounters {
+	if c, ok := m.configs.Load(config); ok {
+		return c.(*configCounters)
+	}
+	c, _ := m.configs.LoadOrStore(config, &configCounters{})
+	return c.(*configCounters)
 }
 
 // tokenRequest counts one token request sent to the identity server (one HTTP request:
@@ -109,16 +156,24 @@ func newMetrics() *metrics {
 // (client.go) otherwise, whose class becomes the outcome label. grantType is the
 // request's grant_type: client_credentials, refresh_token or authorization_code.
 func (m *metrics) tokenRequest(config, grantType, trigger string, err error, d time.Duration) {
-	m.tokenRequests.WithLabelValues(config, grantType, trigger, outcomeOf(err)).Inc()
+	c := m.counters(config)
+	k := requestKey{grantType, trigger, outcomeOf(err)}
+	c.mu.Lock()
+	i := slices.IndexFunc(c.requests, func(r *requestCount) bool { return r.key == k })
+	if i < 0 {
+		i = len(c.requests)
+		c.requests = append(c.requests, &requestCount{key: k})
+	}
+	r := c.requests[i]
+	c.mu.Unlock()
+	r.n.Add(1)
 	m.tokenDuration.WithLabelValues(grantType).Observe(max(d, 0).Seconds())
 }
 
 // forgetConfig drops the series of a deleted config, so a fleet's churn does not keep
-// growing the registry (and every scrape).
+// growing the counters (and every scrape).
 func (m *metrics) forgetConfig(config string) {
-	labels := prometheus.Labels{"config": config}
-	m.tokenRequests.DeletePartialMatch(labels)
-	m.credsReads.DeletePartialMatch(labels)
+	m.configs.Delete(config)
 }
 
 // observeTokenRequests returns ctx carrying an attempt observer (client.go) that counts
@@ -132,7 +187,11 @@ func (m *metrics) observeTokenRequests(ctx context.Context, config, grantType, t
 
 // credsRead counts one read of creds/<name> by its result.
 func (m *metrics) credsRead(config, result string) {
-	m.credsReads.WithLabelValues(config, result).Inc()
+	i := slices.Index(readResults[:], result)
+	if i < 0 {
+		i = len(readResults) - 1 // readError: the constants are the only callers
+	}
+	m.counters(config).reads[i].Add(1)
 }
 
 // credentialStates installs the source of the credentials-per-config-and-state gauge,
@@ -141,46 +200,135 @@ func (m *metrics) credsRead(config, result string) {
 // memory only). load, run once in the background at the first scrape, brings into
 // memory what f cannot see yet (entries not touched since the plugin started).
 func (m *metrics) credentialStates(f func() map[string]map[string]int, load func()) {
-	m.credentials.mu.Lock()
-	defer m.credentials.mu.Unlock()
-	m.credentials.states, m.credentials.load = f, load
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.states, m.load = f, load
 }
 
-// credentialsCollector asks the engine for its credential states at every scrape, so the
-// gauge is exact rather than kept in step with every write, delete and failure.
-type credentialsCollector struct {
-	desc   *prometheus.Desc
-	mu     sync.Mutex
-	states func() map[string]map[string]int
-	load   func()
-	loaded sync.Once
+// writeText writes every series in the Prometheus text format (version 0.0.4): the
+// credentials gauge, creds_reads_total, the duration histogram and token_requests_total,
+// configs in name order. A family without samples is left out, as client_golang does.
+func (m *metrics) writeText(buf *bytes.Buffer) error {
+	var names []string
+	m.configs.Range(func(k, _ any) bool {
+		names = append(names, k.(string))
+		return true
+	})
+	slices.Sort(names)
+	counters := make([]*configCounters, len(names))
+	lines := 0
+	for i, name := range names {
+		c := m.counters(name)
+		counters[i] = c
+		c.mu.Lock()
+		lines += 3 + len(c.requests) // a credentials line, mostly two reads series, its token requests
+		c.mu.Unlock()
+	}
+	// One allocation of about the body's size: growing a buffer of megabytes by doubling
+	// allocates twice its size and copies it.
+	buf.Grow(lines*112 + 8192)
+
+	m.writeCredentials(buf)
+
+	fam := family{buf: buf, name: metricCredsReads, help: helpCredsReads, typ: "counter"}
+	for i, name := range names {
+		for r, result := range readResults {
+			if n := counters[i].reads[r].Load(); n > 0 {
+				fam.sample(n, "config", name, "result", result)
+			}
+		}
+	}
+
+	families, err := m.registry.Gather()
+	if err != nil {
+		return fmt.Errorf("gathering metrics: %w", err)
+	}
+	for _, mf := range families {
+		if _, err := expfmt.MetricFamilyToText(buf, mf); err != nil {
+			return fmt.Errorf("encoding metrics: %w", err)
+		}
+	}
+
+	fam = family{buf: buf, name: metricTokenRequests, help: helpTokenRequests, typ: "counter"}
+	for i, name := range names {
+		c := counters[i]
+		c.mu.Lock()
+		requests := slices.SortedFunc(slices.Values(c.requests), func(a, b *requestCount) int {
+			return cmp.Or(cmp.Compare(a.key.grantType, b.key.grantType), cmp.Compare(a.key.outcome, b.key.outcome), cmp.Compare(a.key.trigger, b.key.trigger))
+		})
+		c.mu.Unlock()
+		for _, r := range requests {
+			// Label names in order, as client_golang wrote them.
+			fam.sample(r.n.Load(), "config", name, "grant_type", r.key.grantType, "outcome", r.key.outcome, "trigger", r.key.trigger)
+		}
+	}
+	return nil
 }
 
-func (c *credentialsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
-
-// Collect reports, per config, its ok count (zero too, so a config whose tokens all
-// lapse shows 0) and every other state that holds a credential. Zero counts of the other
-// states are left out: at 10,000 configs they were 30,000 series of zeros, most of a
-// scrape's size and time; an alert on failing > 0 resolves when its series goes.
-func (c *credentialsCollector) Collect(ch chan<- prometheus.Metric) {
-	c.mu.Lock()
-	f, load := c.states, c.load
-	c.mu.Unlock()
+// writeCredentials writes the credentials gauge from the engine's memory: per config,
+// its ok count (zero too, so a config whose tokens all lapse shows 0) and every other
+// state that holds a credential. Zero counts of the other states are left out: at 10,000
+// configs they were 30,000 series of zeros; an alert on failing > 0 resolves when its
+// series goes. The first scrape starts the background load of what memory lacks.
+func (m *metrics) writeCredentials(buf *bytes.Buffer) {
+	m.mu.Lock()
+	f, load := m.states, m.load
+	m.mu.Unlock()
 	if f == nil {
 		return
 	}
 	if load != nil {
-		c.loaded.Do(func() { go load() })
+		m.loaded.Do(func() { go load() })
 	}
-	for config, byState := range f() {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(byState[stateOK]), config, stateOK)
-		for state, n := range byState {
-			if state != stateOK && n > 0 {
-				ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), config, state)
+	byConfig := f()
+	fam := family{buf: buf, name: metricCredentials, help: helpCredentials, typ: "gauge"}
+	for _, config := range slices.Sorted(maps.Keys(byConfig)) {
+		byState := byConfig[config]
+		fam.sample(uint64(byState[stateOK]), "config", config, "state", stateOK)
+		for _, state := range slices.Sorted(maps.Keys(byState)) {
+			if n := byState[state]; state != stateOK && n > 0 {
+				fam.sample(uint64(n), "config", config, "state", state)
 			}
 		}
 	}
 }
+
+// family writes one metric family's samples, its HELP and TYPE lines before the first.
+type family struct {
+	buf             *bytes.Buffer
+	name, help, typ string
+	started         bool
+}
+
+// sample writes name{label="value",...} n. labels are name, value pairs.
+func (f *family) sample(n uint64, labels ...string) {
+	b := f.buf
+	if !f.started {
+		f.started = true
+		fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n", f.name, helpEscaper.Replace(f.help), f.name, f.typ)
+	}
+	b.WriteString(f.name)
+	b.WriteByte('{')
+	for i := 0; i+1 < len(labels); i += 2 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(labels[i])
+		b.WriteString(`="`)
+		b.WriteString(labelEscaper.Replace(labels[i+1]))
+		b.WriteByte('"')
+	}
+	b.WriteString("} ")
+	b.Write(strconv.AppendUint(b.AvailableBuffer(), n, 10))
+	b.WriteByte('\n')
+}
+
+// The text format's escapes: in label values backslash, double quote and line feed; in
+// HELP backslash and line feed.
+var (
+	labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+	helpEscaper  = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
+)
 
 // outcomeOf is the outcome label of a token request's error: success, an OAuth error
 // code of RFC 6749 (others bucketed as oauth_error), or what went wrong on the way.

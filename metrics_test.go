@@ -24,6 +24,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 	"github.com/hashicorp/vault/sdk/plugin/pb"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/devidp"
 	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/promtext"
@@ -498,15 +500,20 @@ func TestPromMetricNames(t *testing.T) {
 	}
 }
 
-// servedMetricNames are the series names a scrape can hold: the registry's families,
-// each with a sample, histograms as their _bucket, _sum and _count.
+// servedMetricNames are the series names a scrape can hold: the families written, each
+// with a sample, histograms as their _bucket, _sum and _count.
 func servedMetricNames(t *testing.T) []string {
 	t.Helper()
 	m := newMetrics()
 	m.tokenRequest("c", "client_credentials", triggerRead, nil, time.Millisecond)
 	m.credsRead("c", readCached)
 	m.credentialStates(func() map[string]map[string]int { return map[string]map[string]int{"c": {"ok": 1}} }, nil)
-	families, err := m.registry.Gather()
+	var body bytes.Buffer
+	if err := m.writeText(&body); err != nil {
+		t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(&body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -521,6 +528,7 @@ func servedMetricNames(t *testing.T) []string {
 			names = append(names, mf.GetName())
 		}
 	}
+	slices.Sort(names)
 	if len(families) != 4 {
 		t.Errorf("%d metric families, want 4: %v", len(families), names)
 	}
@@ -674,5 +682,82 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 30 s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestMetrics_TextFormat: what writeText writes is what Prometheus's own parser reads:
+// every count under its labels, label values escaped, a deleted config's series gone.
+func TestMetrics_TextFormat(t *testing.T) {
+	m := newMetrics()
+	odd := "odd\"name\\with\nbreaks" // not a valid config name; the escaping must hold anyway
+	for range 3 {
+		m.credsRead("hotel-b", readCached)
+	}
+	m.credsRead("hotel-a", readFetched)
+	m.credsRead(odd, readStale)
+	m.tokenRequest("hotel-a", grantClientCredentials, triggerRead, nil, time.Millisecond)
+	m.tokenRequest("hotel-a", grantClientCredentials, triggerRefreshAhead, &upstreamError{Status: http.StatusTooManyRequests}, time.Millisecond)
+	m.tokenRequest("hotel-a", grantClientCredentials, triggerRefreshAhead, &upstreamError{Status: http.StatusTooManyRequests}, time.Millisecond)
+	m.credentialStates(func() map[string]map[string]int {
+		return map[string]map[string]int{"hotel-a": {stateOK: 1}, "hotel-b": {stateFailing: 2}}
+	}, nil)
+
+	parse := func() map[string]float64 {
+		t.Helper()
+		var body bytes.Buffer
+		if err := m.writeText(&body); err != nil {
+			t.Fatal(err)
+		}
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		families, err := parser.TextToMetricFamilies(bytes.NewReader(body.Bytes()))
+		if err != nil {
+			t.Fatalf("Prometheus's parser: %v\n%s", err, body.String())
+		}
+		got := map[string]float64{}
+		for name, mf := range families {
+			for _, s := range mf.GetMetric() {
+				var labels []string
+				for _, lp := range s.GetLabel() {
+					labels = append(labels, lp.GetName()+"="+lp.GetValue())
+				}
+				key := name + "{" + strings.Join(labels, ",") + "}"
+				switch {
+				case s.GetCounter() != nil:
+					got[key] = s.GetCounter().GetValue()
+				case s.GetGauge() != nil:
+					got[key] = s.GetGauge().GetValue()
+				case s.GetHistogram() != nil:
+					got[key] = float64(s.GetHistogram().GetSampleCount())
+				}
+			}
+		}
+		return got
+	}
+	got := parse()
+	want := map[string]float64{
+		metricCredsReads + "{config=hotel-a,result=fetched}":                                                              1,
+		metricCredsReads + "{config=hotel-b,result=cached}":                                                               3,
+		metricCredsReads + "{config=" + odd + ",result=stale}":                                                            1,
+		metricTokenRequests + "{config=hotel-a,grant_type=client_credentials,outcome=success,trigger=read}":               1,
+		metricTokenRequests + "{config=hotel-a,grant_type=client_credentials,outcome=rate_limited,trigger=refresh_ahead}": 2,
+		metricCredentials + "{config=hotel-a,state=ok}":                                                                   1,
+		metricCredentials + "{config=hotel-b,state=ok}":                                                                   0,
+		metricCredentials + "{config=hotel-b,state=failing}":                                                              2,
+		metricsNamespace + "_token_request_duration_seconds{grant_type=client_credentials}":                               3,
+	}
+	for k, v := range want {
+		if g, ok := got[k]; !ok || g != v {
+			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("%d series, want %d: %v", len(got), len(want), got)
+	}
+
+	m.forgetConfig("hotel-a")
+	for k := range parse() {
+		if strings.Contains(k, "config=hotel-a") && !strings.HasPrefix(k, metricCredentials) {
+			t.Errorf("after deleting hotel-a: %s still served", k)
+		}
 	}
 }

@@ -248,7 +248,7 @@ func (b *backend) startAuthorization(ctx context.Context, s logical.Storage, cfg
 	if err != nil {
 		return nil, err
 	}
-	srv, err := b.identity(p.Config, cfg)
+	srv, err := b.identity(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -393,7 +393,7 @@ func (b *backend) exchangeTarget(ctx context.Context, s logical.Storage, p *pend
 	if cfg.RedirectURI != p.RedirectURI {
 		return nil, nil, badAuth("config %q's redirect_uri changed since authorize/%s; start again with authorize/%s", p.Config, p.Name, p.Name)
 	}
-	srv, err := b.identity(p.Config, cfg)
+	srv, err := b.identity(cfg)
 	return cfg, srv, err
 }
 

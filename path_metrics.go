@@ -3,12 +3,10 @@ package apaleo
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net/http"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
-	"github.com/prometheus/common/expfmt"
 )
 
 // metricsContentType is the Prometheus text exposition format, version 0.0.4.
@@ -47,15 +45,9 @@ func pathMetrics(b *backend) []*framework.Path {
 // travel as base64, which Vault decodes again before writing them. It is never nil: nil
 // would travel as null, which Vault refuses with a 500 (a fresh mount has no series).
 func (b *backend) pathMetricsRead(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
-	families, err := b.metrics.registry.Gather()
-	if err != nil {
-		return nil, fmt.Errorf("gathering metrics: %w", err)
-	}
 	body := bytes.NewBuffer([]byte{})
-	for _, mf := range families {
-		if _, err := expfmt.MetricFamilyToText(body, mf); err != nil {
-			return nil, fmt.Errorf("encoding metrics: %w", err)
-		}
+	if err := b.metrics.writeText(body); err != nil {
+		return nil, err
 	}
 	return &logical.Response{Data: map[string]any{
 		logical.HTTPContentType: metricsContentType,
@@ -78,8 +70,8 @@ Series:
       token requests sent to apaleo (each retry counts); outcome is success
       or the error class (invalid_client, invalid_grant, rate_limited,
       server_error, timeout, network, tls, ...)
-  vault_apaleo_token_request_duration_seconds{config,grant_type}
-      histogram of their durations
+  vault_apaleo_token_request_duration_seconds{grant_type}
+      histogram of their durations (not by config)
   vault_apaleo_creds_reads_total{config,result}
       reads of creds/<name>: cached, fetched, stale or error
   vault_apaleo_credentials{config,state}

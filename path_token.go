@@ -577,7 +577,7 @@ func importFields(d *framework.FieldData) (string, []string, error) {
 // redeemImport sends the refresh token to apaleo, and turns a failure into an answer
 // that says whether the token may be spent.
 func (b *backend) redeemImport(ctx context.Context, name, cfgName string, cfg *apaleoConfig, refreshToken string) (*tokenResult, *logical.Response, error) {
-	srv, err := b.identity(cfgName, cfg)
+	srv, err := b.identity(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -829,7 +829,7 @@ func (b *backend) revoke(ctx context.Context, s logical.Storage, cred *credentia
 	if cfg == nil {
 		return fmt.Errorf("config %q is gone", cred.Config)
 	}
-	srv, err := b.identity(cred.Config, cfg)
+	srv, err := b.identity(cfg)
 	if err != nil {
 		return err
 	}

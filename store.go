@@ -398,9 +398,6 @@ func (b *backend) deleteCred(ctx context.Context, s logical.Storage, name string
 
 func (b *backend) forgetConfig(name string) {
 	b.configs.set(name, nil)
-	b.clientsMu.Lock()
-	delete(b.clients, name)
-	b.clientsMu.Unlock()
 }
 
 func (b *backend) forgetCred(name string) {

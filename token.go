@@ -122,7 +122,7 @@ const flightMargin = 250 * time.Millisecond
 // network errors within the read bound. With a still-valid token in hand, or after an
 // earlier failure, it makes one attempt (failure memory plans the next).
 func (b *backend) requestToken(ctx context.Context, name string, cred *credential, cfg *apaleoConfig, trigger string) (*tokenResult, error) {
-	srv, err := b.identity(cred.Config, cfg)
+	srv, err := b.identity(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -8,7 +8,8 @@
 #      of the same shape, alternating in rounds, at 1, 8 and 64 concurrent readers;
 #   2. cold reads through Vault against the identity server's own time;
 #   3. 10,000 configs: write, list (plain and with key_info, as `vault list -detailed`),
-#      read cold and warm, and the plugin process's RSS;
+#      read cold and warm; 10,000 authorized credentials imported and read; the metrics
+#      scraped; and the plugin process's RSS;
 #   4. the fleet: 1,000 authorized credentials under one authorization_code config with
 #      short token lives (a second identity server), refresh_ahead on vs off vs a pure
 #      cache-hit run, then an outage of the identity server under 64 readers; the
@@ -26,6 +27,8 @@
 #   BENCH_SCALE_N      configs of the scale run [10000]; 0 skips it
 #   BENCH_SCALE_CA     1: every scale config carries ca_certificate [0]
 #   BENCH_SCALE_SETTLE measure the plugin process again this long after the reads [0: no]
+#   BENCH_SCALE_AUTHORIZED authorized credentials imported and read in the scale run
+#                      [BENCH_SCALE_N]; BENCH_SCALE_ONLY=1 runs only the scale run
 #   BENCH_FLEET        1: run the fleet (4.) [1; 0 with BENCH_PROFILE=1]; BENCH_FLEET_ONLY=1
 #                      runs only the fleet
 #   BENCH_FLEET_N      authorized credentials [1000]
@@ -40,6 +43,8 @@
 #   BENCH_KEEP         1: keep the run directory (logs) [0]
 #   BENCH_PROFILE      1: run bench/profplugin (the plugin with pprof and counters) instead
 #                      of the release binary; write profile.md and profiles/ instead [0]
+#   BENCH_PLUGIN_ENV   more environment for the plugin process, K=V separated by spaces
+#                      (e.g. GOGC=100, GOMEMLIMIT=96MiB) [none]
 #   PLUGIN_VERSION     version the plugin was built with [v0.1.0]
 set -euo pipefail
 
@@ -66,10 +71,13 @@ ROUNDS=${BENCH_ROUNDS:-10}
 ROUND_TIME=${BENCH_ROUND_TIME:-1.5s}
 COLD_N=${BENCH_COLD_N:-200}
 SCALE_N=${BENCH_SCALE_N:-10000}
+SCALE_AUTHORIZED=${BENCH_SCALE_AUTHORIZED:-$SCALE_N}
+SCALE_ONLY=${BENCH_SCALE_ONLY:-0}
 # The fleet is left out of profile runs unless asked for.
 if [[ $PROFILE == 1 ]]; then FLEET=${BENCH_FLEET:-0}; else FLEET=${BENCH_FLEET:-1}; fi
 FLEET_ONLY=${BENCH_FLEET_ONLY:-0}
 [[ $FLEET_ONLY == 1 ]] && FLEET=1
+[[ $SCALE_ONLY == 1 ]] && FLEET=0
 FLEET_TTL=${BENCH_FLEET_TTL:-30s}
 OUTAGE=${BENCH_OUTAGE:-60s}
 CHARTS_DIR=${BENCH_CHARTS_DIR:-$OUT/charts}
@@ -161,6 +169,9 @@ cp "$PLUGIN_BIN" "$WORK/plugins/vault-plugin-secrets-apaleo"
 cp "$FLOOR_BIN" "$WORK/plugins/floorplugin"
 PORT=$("$LOAD" freeport)
 PLUGIN_ENV=(-env=SSL_CERT_FILE="$CA")
+for kv in ${BENCH_PLUGIN_ENV:-}; do
+	PLUGIN_ENV+=(-env="$kv")
+done
 if [[ $PROFILE == 1 ]]; then
 	PPROF=http://127.0.0.1:$("$LOAD" freeport)
 	PLUGIN_ENV+=(-env=BENCH_PPROF_ADDR="${PPROF#http://}")
@@ -218,6 +229,7 @@ SECTIONS=$WORK/sections.md
 rm -f "$JSON_DIR/rw.json" "$JSON_DIR/cold.json" "$JSON_DIR/scale.json" "$JSON_DIR/fleet.json" "$JSON_DIR/fleet-metrics.json"
 
 if [[ $FLEET_ONLY != 1 ]]; then
+if [[ $SCALE_ONLY != 1 ]]; then
 # --- 1. throughput
 log "read throughput: readers $READERS, $ROUNDS rounds of $ROUND_TIME per target"
 "$LOAD" rw "${COMMON[@]}" -readers "$READERS" -rounds "$ROUNDS" -round-time "$ROUND_TIME" \
@@ -236,11 +248,12 @@ fi
 log "cold reads: $COLD_N"
 "$LOAD" cold "${COMMON[@]}" -n "$COLD_N" -client-id "$CLIENT_ID" -client-secret "$CLIENT_SECRET" \
 	-json "$JSON_DIR/cold.json" >>"$SECTIONS"
+fi
 
 # --- 3. scale
 if [[ $SCALE_N -gt 0 ]]; then
 	log "scale: $SCALE_N configs"
-	SCALE_ARGS=(-settle "${BENCH_SCALE_SETTLE:-0}")
+	SCALE_ARGS=(-settle "${BENCH_SCALE_SETTLE:-0}" -authorized "$SCALE_AUTHORIZED")
 	if [[ ${BENCH_SCALE_CA:-0} == 1 ]]; then
 		SCALE_ARGS+=(-ca-file "$CA")
 	fi

@@ -98,7 +98,16 @@ func (f *fleetImport) app(a *idpAdmin, caFile, cfgName, prefix string, minTTL in
 		names[i] = fmt.Sprintf("%s%05d", prefix, i)
 	}
 	d, _, err := parallel(f.workers, names, func(name string) error {
-		rt, err := a.refreshToken(context.Background(), oc)
+		// A whole authorization again (a new code) after a failed one: a kept-alive
+		// connection the identity server had just closed fails a POST, which Go's
+		// transport does not retry.
+		var rt string
+		var err error
+		for attempt := 0; attempt < 3; attempt++ {
+			if rt, err = a.refreshToken(context.Background(), oc); err == nil {
+				break
+			}
+		}
 		if err != nil {
 			return err
 		}

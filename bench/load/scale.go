@@ -1,11 +1,13 @@
 package main
 
 // scale.go: `load scale`, N configs and credentials: write, list, read cold and warm,
-// the plugin's RSS.
+// the plugin's RSS; with -authorized, that many authorized credentials imported under one
+// authorization_code config and read too; then the metrics scraped.
 
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -35,7 +37,21 @@ type scaleResult struct {
 	ListDetailedTokenReqs int            `json:"list_creds_detailed_token_requests"`
 	ListDetailedStates    map[string]int `json:"list_creds_detailed_states"`
 	WarmTokenReqs         int            `json:"warm_token_requests"`
-	Proc                  []procStat     `json:"plugin_process"`
+	// -authorized: credentials imported from refresh tokens the dev identity server
+	// issued, under one authorization_code config, then each read once.
+	Authorized          int           `json:"authorized"`
+	ImportAuthorized    time.Duration `json:"import_authorized_ns"`
+	ReadAuthorized      time.Duration `json:"read_authorized_ns"`
+	AuthorizedTokenReqs int           `json:"read_authorized_token_requests"`
+	Scrapes             []scrapeStat  `json:"scrapes"`
+	Proc                []procStat    `json:"plugin_process"`
+}
+
+// scrapeStat is one GET of the mount's metrics, timed at the client.
+type scrapeStat struct {
+	Wall   time.Duration `json:"wall_ns"`
+	Bytes  int           `json:"bytes"`
+	Series int           `json:"series"` // lines that are samples, not comments
 }
 
 func runScale(args []string) error {
@@ -51,6 +67,8 @@ func runScale(args []string) error {
 		caFile     = fs.String("ca-file", "", "ca_certificate of every config, from this file (default: none; the plugin's system roots)")
 		pluginPath = fs.String("plugin-path", "", "absolute path of the plugin binary Vault runs (to find its process)")
 		settle     = fs.Duration("settle", 0, "wait this long after the reads and measure the process again (0: skip)")
+		authorized = fs.Int("authorized", 0, "also import this many authorized credentials (refresh tokens from the dev identity server, -idp) under one authorization_code config, and read each")
+		scrapes    = fs.Int("scrapes", 3, "GETs of <mount>/metrics at the end, each timed")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -60,6 +78,12 @@ func runScale(args []string) error {
 	}
 	if *settle > 5*time.Minute {
 		return errors.New("-settle at most 5m")
+	}
+	if *authorized < 0 || *authorized > 100_000 || *scrapes < 0 || *scrapes > 100 {
+		return errors.New("scale: need -authorized 0..100000, -scrapes 0..100")
+	}
+	if *authorized > 0 && c.idpURL == "" {
+		return errors.New("scale: -authorized needs -idp (the dev identity server issues the refresh tokens)")
 	}
 	if err := c.setup(*workers); err != nil {
 		return err
@@ -201,6 +225,27 @@ func runScale(args []string) error {
 	if err := listDetailed(c, *mount+"/creds", *prefix, *n, &r); err != nil {
 		return err
 	}
+	if *authorized > 0 {
+		if err := scaleAuthorized(c, *mount, *prefix, *authorized, *workers, &r); err != nil {
+			return err
+		}
+		if err := measure(fmt.Sprintf("after importing and reading %d authorized credentials", *authorized)); err != nil {
+			return err
+		}
+	}
+	if *scrapes > 0 {
+		for range *scrapes {
+			st, err := scrapeOnce(c, *mount)
+			if err != nil {
+				return err
+			}
+			r.Scrapes = append(r.Scrapes, st)
+		}
+		fmt.Fprintf(os.Stderr, "load: %d scrapes of %s/metrics: %v\n", *scrapes, *mount, r.Scrapes)
+		if err := measure(fmt.Sprintf("after %d metrics scrapes", *scrapes)); err != nil {
+			return err
+		}
+	}
 	if *settle > 0 {
 		time.Sleep(*settle)
 		if err := measure(fmt.Sprintf("%s later", *settle)); err != nil {
@@ -209,6 +254,64 @@ func runScale(args []string) error {
 	}
 	printScale(&r, ca != "")
 	return writeJSON(c.jsonOut, r)
+}
+
+// scaleAuthorized imports n authorized credentials under one authorization_code config
+// (<prefix>app, credentials <prefix>auth-00000 on), each from a refresh token the dev
+// identity server issued, then reads each once and counts the token requests the reads
+// caused (the import fetched each one's token, so none are expected).
+func scaleAuthorized(c *common, mount, prefix string, n, workers int, r *scaleResult) error {
+	idp, err := newIdpAdmin(c.idpURL, c.idpCA, 30*time.Second, workers+2)
+	if err != nil {
+		return err
+	}
+	imp := &fleetImport{c: c, mount: mount, redirect: strings.TrimRight(c.addr, "/") + "/v1/" + mount + "/callback", n: n, workers: workers}
+	names, d, err := imp.app(idp, c.idpCA, prefix+"app", prefix+"auth-", 0)
+	if err != nil {
+		return err
+	}
+	r.Authorized, r.ImportAuthorized = n, d
+	before, err := c.idpStatsOrZero()
+	if err != nil {
+		return err
+	}
+	if r.ReadAuthorized, _, err = parallel(workers, names, func(name string) error {
+		_, err := c.api.Must(http.MethodGet, mount+"/creds/"+name, nil, http.StatusOK)
+		return err
+	}); err != nil {
+		return err
+	}
+	after, err := c.idpStatsOrZero()
+	r.AuthorizedTokenReqs = after.TokenRequests - before.TokenRequests
+	fmt.Fprintf(os.Stderr, "load: %d authorized credentials imported in %s, read in %s (%d token requests)\n",
+		n, d.Round(time.Millisecond), r.ReadAuthorized.Round(time.Millisecond), r.AuthorizedTokenReqs)
+	return err
+}
+
+// scrapeOnce GETs <mount>/metrics, as Prometheus would, and times it at the client.
+func scrapeOnce(c *common, mount string) (scrapeStat, error) {
+	req, err := c.api.Request(http.MethodGet, mount+"/metrics", nil)
+	if err != nil {
+		return scrapeStat{}, err
+	}
+	t0 := time.Now()
+	resp, err := c.vault.Do(req)
+	if err != nil {
+		return scrapeStat{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	wall := time.Since(t0)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return scrapeStat{}, fmt.Errorf("GET %s/metrics: HTTP %d %v", mount, resp.StatusCode, err)
+	}
+	st := scrapeStat{Wall: wall, Bytes: len(b)}
+	for line := range strings.Lines(string(b)) {
+		if line != "" && !strings.HasPrefix(line, "#") {
+			st.Series++
+		}
+	}
+	return st, nil
 }
 
 // listDetailed times LIST path with key_info, as `vault list -detailed` sends it (best of
@@ -285,6 +388,13 @@ func printScale(r *scaleResult, withCA bool) {
 		slices.Sort(states)
 		fmt.Printf("| **list `creds/` with key_info** (`vault list -detailed`, %d keys, after the reads, best of 3; states: %s) | **%s** | | | %d |\n",
 			r.N, strings.Join(states, ", "), r.ListDetailed.Round(time.Microsecond), r.ListDetailedTokenReqs)
+	}
+	if r.Authorized > 0 {
+		fmt.Printf("| import %d authorized credentials (one `authorization_code` config; refresh tokens from the identity server) | %s | | | |\n", r.Authorized, r.ImportAuthorized.Round(time.Millisecond))
+		fmt.Printf("| read each authorized credential | %s | | | %d |\n", r.ReadAuthorized.Round(time.Millisecond), r.AuthorizedTokenReqs)
+	}
+	for i, sc := range r.Scrapes {
+		fmt.Printf("| metrics scrape %d (`GET %s/metrics`: %.2f MiB, %d series) | **%s** | | | |\n", i+1, "<mount>", float64(sc.Bytes)/(1<<20), sc.Series, sc.Wall.Round(time.Millisecond))
 	}
 	fmt.Printf("\nThe plugin process (`/proc/<pid>/status`):\n\n| when | VmRSS MiB | VmHWM MiB | threads | open fds |\n|---|---:|---:|---:|---:|\n")
 	for _, p := range r.Proc {

@@ -27,6 +27,7 @@ import (
 	"github.com/hashicorp/vault/sdk/plugin"
 
 	apaleo "github.com/apaleo-vault/vault-plugin-secrets-apaleo"
+	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/memlimit"
 )
 
 var stats = expvar.NewMap("apaleo_bench")
@@ -37,6 +38,7 @@ func record(key string, start time.Time) {
 }
 
 func main() {
+	memlimit.Start() // as the release binary does
 	logger := hclog.New(&hclog.LoggerOptions{})
 	if addr := os.Getenv("BENCH_PPROF_ADDR"); addr != "" {
 		host, _, err := net.SplitHostPort(addr)

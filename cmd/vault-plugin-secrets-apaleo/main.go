@@ -9,9 +9,13 @@ import (
 	"github.com/hashicorp/vault/sdk/plugin"
 
 	apaleo "github.com/apaleo-vault/vault-plugin-secrets-apaleo"
+	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/memlimit"
 )
 
 func main() {
+	// A soft memory limit that follows the live heap (internal/memlimit), unless the
+	// environment sets GOMEMLIMIT.
+	memlimit.Start()
 	logger := hclog.New(&hclog.LoggerOptions{})
 	if err := plugin.ServeMultiplex(&plugin.ServeOpts{
 		BackendFactoryFunc: apaleo.Factory,
