@@ -2,9 +2,11 @@
 #
 #   make bench      Vault dev server + the plugin + a no-op floor plugin + KV v2, side by
 #                   side: reads/s, p50/p99 and ratios at 1, 8 and 64 readers; cold reads;
-#                   10,000 configs; the fleet (1,000 authorized credentials, short token
-#                   lives: refresh_ahead on vs off vs cache hits, an outage) and its
-#                   charts. Writes build/bench/results.md. About 12-15 minutes.
+#                   10,000 configs and 10,000 authorized credentials, scraped; the fleet
+#                   (1,000 authorized credentials, short token lives: refresh_ahead on vs
+#                   off vs cache hits, an outage) and its charts. Writes
+#                   build/bench/results.md. About 15-18 minutes. BENCH_SCALE_ONLY=1: the
+#                   10,000 alone (about 5 minutes).
 #                   BENCH_FLEET_ONLY=1: the fleet alone (about 8 minutes); BENCH_FLEET=0:
 #                   without it. Sizes: see bench/run.sh.
 #   make bench-go   the Go benchmarks (go test -bench) of the read path, in process

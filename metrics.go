@@ -209,20 +209,26 @@ func (m *metrics) credentialStates(f func() map[string]map[string]int, load func
 // credentials gauge, creds_reads_total, the duration histogram and token_requests_total,
 // configs in name order. A family without samples is left out, as client_golang does.
 func (m *metrics) writeText(buf *bytes.Buffer) error {
-	var names []string
-	m.configs.Range(func(k, _ any) bool {
-		names = append(names, k.(string))
-		return true
-	})
-	slices.Sort(names)
-	counters := make([]*configCounters, len(names))
+	type configEntry struct {
+		name string
+		c    *configCounters
+	}
+	var entries []configEntry
 	lines := 0
-	for i, name := range names {
-		c := m.counters(name)
-		counters[i] = c
+	// The entries as they are now: a config deleted meanwhile is not made again.
+	m.configs.Range(func(k, v any) bool {
+		c := v.(*configCounters)
+		entries = append(entries, configEntry{k.(string), c})
 		c.mu.Lock()
 		lines += 3 + len(c.requests) // a credentials line, mostly two reads series, its token requests
 		c.mu.Unlock()
+		return true
+	})
+	slices.SortFunc(entries, func(a, b configEntry) int { return cmp.Compare(a.name, b.name) })
+	names := make([]string, len(entries))
+	counters := make([]*configCounters, len(entries))
+	for i, e := range entries {
+		names[i], counters[i] = e.name, e.c
 	}
 	// One allocation of about the body's size: growing a buffer of megabytes by doubling
 	// allocates twice its size and copies it.
