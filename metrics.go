@@ -113,13 +113,19 @@ type configCounters struct {
 
 	mu sync.Mutex
 	// A config has a few token request series (one in the steady state: read or
-	// refresh_ahead successes), so a slice searched in order; a map cost about 500 bytes
-	// per config.
+	// refresh_ahead successes), so a slice, kept in the order a scrape writes them; a
+	// map cost about 500 bytes per config.
 	requests []*requestCount
 }
 
 // requestKey is a token_requests_total series of a config: its other labels.
 type requestKey struct{ grantType, trigger, outcome string }
+
+// compare orders keys as their series are written: by label name, as client_golang did
+// (grant_type, outcome, trigger).
+func (k requestKey) compare(o requestKey) int {
+	return cmp.Or(cmp.Compare(k.grantType, o.grantType), cmp.Compare(k.outcome, o.outcome), cmp.Compare(k.trigger, o.trigger))
+}
 
 type requestCount struct {
 	key requestKey
@@ -159,10 +165,9 @@ func (m *metrics) tokenRequest(config, grantType, trigger string, err error, d t
 	c := m.counters(config)
 	k := requestKey{grantType, trigger, outcomeOf(err)}
 	c.mu.Lock()
-	i := slices.IndexFunc(c.requests, func(r *requestCount) bool { return r.key == k })
-	if i < 0 {
-		i = len(c.requests)
-		c.requests = append(c.requests, &requestCount{key: k})
+	i, found := slices.BinarySearchFunc(c.requests, k, func(r *requestCount, k requestKey) int { return r.key.compare(k) })
+	if !found {
+		c.requests = slices.Insert(c.requests, i, &requestCount{key: k})
 	}
 	r := c.requests[i]
 	c.mu.Unlock()
@@ -225,11 +230,6 @@ func (m *metrics) writeText(buf *bytes.Buffer) error {
 		return true
 	})
 	slices.SortFunc(entries, func(a, b configEntry) int { return cmp.Compare(a.name, b.name) })
-	names := make([]string, len(entries))
-	counters := make([]*configCounters, len(entries))
-	for i, e := range entries {
-		names[i], counters[i] = e.name, e.c
-	}
 	// One allocation of about the body's size: growing a buffer of megabytes by doubling
 	// allocates twice its size and copies it.
 	buf.Grow(lines*112 + 8192)
@@ -237,10 +237,10 @@ func (m *metrics) writeText(buf *bytes.Buffer) error {
 	m.writeCredentials(buf)
 
 	fam := family{buf: buf, name: metricCredsReads, help: helpCredsReads, typ: "counter"}
-	for i, name := range names {
+	for _, e := range entries {
 		for r, result := range readResults {
-			if n := counters[i].reads[r].Load(); n > 0 {
-				fam.sample(n, "config", name, "result", result)
+			if n := e.c.reads[r].Load(); n > 0 {
+				fam.sample(n, "config", e.name, "result", result)
 			}
 		}
 	}
@@ -256,17 +256,12 @@ func (m *metrics) writeText(buf *bytes.Buffer) error {
 	}
 
 	fam = family{buf: buf, name: metricTokenRequests, help: helpTokenRequests, typ: "counter"}
-	for i, name := range names {
-		c := counters[i]
-		c.mu.Lock()
-		requests := slices.SortedFunc(slices.Values(c.requests), func(a, b *requestCount) int {
-			return cmp.Or(cmp.Compare(a.key.grantType, b.key.grantType), cmp.Compare(a.key.outcome, b.key.outcome), cmp.Compare(a.key.trigger, b.key.trigger))
-		})
-		c.mu.Unlock()
-		for _, r := range requests {
-			// Label names in order, as client_golang wrote them.
-			fam.sample(r.n.Load(), "config", name, "grant_type", r.key.grantType, "outcome", r.key.outcome, "trigger", r.key.trigger)
+	for _, e := range entries {
+		e.c.mu.Lock()
+		for _, r := range e.c.requests {
+			fam.sample(r.n.Load(), "config", e.name, "grant_type", r.key.grantType, "outcome", r.key.outcome, "trigger", r.key.trigger)
 		}
+		e.c.mu.Unlock()
 	}
 	return nil
 }

@@ -6,7 +6,7 @@
 // credential), and its largest allocations are short-lived: a metrics scrape at 10,000
 // configs passes about 30 MiB through the Vault SDK's encoding of the response, an import
 // burst its token responses. With Go's defaults (GOGC=100, no limit) those peaks stay in
-// the process's RSS: 131 MiB with 10,000 configs and 10,000 authorized credentials, 179
+// the process's RSS: 128 MiB with 10,000 configs and 10,000 authorized credentials, 175
 // MiB after three scrapes (docs/benchmarks.md). Under the limit, the collector and the
 // scavenger give such memory back.
 package memlimit
