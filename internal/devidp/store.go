@@ -25,6 +25,10 @@ type registeredClient struct {
 type codeEntry struct {
 	active bool
 	req    fosite.Requester
+	// expires is the code's expiry, read from its session when it was stored: fosite
+	// goes on writing that session's expiries (the tokens' ones) when the code is
+	// redeemed, outside the store's lock, so the sweep must not read them.
+	expires time.Time
 }
 
 type refreshEntry struct {
@@ -136,11 +140,11 @@ func (s *store) CreateAuthorizeCodeSession(_ context.Context, code string, req f
 	// Forget codes that can no longer be redeemed.
 	now := time.Now()
 	for k, e := range s.codes {
-		if exp := e.req.GetSession().GetExpiresAt(fosite.AuthorizeCode); !exp.IsZero() && now.Sub(exp) > time.Hour {
+		if !e.expires.IsZero() && now.Sub(e.expires) > time.Hour {
 			delete(s.codes, k)
 		}
 	}
-	s.codes[code] = &codeEntry{active: true, req: req}
+	s.codes[code] = &codeEntry{active: true, req: req, expires: req.GetSession().GetExpiresAt(fosite.AuthorizeCode)}
 	return nil
 }
 
