@@ -43,14 +43,17 @@ func Start() bool {
 		return false
 	}
 	debug.SetMemoryLimit(Floor)
-	go func() {
-		sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-		for range time.Tick(Every) {
-			metrics.Read(sample)
-			if sample[0].Value.Kind() == metrics.KindUint64 {
-				debug.SetMemoryLimit(For(sample[0].Value.Uint64()))
-			}
-		}
-	}()
+	go follow(time.Tick(Every))
 	return true
+}
+
+// follow sets the limit for the live heap at every tick, until ticks is closed.
+func follow(ticks <-chan time.Time) {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	for range ticks {
+		metrics.Read(sample)
+		if sample[0].Value.Kind() == metrics.KindUint64 {
+			debug.SetMemoryLimit(For(sample[0].Value.Uint64()))
+		}
+	}
 }

@@ -1,8 +1,11 @@
 package memlimit
 
 import (
+	"os"
+	"runtime"
 	"runtime/debug"
 	"testing"
+	"time"
 )
 
 // TestFor: the floor while the live heap is small, then 1.5 times the live heap, never a
@@ -37,5 +40,40 @@ func TestStart(t *testing.T) {
 	}
 	if got := debug.SetMemoryLimit(-1); got != before {
 		t.Errorf("limit %d after Start with GOMEMLIMIT set, want unchanged %d", got, before)
+	}
+}
+
+// TestStartSetsFloor: without GOMEMLIMIT and with GOGC not off, Start sets the floor.
+func TestStartSetsFloor(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	t.Setenv("GOMEMLIMIT", "")
+	os.Unsetenv("GOMEMLIMIT") // t.Setenv restores it
+	t.Setenv("GOGC", "100")
+	if !Start() {
+		t.Fatal("Start without GOMEMLIMIT: left alone, want the policy applied")
+	}
+	if got := debug.SetMemoryLimit(-1); got != Floor {
+		t.Errorf("limit %d MiB after Start, want the floor %d MiB", got>>20, Floor>>20)
+	}
+}
+
+// TestFollow: at a tick the limit follows the live heap the runtime measured, here 96
+// MiB held live, so 1.5 times that (plus what else the test binary holds), above the
+// floor.
+func TestFollow(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	debug.SetMemoryLimit(Floor)
+	held := make([]byte, 96<<20)
+	runtime.GC() // the live heap is measured at the end of a cycle
+	ticks := make(chan time.Time, 1)
+	ticks <- time.Now()
+	close(ticks)
+	follow(ticks)
+	runtime.KeepAlive(held)
+	got := debug.SetMemoryLimit(-1)
+	if lo, hi := int64(96<<20)*3/2, int64((96+16)<<20)*3/2; got < lo || got > hi {
+		t.Errorf("limit %d MiB after a tick with 96 MiB live, want %d-%d MiB", got>>20, lo>>20, hi>>20)
 	}
 }
