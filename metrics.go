@@ -1,11 +1,11 @@
 package apaleo
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"slices"
@@ -70,6 +70,20 @@ const metricsNamespace = "vault_apaleo"
 // tokenDurationBuckets spans a fast identity server (10 ms) to a read's whole budget (30 s).
 var tokenDurationBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30}
 
+// credentialStateNames are the values of the credentials gauge's state label, in the
+// order a scrape writes them (ok first, the others by name); stateCounts is indexed alike.
+var credentialStateNames = [...]string{stateOK, stateFailing, stateNeedsAuthorization, stateNoToken}
+
+// stateCounts are one config's credentials by state.
+type stateCounts [len(credentialStateNames)]int
+
+// add counts one credential in state.
+func (s *stateCounts) add(state string) {
+	if i := slices.Index(credentialStateNames[:], state); i >= 0 {
+		s[i]++
+	}
+}
+
 // readResults are the values of creds_reads_total's result label, in the order a scrape
 // writes them; configCounters.reads is indexed alike.
 var readResults = [...]string{readCached, readFetched, readStale, readError}
@@ -102,7 +116,7 @@ type metrics struct {
 	configs sync.Map // config name -> *configCounters
 
 	mu     sync.Mutex
-	states func() map[string]map[string]int
+	states func() map[string]*stateCounts
 	load   func()
 	loaded sync.Once
 }
@@ -204,39 +218,51 @@ func (m *metrics) credsRead(config, result string) {
 // goroutine, concurrently with the engine, and must not block for long (it reads
 // memory only). load, run once in the background at the first scrape, brings into
 // memory what f cannot see yet (entries not touched since the plugin started).
-func (m *metrics) credentialStates(f func() map[string]map[string]int, load func()) {
+func (m *metrics) credentialStates(f func() map[string]*stateCounts, load func()) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.states, m.load = f, load
 }
 
+// textWriter is what a scrape writes to: a bytes.Buffer for the plain text, a
+// bufio.Writer in front of gzip for a compressed answer (path_metrics.go).
+type textWriter interface {
+	io.Writer
+	io.StringWriter
+	io.ByteWriter
+}
+
 // writeText writes every series in the Prometheus text format (version 0.0.4): the
 // credentials gauge, creds_reads_total, the duration histogram and token_requests_total,
 // configs in name order. A family without samples is left out, as client_golang does.
-func (m *metrics) writeText(buf *bytes.Buffer) error {
+func (m *metrics) writeText(w textWriter) error {
 	type configEntry struct {
 		name string
 		c    *configCounters
 	}
 	var entries []configEntry
-	lines := 0
+	size := 8192
 	// The entries as they are now: a config deleted meanwhile is not made again.
 	m.configs.Range(func(k, v any) bool {
-		c := v.(*configCounters)
-		entries = append(entries, configEntry{k.(string), c})
-		c.mu.Lock()
-		lines += 3 + len(c.requests) // a credentials line, mostly two reads series, its token requests
-		c.mu.Unlock()
+		e := configEntry{k.(string), v.(*configCounters)}
+		entries = append(entries, e)
+		e.c.mu.Lock()
+		// A credentials line, mostly two reads series, its token requests: about 80
+		// bytes each besides the config's name.
+		size += (3 + len(e.c.requests)) * (len(e.name) + 80)
+		e.c.mu.Unlock()
 		return true
 	})
 	slices.SortFunc(entries, func(a, b configEntry) int { return cmp.Compare(a.name, b.name) })
 	// One allocation of about the body's size: growing a buffer of megabytes by doubling
 	// allocates twice its size and copies it.
-	buf.Grow(lines*112 + 8192)
+	if g, ok := w.(interface{ Grow(int) }); ok {
+		g.Grow(size)
+	}
 
-	m.writeCredentials(buf)
+	m.writeCredentials(w)
 
-	fam := family{buf: buf, name: metricCredsReads, help: helpCredsReads, typ: "counter"}
+	fam := family{w: w, name: metricCredsReads, help: helpCredsReads, typ: "counter"}
 	for _, e := range entries {
 		for r, result := range readResults {
 			if n := e.c.reads[r].Load(); n > 0 {
@@ -250,12 +276,12 @@ func (m *metrics) writeText(buf *bytes.Buffer) error {
 		return fmt.Errorf("gathering metrics: %w", err)
 	}
 	for _, mf := range families {
-		if _, err := expfmt.MetricFamilyToText(buf, mf); err != nil {
+		if _, err := expfmt.MetricFamilyToText(w, mf); err != nil {
 			return fmt.Errorf("encoding metrics: %w", err)
 		}
 	}
 
-	fam = family{buf: buf, name: metricTokenRequests, help: helpTokenRequests, typ: "counter"}
+	fam = family{w: w, name: metricTokenRequests, help: helpTokenRequests, typ: "counter"}
 	for _, e := range entries {
 		e.c.mu.Lock()
 		for _, r := range e.c.requests {
@@ -271,7 +297,7 @@ func (m *metrics) writeText(buf *bytes.Buffer) error {
 // state that holds a credential. Zero counts of the other states are left out: at 10,000
 // configs they were 30,000 series of zeros; an alert on failing > 0 resolves when its
 // series goes. The first scrape starts the background load of what memory lacks.
-func (m *metrics) writeCredentials(buf *bytes.Buffer) {
+func (m *metrics) writeCredentials(w textWriter) {
 	m.mu.Lock()
 	f, load := m.states, m.load
 	m.mu.Unlock()
@@ -282,46 +308,48 @@ func (m *metrics) writeCredentials(buf *bytes.Buffer) {
 		m.loaded.Do(func() { go load() })
 	}
 	byConfig := f()
-	fam := family{buf: buf, name: metricCredentials, help: helpCredentials, typ: "gauge"}
+	fam := family{w: w, name: metricCredentials, help: helpCredentials, typ: "gauge"}
 	for _, config := range slices.Sorted(maps.Keys(byConfig)) {
-		byState := byConfig[config]
-		fam.sample(uint64(byState[stateOK]), "config", config, "state", stateOK)
-		for _, state := range slices.Sorted(maps.Keys(byState)) {
-			if n := byState[state]; state != stateOK && n > 0 {
-				fam.sample(uint64(n), "config", config, "state", state)
+		for i, n := range byConfig[config] {
+			if i == 0 || n > 0 { // ok, then the states that hold credentials
+				fam.sample(uint64(n), "config", config, "state", credentialStateNames[i])
 			}
 		}
 	}
 }
 
 // family writes one metric family's samples, its HELP and TYPE lines before the first.
+// The writers a scrape uses cannot fail on the way (a strings.Builder has no errors; a
+// bufio.Writer keeps its first and returns it at Flush, which the caller checks), so
+// sample does not check each write.
 type family struct {
-	buf             *bytes.Buffer
+	w               textWriter
 	name, help, typ string
 	started         bool
+	num             [20]byte // the value's digits
 }
 
 // sample writes name{label="value",...} n. labels are name, value pairs.
 func (f *family) sample(n uint64, labels ...string) {
-	b := f.buf
+	w := f.w
 	if !f.started {
 		f.started = true
-		fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n", f.name, helpEscaper.Replace(f.help), f.name, f.typ)
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", f.name, helpEscaper.Replace(f.help), f.name, f.typ)
 	}
-	b.WriteString(f.name)
-	b.WriteByte('{')
+	w.WriteString(f.name)
+	w.WriteByte('{')
 	for i := 0; i+1 < len(labels); i += 2 {
 		if i > 0 {
-			b.WriteByte(',')
+			w.WriteByte(',')
 		}
-		b.WriteString(labels[i])
-		b.WriteString(`="`)
-		b.WriteString(labelEscaper.Replace(labels[i+1]))
-		b.WriteByte('"')
+		w.WriteString(labels[i])
+		w.WriteString(`="`)
+		labelEscaper.WriteString(w, labels[i+1])
+		w.WriteByte('"')
 	}
-	b.WriteString("} ")
-	b.Write(strconv.AppendUint(b.AvailableBuffer(), n, 10))
-	b.WriteByte('\n')
+	w.WriteString("} ")
+	w.Write(strconv.AppendUint(f.num[:0], n, 10))
+	w.WriteByte('\n')
 }
 
 // The text format's escapes: in label values backslash, double quote and line feed; in

@@ -2,12 +2,14 @@ package apaleo
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -73,6 +75,28 @@ func sum(samples []sample, name string, want map[string]string) float64 {
 	return total
 }
 
+// countsOf is the credentials gauge's counts of config -> state -> count.
+func countsOf(byConfig map[string]map[string]int) map[string]*stateCounts {
+	out := map[string]*stateCounts{}
+	for config, byState := range byConfig {
+		c := new(stateCounts)
+		for state, n := range byState {
+			i := slices.Index(credentialStateNames[:], state)
+			if i < 0 {
+				panic("no credential state " + state)
+			}
+			c[i] = n
+		}
+		out[config] = c
+	}
+	return out
+}
+
+// of is the count of state.
+func (s *stateCounts) of(state string) int {
+	return s[slices.Index(credentialStateNames[:], state)]
+}
+
 // overGRPC sends resp the way an external plugin's response reaches Vault (as JSON, in
 // the SDK's protobuf translation) and decodes its raw body the way Vault's respondRaw
 // does: a string is base64, else taken as is; a []byte as is; anything else is a 500.
@@ -104,7 +128,11 @@ func (e *testEnv) scrape() []sample {
 	e.t.Helper()
 	resp := e.mustDo(logical.ReadOperation, "metrics", nil)
 	status, ct, wire := overGRPC(e.t, resp)
-	if fmt.Sprint(status) != "200" || ct != resp.Data[logical.HTTPContentType] || !bytes.Equal(wire, resp.Data[logical.HTTPRawBody].([]byte)) {
+	text, ok := resp.Data[logical.HTTPRawBody].([]byte)
+	if !ok {
+		e.t.Fatalf("raw body is %T, want []byte (bytes cross gRPC as base64, which Vault decodes)", resp.Data[logical.HTTPRawBody])
+	}
+	if fmt.Sprint(status) != "200" || ct != resp.Data[logical.HTTPContentType] || !bytes.Equal(wire, text) {
 		e.t.Errorf("over gRPC: status %v, content type %v, body %d bytes; want what the plugin sent", status, ct, len(wire))
 	}
 	if got := resp.Data[logical.HTTPContentType]; got != "text/plain; version=0.0.4" {
@@ -116,11 +144,10 @@ func (e *testEnv) scrape() []sample {
 	if resp.Secret != nil || resp.Auth != nil {
 		e.t.Error("a raw response must carry neither a secret nor auth: Vault refuses it")
 	}
-	body, ok := resp.Data[logical.HTTPRawBody].([]byte)
-	if !ok {
-		e.t.Fatalf("raw body is %T, want []byte (bytes cross gRPC as base64, which Vault decodes)", resp.Data[logical.HTTPRawBody])
+	if resp.Headers != nil {
+		e.t.Errorf("headers %v on a scrape that did not ask for gzip", resp.Headers)
 	}
-	return parseExposition(e.t, body)
+	return parseExposition(e.t, wire)
 }
 
 func TestMetrics_Read(t *testing.T) {
@@ -139,8 +166,8 @@ func TestMetrics_Read(t *testing.T) {
 	m.credsRead("hotel-muc", readError)
 	m.credsRead("connect", readStale)
 	// Credential names (hotel-ber-0815) live only in the engine; the gauge gets counts per config.
-	m.credentialStates(func() map[string]map[string]int {
-		return map[string]map[string]int{"hotel-muc": {"ok": 1}, "connect": {"ok": 2, "needs_authorization": 1}}
+	m.credentialStates(func() map[string]*stateCounts {
+		return countsOf(map[string]map[string]int{"hotel-muc": {"ok": 1}, "connect": {"ok": 2, "needs_authorization": 1}})
 	}, nil)
 
 	got := e.scrape()
@@ -196,7 +223,7 @@ func TestMetrics_Read(t *testing.T) {
 			}
 		}
 	}
-	body := e.mustDo(logical.ReadOperation, "metrics", nil).Data[logical.HTTPRawBody].([]byte)
+	body := []byte(e.mustDo(logical.ReadOperation, "metrics", nil).Data[logical.HTTPRawBody].([]byte))
 	for _, secret := range []string{"hotel-ber-0815", mucSecret, connectSc} {
 		if bytes.Contains(body, []byte(secret)) {
 			t.Errorf("the metrics text holds %q", secret)
@@ -227,6 +254,90 @@ func TestMetrics_Path(t *testing.T) {
 	}
 }
 
+// TestMetrics_Gzip: a scrape whose Accept-Encoding Vault passes through and that takes
+// gzip gets the same text gzipped, as bytes that survive the crossing to Vault, with
+// Content-Encoding set; one that does not take gzip gets the plain text.
+func TestMetrics_Gzip(t *testing.T) {
+	e := newTestEnv(t)
+	for i := range 50 {
+		e.b.metrics.tokenRequest(fmt.Sprintf("hotel-%02d", i), grantClientCredentials, triggerRead, nil, time.Millisecond)
+		e.b.metrics.credsRead(fmt.Sprintf("hotel-%02d", i), readFetched)
+	}
+	plain := string(e.mustDo(logical.ReadOperation, "metrics", nil).Data[logical.HTTPRawBody].([]byte))
+	if !strings.Contains(plain, `vault_apaleo_token_requests_total{config="hotel-49"`) {
+		t.Fatalf("plain scrape without the series:\n%s", plain)
+	}
+	scrape := func(acceptEncoding ...string) *logical.Response {
+		t.Helper()
+		req := &logical.Request{Operation: logical.ReadOperation, Path: "metrics", Storage: e.storage,
+			Headers: map[string][]string{"Accept-Encoding": acceptEncoding}}
+		resp, err := e.b.HandleRequest(context.Background(), req)
+		e.record(resp, err)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+
+	resp := scrape("br;q=1.0, gzip;q=0.8, *;q=0.1")
+	if got := resp.Headers["Content-Encoding"]; !slices.Equal(got, []string{"gzip"}) {
+		t.Fatalf("Content-Encoding %v, want gzip", got)
+	}
+	if _, ok := resp.Data[logical.HTTPRawBody].([]byte); !ok {
+		t.Fatalf("gzipped body is %T, want []byte (a string of binary crosses JSON mangled)", resp.Data[logical.HTTPRawBody])
+	}
+	_, ct, wire := overGRPC(t, resp)
+	if ct != metricsContentType {
+		t.Errorf("content type %v", ct)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(wire))
+	if err != nil {
+		t.Fatalf("the body that reaches Vault is not gzip: %v", err)
+	}
+	text, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(text) != plain {
+		t.Errorf("gunzipped scrape differs from the plain one:\n%s\n---\n%s", text, plain)
+	}
+	if len(wire)*4 > len(plain) {
+		t.Errorf("gzipped %d bytes of text to %d, want a quarter or less", len(plain), len(wire))
+	}
+
+	for _, ae := range [][]string{nil, {"identity"}, {"gzip;q=0"}, {"gzip;q=0, *"}, {"br"}, {"*;q=0"}} {
+		resp := scrape(ae...)
+		if body, _ := resp.Data[logical.HTTPRawBody].([]byte); resp.Headers != nil || string(body) != plain {
+			t.Errorf("Accept-Encoding %q: headers %v, body %T; want the plain text", ae, resp.Headers, resp.Data[logical.HTTPRawBody])
+		}
+	}
+}
+
+func TestAcceptsGzip(t *testing.T) {
+	for _, c := range []struct {
+		headers map[string][]string
+		want    bool
+	}{
+		{nil, false},
+		{map[string][]string{"Accept-Encoding": {"gzip"}}, true},
+		{map[string][]string{"accept-encoding": {"GZIP"}}, true},            // names and codings are case-insensitive
+		{map[string][]string{"Accept-Encoding": {"x-gzip"}}, true},          // RFC 9110 8.4.1.3
+		{map[string][]string{"Accept-Encoding": {"deflate", "gzip"}}, true}, // two header lines
+		{map[string][]string{"Accept-Encoding": {"gzip; q=0.5"}}, true},
+		{map[string][]string{"Accept-Encoding": {"gzip;q=0"}}, false},
+		{map[string][]string{"Accept-Encoding": {"gzip;q=0.0, *"}}, false}, // named refusal wins over *
+		{map[string][]string{"Accept-Encoding": {"*"}}, true},
+		{map[string][]string{"Accept-Encoding": {"*;q=0"}}, false},
+		{map[string][]string{"Accept-Encoding": {"identity, deflate, br"}}, false},
+		{map[string][]string{"Accept-Encoding": {""}}, false},
+		{map[string][]string{"X-Accept-Encoding": {"gzip"}}, false},
+	} {
+		if got := acceptsGzip(c.headers); got != c.want {
+			t.Errorf("acceptsGzip(%v) = %v, want %v", c.headers, got, c.want)
+		}
+	}
+}
+
 // TestMetrics_CredentialsGauge: the gauge is the callback's answer at scrape time: ok
 // for every config (zero too), other states only where they hold credentials, and
 // nothing left from before.
@@ -234,7 +345,7 @@ func TestMetrics_CredentialsGauge(t *testing.T) {
 	e := newTestEnv(t)
 	states := map[string]map[string]int{"hotel-muc": {"ok": 0, "no_token": 1}, "connect": {"ok": 3, "failing": 1, "needs_authorization": 2}}
 	calls := 0
-	e.b.metrics.credentialStates(func() map[string]map[string]int { calls++; return states }, nil)
+	e.b.metrics.credentialStates(func() map[string]*stateCounts { calls++; return countsOf(states) }, nil)
 
 	got := e.scrape()
 	if calls != 1 {
@@ -507,7 +618,7 @@ func servedMetricNames(t *testing.T) []string {
 	m := newMetrics()
 	m.tokenRequest("c", "client_credentials", triggerRead, nil, time.Millisecond)
 	m.credsRead("c", readCached)
-	m.credentialStates(func() map[string]map[string]int { return map[string]map[string]int{"c": {"ok": 1}} }, nil)
+	m.credentialStates(func() map[string]*stateCounts { return countsOf(map[string]map[string]int{"c": {"ok": 1}}) }, nil)
 	var body bytes.Buffer
 	if err := m.writeText(&body); err != nil {
 		t.Fatal(err)
@@ -610,7 +721,7 @@ func TestMetrics_ScrapeAtScale(t *testing.T) {
 	}
 	scrape := func() ([]byte, time.Duration) {
 		start := time.Now()
-		body := e.mustDo(logical.ReadOperation, "metrics", nil).Data[logical.HTTPRawBody].([]byte)
+		body := []byte(e.mustDo(logical.ReadOperation, "metrics", nil).Data[logical.HTTPRawBody].([]byte))
 		return body, time.Since(start)
 	}
 	// The process's CPU time says what a scrape costs on a busy machine, where the wall
@@ -641,6 +752,18 @@ func TestMetrics_ScrapeAtScale(t *testing.T) {
 	if took > 2*time.Second {
 		t.Errorf("a scrape took %s, want well under a second (250 ms on an idle machine)", took)
 	}
+	// Gzipped, as a tuned mount answers Prometheus.
+	start, cpu0 := time.Now(), cpu()
+	resp, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "metrics",
+		Storage: e.storage, Headers: map[string][]string{"Accept-Encoding": {"gzip"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	zipped := resp.Data[logical.HTTPRawBody].([]byte)
+	t.Logf("scrape figures | %d configs, gzip | %.2f MiB | %s wall, %s CPU (all cores)", n, float64(len(zipped))/(1<<20), time.Since(start).Round(time.Millisecond), (cpu() - cpu0).Round(time.Millisecond))
+	if len(zipped)*10 > len(body) {
+		t.Errorf("gzipped %d bytes to %d, want a tenth or less", len(body), len(zipped))
+	}
 
 	// A restarted plugin knows nothing in memory: the first scrape starts loading.
 	e.b = e.newBackend(nil)
@@ -659,7 +782,7 @@ func TestMetrics_DeletedConfigSeriesGo(t *testing.T) {
 	e.mustDo(logical.ReadOperation, "creds/hotel-muc", nil)
 	e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
 	has := func(config string) bool {
-		body := e.mustDo(logical.ReadOperation, "metrics", nil).Data[logical.HTTPRawBody].([]byte)
+		body := []byte(e.mustDo(logical.ReadOperation, "metrics", nil).Data[logical.HTTPRawBody].([]byte))
 		return bytes.Contains(body, []byte(`config="`+config+`"`))
 	}
 	if !has("hotel-muc") || !has("hotel-ber") {
@@ -698,8 +821,8 @@ func TestMetrics_TextFormat(t *testing.T) {
 	m.tokenRequest("hotel-a", grantClientCredentials, triggerRead, nil, time.Millisecond)
 	m.tokenRequest("hotel-a", grantClientCredentials, triggerRefreshAhead, &upstreamError{Status: http.StatusTooManyRequests}, time.Millisecond)
 	m.tokenRequest("hotel-a", grantClientCredentials, triggerRefreshAhead, &upstreamError{Status: http.StatusTooManyRequests}, time.Millisecond)
-	m.credentialStates(func() map[string]map[string]int {
-		return map[string]map[string]int{"hotel-a": {stateOK: 1}, "hotel-b": {stateFailing: 2}}
+	m.credentialStates(func() map[string]*stateCounts {
+		return countsOf(map[string]map[string]int{"hotel-a": {stateOK: 1}, "hotel-b": {stateFailing: 2}})
 	}, nil)
 
 	parse := func() map[string]float64 {

@@ -132,7 +132,7 @@ func TestNarrowed_Lifecycle(t *testing.T) {
 		t.Fatalf("the config's own entry lists scopes: %v", got["hotel-muc"])
 	}
 	counts := e.b.credentialCounts()
-	if c := counts["hotel-muc"]; c[stateOK] != 1 || c[stateNoToken] != 2 || len(counts) != 1 {
+	if c := counts["hotel-muc"]; c == nil || c.of(stateOK) != 1 || c.of(stateNoToken) != 2 || len(counts) != 1 {
 		t.Fatalf("credentials gauge: %v", counts)
 	}
 

@@ -224,19 +224,21 @@ func (b *backend) statuses(ctx context.Context, s logical.Storage) ([]string, ma
 // from memory only, so a scrape reads no storage (listing and loading 10,000 entries
 // took seconds). Memory holds every credential written, read or listed since the start;
 // loadCredentials fills in the rest once.
-func (b *backend) credentialCounts() map[string]map[string]int {
+func (b *backend) credentialCounts() map[string]*stateCounts {
 	now := b.now()
-	out := map[string]map[string]int{}
+	out := map[string]*stateCounts{}
 	b.creds.each(func(name string, cred *credential) {
 		if u := b.unsavedOf(name); u != nil {
 			cred = u
 		}
 		cfg, _ := b.configs.get(cred.Config)
 		s := b.status(name, cred, cfg, now)
-		if out[s.config] == nil {
-			out[s.config] = map[string]int{}
+		c := out[s.config]
+		if c == nil {
+			c = new(stateCounts)
+			out[s.config] = c
 		}
-		out[s.config][s.state]++
+		c.add(s.state)
 	})
 	return out
 }

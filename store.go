@@ -3,7 +3,6 @@ package apaleo
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -38,12 +37,18 @@ func (c *entryCache[T]) get(name string) (*T, bool) {
 
 // each calls f with every entry in memory, on a snapshot taken under the lock.
 func (c *entryCache[T]) each(f func(name string, v *T)) {
+	type entry struct {
+		name string
+		v    *T
+	}
 	c.mu.RLock()
-	snap := make(map[string]*T, len(c.m))
-	maps.Copy(snap, c.m)
+	snap := make([]entry, 0, len(c.m)) // a slice: a map copy of 20,000 entries was 1.3 MiB
+	for name, v := range c.m {
+		snap = append(snap, entry{name, v})
+	}
 	c.mu.RUnlock()
-	for name, v := range snap {
-		f(name, v)
+	for _, e := range snap {
+		f(e.name, e.v)
 	}
 }
 

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"compress/gzip"
 	"io"
 	"mime"
 	"net/http"
@@ -56,12 +57,21 @@ func (s scrape) by(name, label string) map[string]float64 {
 
 // metricsAnswer is one GET /v1/apaleo/metrics.
 type metricsAnswer struct {
-	status      int
-	contentType string
-	body        []byte
+	status          int
+	contentType     string
+	contentEncoding string // as it came on the wire
+	wire            int    // bytes on the wire
+	body            []byte // decompressed where it came gzipped
 }
 
 func getMetrics(t *testing.T, v *vault, token string) metricsAnswer {
+	t.Helper()
+	return getMetricsEncoded(t, v, token, "")
+}
+
+// getMetricsEncoded is getMetrics with an Accept-Encoding header of its own: then Go's
+// transport neither adds one nor decompresses, and a gzip answer is gunzipped here.
+func getMetricsEncoded(t *testing.T, v *vault, token, acceptEncoding string) metricsAnswer {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, v.Addr+"/v1/"+mount+"/metrics", nil)
 	if err != nil {
@@ -72,6 +82,9 @@ func getMetrics(t *testing.T, v *vault, token string) metricsAnswer {
 	}
 	// What Prometheus 3 asks for; the plugin answers the text format it accepts too.
 	req.Header.Set("Accept", "application/vnd.google.protobuf;proto=io.prometheus.client;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4,*/*;q=0.1")
+	if acceptEncoding != "" {
+		req.Header.Set("Accept-Encoding", acceptEncoding)
+	}
 	resp, err := apiClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +94,18 @@ func getMetrics(t *testing.T, v *vault, token string) metricsAnswer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return metricsAnswer{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: body}
+	a := metricsAnswer{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"),
+		contentEncoding: resp.Header.Get("Content-Encoding"), wire: len(body), body: body}
+	if a.contentEncoding == "gzip" {
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			t.Fatalf("Content-Encoding gzip, but the body is not: %v", err)
+		}
+		if a.body, err = io.ReadAll(zr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return a
 }
 
 // parseScrape parses the text exposition as Prometheus does.
@@ -304,6 +328,32 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 	t.Logf("metrics text, without the histogram's buckets:\n%s", strings.Join(lines, "\n"))
+
+	// Compression, as README says to set it up for Prometheus: before the tune, Vault
+	// passes no Accept-Encoding and the text comes plain; after it, gzipped to a
+	// scraper that asks, and plain to one that does not.
+	if a := getMetricsEncoded(t, v, scraper, "gzip"); a.contentEncoding != "" || !bytes.HasPrefix(a.body, []byte("# HELP ")) {
+		t.Errorf("gzip asked of an untuned mount: Content-Encoding %q, body %.20q; want the plain text", a.contentEncoding, a.body)
+	}
+	v.must(t, "secrets", "tune", "-passthrough-request-headers=Accept-Encoding", "-allowed-response-headers=Content-Encoding", mount)
+	zipped := getMetricsEncoded(t, v, scraper, "gzip")
+	if zipped.status != http.StatusOK || zipped.contentEncoding != "gzip" {
+		t.Fatalf("gzip asked of the tuned mount: %d, Content-Encoding %q", zipped.status, zipped.contentEncoding)
+	}
+	unzipped := parseScrape(t, zipped.body)
+	idp.admin(t, "stats", &st)
+	if n := unzipped.sum(requestsTotal, nil); n != float64(st.TokenRequests) || len(unzipped) != len(got) {
+		t.Errorf("gzipped scrape: %d samples, %v token requests; want %d samples and the identity server's %d", len(unzipped), n, len(got), st.TokenRequests)
+	}
+	if ct := zipped.contentType; ct != last.contentType {
+		t.Errorf("gzipped scrape's content type %q, want %q", ct, last.contentType)
+	}
+	t.Logf("gzip: %d bytes on the wire for %d of text", zipped.wire, len(zipped.body))
+	for _, ae := range []string{"identity", "br"} {
+		if a := getMetricsEncoded(t, v, scraper, ae); a.contentEncoding != "" || !bytes.Equal(a.body[:min(len(a.body), 7)], []byte("# HELP ")) {
+			t.Errorf("Accept-Encoding %s of the tuned mount: Content-Encoding %q; want the plain text", ae, a.contentEncoding)
+		}
+	}
 }
 
 func intsToFloats(m map[string]int) map[string]float64 {

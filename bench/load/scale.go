@@ -5,6 +5,8 @@ package main
 // authorization_code config and read too; then the metrics scraped.
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -49,9 +51,11 @@ type scaleResult struct {
 
 // scrapeStat is one GET of the mount's metrics, timed at the client.
 type scrapeStat struct {
-	Wall   time.Duration `json:"wall_ns"`
-	Bytes  int           `json:"bytes"`
-	Series int           `json:"series"` // lines that are samples, not comments
+	Wall      time.Duration `json:"wall_ns"`
+	Bytes     int           `json:"bytes"`  // of text
+	Series    int           `json:"series"` // lines that are samples, not comments
+	Gzip      bool          `json:"gzip"`
+	WireBytes int           `json:"wire_bytes"`
 }
 
 func runScale(args []string) error {
@@ -235,7 +239,7 @@ func runScale(args []string) error {
 	}
 	if *scrapes > 0 {
 		for range *scrapes {
-			st, err := scrapeOnce(c, *mount)
+			st, err := scrapeOnce(c, *mount, false)
 			if err != nil {
 				return err
 			}
@@ -243,6 +247,25 @@ func runScale(args []string) error {
 		}
 		fmt.Fprintf(os.Stderr, "load: %d scrapes of %s/metrics: %v\n", *scrapes, *mount, r.Scrapes)
 		if err := measure(fmt.Sprintf("after %d metrics scrapes", *scrapes)); err != nil {
+			return err
+		}
+		// Then as docs/metrics.md says to set the mount up for Prometheus: its
+		// Accept-Encoding passed through, Content-Encoding let out.
+		if _, err := c.api.Must(http.MethodPost, "sys/mounts/"+*mount+"/tune", map[string]any{
+			"passthrough_request_headers": []string{"Accept-Encoding"},
+			"allowed_response_headers":    []string{"Content-Encoding"},
+		}, http.StatusOK, http.StatusNoContent); err != nil {
+			return err
+		}
+		for range *scrapes {
+			st, err := scrapeOnce(c, *mount, true)
+			if err != nil {
+				return err
+			}
+			r.Scrapes = append(r.Scrapes, st)
+		}
+		fmt.Fprintf(os.Stderr, "load: %d gzip scrapes of %s/metrics: %v\n", *scrapes, *mount, r.Scrapes[*scrapes:])
+		if err := measure(fmt.Sprintf("after %d gzip scrapes", *scrapes)); err != nil {
 			return err
 		}
 	}
@@ -288,24 +311,42 @@ func scaleAuthorized(c *common, mount, prefix string, n, workers int, r *scaleRe
 	return err
 }
 
-// scrapeOnce GETs <mount>/metrics, as Prometheus would, and times it at the client.
-func scrapeOnce(c *common, mount string) (scrapeStat, error) {
+// scrapeOnce GETs <mount>/metrics, as Prometheus would, and times it at the client,
+// reading (and with gzip, decompressing) the whole body. gzip: ask for it, and require
+// it.
+func scrapeOnce(c *common, mount string, gzipped bool) (scrapeStat, error) {
 	req, err := c.api.Request(http.MethodGet, mount+"/metrics", nil)
 	if err != nil {
 		return scrapeStat{}, err
 	}
+	// Set explicitly, so that Go's transport neither asks for gzip by itself nor
+	// decompresses out of sight.
+	req.Header.Set("Accept-Encoding", map[bool]string{false: "identity", true: "gzip"}[gzipped])
 	t0 := time.Now()
 	resp, err := c.vault.Do(req)
 	if err != nil {
 		return scrapeStat{}, err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	wall := time.Since(t0)
+	wire, err := io.ReadAll(resp.Body)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		return scrapeStat{}, fmt.Errorf("GET %s/metrics: HTTP %d %v", mount, resp.StatusCode, err)
 	}
-	st := scrapeStat{Wall: wall, Bytes: len(b)}
+	b := wire
+	if enc := resp.Header.Get("Content-Encoding"); gzipped != (enc == "gzip") {
+		return scrapeStat{}, fmt.Errorf("GET %s/metrics with gzip %v: Content-Encoding %q", mount, gzipped, enc)
+	}
+	if gzipped {
+		zr, err := gzip.NewReader(bytes.NewReader(wire))
+		if err != nil {
+			return scrapeStat{}, err
+		}
+		if b, err = io.ReadAll(zr); err != nil {
+			return scrapeStat{}, err
+		}
+	}
+	wall := time.Since(t0)
+	st := scrapeStat{Wall: wall, Bytes: len(b), Gzip: gzipped, WireBytes: len(wire)}
 	for line := range strings.Lines(string(b)) {
 		if line != "" && !strings.HasPrefix(line, "#") {
 			st.Series++
@@ -394,7 +435,11 @@ func printScale(r *scaleResult, withCA bool) {
 		fmt.Printf("| read each authorized credential | %s | | | %d |\n", r.ReadAuthorized.Round(time.Millisecond), r.AuthorizedTokenReqs)
 	}
 	for i, sc := range r.Scrapes {
-		fmt.Printf("| metrics scrape %d (`GET %s/metrics`: %.2f MiB, %d series) | **%s** | | | |\n", i+1, "<mount>", float64(sc.Bytes)/(1<<20), sc.Series, sc.Wall.Round(time.Millisecond))
+		how := "plain text"
+		if sc.Gzip {
+			how = fmt.Sprintf("gzip, %.2f MiB on the wire", float64(sc.WireBytes)/(1<<20))
+		}
+		fmt.Printf("| metrics scrape %d (`GET %s/metrics`, %s: %.2f MiB of text, %d series) | **%s** | | | |\n", i+1, "<mount>", how, float64(sc.Bytes)/(1<<20), sc.Series, sc.Wall.Round(time.Millisecond))
 	}
 	fmt.Printf("\nThe plugin process (`/proc/<pid>/status`):\n\n| when | VmRSS MiB | VmHWM MiB | threads | open fds |\n|---|---:|---:|---:|---:|\n")
 	for _, p := range r.Proc {
