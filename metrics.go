@@ -319,7 +319,7 @@ func (m *metrics) writeCredentials(w textWriter) {
 }
 
 // family writes one metric family's samples, its HELP and TYPE lines before the first.
-// The writers a scrape uses cannot fail on the way (a strings.Builder has no errors; a
+// The writers a scrape uses cannot fail on the way (a bytes.Buffer has no errors; a
 // bufio.Writer keeps its first and returns it at Flush, which the caller checks), so
 // sample does not check each write.
 type family struct {

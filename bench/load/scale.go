@@ -249,7 +249,7 @@ func runScale(args []string) error {
 		if err := measure(fmt.Sprintf("after %d metrics scrapes", *scrapes)); err != nil {
 			return err
 		}
-		// Then as docs/metrics.md says to set the mount up for Prometheus: its
+		// Then as README (Metrics) says to set the mount up for Prometheus: its
 		// Accept-Encoding passed through, Content-Encoding let out.
 		if _, err := c.api.Must(http.MethodPost, "sys/mounts/"+*mount+"/tune", map[string]any{
 			"passthrough_request_headers": []string{"Accept-Encoding"},
