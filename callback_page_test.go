@@ -1,12 +1,15 @@
 package apaleo
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -119,15 +122,51 @@ func checkPage(t *testing.T, resp *logical.Response, status int, title string) s
 }
 
 // TestCallbackPage_READMEAllowsItsHeaders: Vault drops a plugin's response headers unless
-// the mount allows them, so the README's tune command must name every one the page sets.
+// the mount allows them, so the README's tune commands must name every one the page sets;
+// and as a tune's list replaces the mount's, the one that lets the metrics' gzip out must
+// name the page's too.
 func TestCallbackPage_READMEAllowsItsHeaders(t *testing.T) {
 	readme, err := os.ReadFile("README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for h := range successPage("apaleo/", "x", "").response().Headers {
-		if !strings.Contains(string(readme), "-allowed-response-headers="+h) {
-			t.Errorf("README's secrets tune does not allow %s", h)
+	// Each `vault secrets tune` command, its continuation lines joined.
+	var tunes []string
+	lines := strings.Split(string(readme), "\n")
+	for i := 0; i < len(lines); i++ {
+		if !strings.HasPrefix(strings.TrimSpace(lines[i]), "vault secrets tune ") {
+			continue
 		}
+		cmd := strings.TrimSpace(lines[i])
+		for strings.HasSuffix(cmd, `\`) && i+1 < len(lines) {
+			i++
+			cmd = strings.TrimSuffix(cmd, `\`) + " " + strings.TrimSpace(lines[i])
+		}
+		if strings.Contains(cmd, "-allowed-response-headers=") {
+			tunes = append(tunes, cmd)
+		}
+	}
+	page := successPage("apaleo/", "x", "").response().Headers
+	e := newTestEnv(t)
+	metrics, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "metrics",
+		Storage: e.storage, Headers: map[string][]string{"Accept-Encoding": {"gzip"}}})
+	if err != nil || len(metrics.Headers) == 0 {
+		t.Fatalf("gzipped metrics: %v, headers %v", err, metrics)
+	}
+	gzipTunes := 0
+	for _, cmd := range tunes {
+		want := slices.Collect(maps.Keys(page))
+		if strings.Contains(cmd, "-passthrough-request-headers=Accept-Encoding") {
+			gzipTunes++
+			want = append(want, slices.Collect(maps.Keys(metrics.Headers))...)
+		}
+		for _, h := range want {
+			if !strings.Contains(cmd, "-allowed-response-headers="+h+" ") {
+				t.Errorf("README's %q does not allow %s", cmd, h)
+			}
+		}
+	}
+	if len(tunes) != 2 || gzipTunes != 1 {
+		t.Errorf("README has %d secrets tune commands that allow headers (%d for gzip), want the callback page's and the metrics': %q", len(tunes), gzipTunes, tunes)
 	}
 }

@@ -84,7 +84,7 @@ func (b *backend) pathMetricsRead(_ context.Context, req *logical.Request, _ *fr
 		return nil, fmt.Errorf("compressing metrics: %w", err)
 	}
 	resp.Data[logical.HTTPRawBody] = body.Bytes()
-	resp.Headers = map[string][]string{"Content-Encoding": {"gzip"}, "Vary": {"Accept-Encoding"}}
+	resp.Headers = map[string][]string{"Content-Encoding": {"gzip"}}
 	return resp, nil
 }
 
@@ -154,6 +154,8 @@ where the mount passes Accept-Encoding in and lets Content-Encoding out:
       -allowed-response-headers=Content-Encoding <mount>
 
 Set both or neither: with only the first, the body is gzipped but its
-Content-Encoding header is dropped by Vault.
+Content-Encoding header is dropped by Vault. -allowed-response-headers
+replaces the mount's list: name the callback page's headers too where
+authorization_code configs use it (README).
 `
 )
