@@ -1,7 +1,6 @@
 package apaleo
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"maps"
@@ -148,8 +147,7 @@ func TestCallbackPage_READMEAllowsItsHeaders(t *testing.T) {
 	}
 	page := successPage("apaleo/", "x", "").response().Headers
 	e := newTestEnv(t)
-	metrics, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "metrics",
-		Storage: e.storage, Headers: map[string][]string{"Accept-Encoding": {"gzip"}}})
+	metrics, err := readMetricsAccepting(e.b, e.storage, "gzip")
 	if err != nil || len(metrics.Headers) == 0 {
 		t.Fatalf("gzipped metrics: %v, headers %v", err, metrics)
 	}

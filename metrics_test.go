@@ -269,9 +269,7 @@ func TestMetrics_Gzip(t *testing.T) {
 	}
 	scrape := func(acceptEncoding ...string) *logical.Response {
 		t.Helper()
-		req := &logical.Request{Operation: logical.ReadOperation, Path: "metrics", Storage: e.storage,
-			Headers: map[string][]string{"Accept-Encoding": acceptEncoding}}
-		resp, err := e.b.HandleRequest(context.Background(), req)
+		resp, err := readMetricsAccepting(e.b, e.storage, acceptEncoding...)
 		e.record(resp, err)
 		if err != nil {
 			t.Fatal(err)
@@ -311,6 +309,13 @@ func TestMetrics_Gzip(t *testing.T) {
 			t.Errorf("Accept-Encoding %q: headers %v, body %T; want the plain text", ae, resp.Headers, resp.Data[logical.HTTPRawBody])
 		}
 	}
+}
+
+// readMetricsAccepting reads metrics as Vault hands the plugin a request whose
+// Accept-Encoding the mount passes through.
+func readMetricsAccepting(b *backend, s logical.Storage, acceptEncoding ...string) (*logical.Response, error) {
+	return b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "metrics",
+		Storage: s, Headers: map[string][]string{"Accept-Encoding": acceptEncoding}})
 }
 
 func TestAcceptsGzip(t *testing.T) {
@@ -754,8 +759,7 @@ func TestMetrics_ScrapeAtScale(t *testing.T) {
 	}
 	// Gzipped, as a tuned mount answers Prometheus.
 	start, cpu0 := time.Now(), cpu()
-	resp, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "metrics",
-		Storage: e.storage, Headers: map[string][]string{"Accept-Encoding": {"gzip"}}})
+	resp, err := readMetricsAccepting(e.b, e.storage, "gzip")
 	if err != nil {
 		t.Fatal(err)
 	}
