@@ -6,6 +6,7 @@ package apaleo
 
 import (
 	"context"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,6 +69,8 @@ type backend struct {
 	newClient      func(clientSettings, func() time.Time) (identityServer, error)
 	// waitUntil, when set, replaces sleeping until a moment of now's clock.
 	waitUntil func(ctx context.Context, t time.Time) error
+	// random draws in [0, n): every jitter and backoff (the simulator seeds it).
+	random func(n int64) int64
 }
 
 // Factory returns a configured instance of the backend.
@@ -95,6 +98,7 @@ func newBackend() *backend {
 		retry:          defaultRetryPolicy,
 		refreshTimeout: refreshTimeout,
 		metrics:        newMetrics(),
+		random:         rand.Int64N,
 	}
 	b.configs = newEntryCache[apaleoConfig](&b.epoch)
 	b.creds = newEntryCache[credential](&b.epoch)
@@ -131,11 +135,12 @@ func (b *backend) invalidate(_ context.Context, key string) {
 	case strings.HasPrefix(key, configPrefix):
 		b.forgetConfig(strings.TrimPrefix(key, configPrefix))
 	case strings.HasPrefix(key, credsPrefix):
-		// Another node wrote the credential (a new authorization, say): what this node
-		// remembered of its failures no longer holds.
+		// Another node wrote or deleted the credential (a new authorization, say): what
+		// this node knew of it (failures, reads, plans) no longer holds.
 		name := strings.TrimPrefix(key, credsPrefix)
 		b.forgetCred(name)
-		b.clearFailure(name)
+		b.dropState(name)
+		b.refresher.forget(name)
 	}
 }
 

@@ -65,7 +65,7 @@ func TestBranches_FailureRecheckedUnderLock(t *testing.T) {
 		t.Fatalf("config/hotel: %v %v", cfg, err)
 	}
 	cred := e.stored("hotel")
-	_ = e.b.rememberFailure("hotel", cred, cfg, upstream(http.StatusServiceUnavailable, ""))
+	_ = e.b.rememberFailure(context.Background(), e.storage, "hotel", cred, cfg, upstream(http.StatusServiceUnavailable, ""))
 	unlock()
 
 	var a answer

@@ -2,9 +2,6 @@ package apaleo
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net/http"
 	"sync"
 	"time"
 )
@@ -26,6 +23,21 @@ type budget struct {
 	holdUntil time.Time
 	holdErr   error
 	holds     int // consecutive 429s, for the backoff when apaleo sends no Retry-After
+	// refused: apaleo refused the app's client (invalid_client), until a config write.
+	refused error
+}
+
+// refuse holds every request of the config until the config is written again.
+func (bu *budget) refuse(err error) {
+	bu.mu.Lock()
+	bu.refused = err
+	bu.mu.Unlock()
+}
+
+func (bu *budget) refusal() error {
+	bu.mu.Lock()
+	defer bu.mu.Unlock()
+	return bu.refused
 }
 
 func (bu *budget) interval() time.Duration {
@@ -74,13 +86,13 @@ const maxHold = time.Hour
 
 // hold stops every request of the config after apaleo answered 429: until Retry-After,
 // else failure memory's backoff, never longer than maxHold.
-func (bu *budget) hold(now time.Time, retryAfter time.Duration, err error) time.Time {
+func (bu *budget) hold(now time.Time, retryAfter time.Duration, err error, backoff func(int) time.Duration) time.Time {
 	bu.mu.Lock()
 	defer bu.mu.Unlock()
 	bu.holds++
 	d := retryAfter
 	if d <= 0 {
-		d = backoffAfter(bu.holds)
+		d = backoff(bu.holds)
 	}
 	until := now.Add(min(d, maxHold))
 	if until.After(bu.holdUntil) {
@@ -131,115 +143,6 @@ func (bs *budgets) drop(config string) {
 	bs.mu.Lock()
 	delete(bs.m, config)
 	bs.mu.Unlock()
-}
-
-// holdOf returns the 429 hold of config in force at now, if any.
-func (b *backend) holdOf(config string, now time.Time) (time.Time, error, bool) {
-	if bu := b.budgets.peek(config); bu != nil {
-		return bu.held(now)
-	}
-	return time.Time{}, nil, false
-}
-
-// budgetError answers a request that the config's budget or 429 hold did not let go out:
-// nothing was sent.
-type budgetError struct {
-	config     string
-	perSecond  float64
-	at         time.Time // when a request may go
-	wait       time.Duration
-	held       error // the 429 that holds the config, if that is why
-	background bool  // refused to background work, which does not wait: a read may
-}
-
-func (e *budgetError) Error() string {
-	if e.held != nil {
-		return fmt.Sprintf("%v; apaleo rate-limits the app of config/%s, so no token request of any of its credentials goes out until %s",
-			e.held, e.config, e.at.UTC().Format(time.RFC3339))
-	}
-	return fmt.Sprintf("config/%s may send %g token requests per second (max_token_requests_per_second) and that budget is spent; retry after %s",
-		e.config, e.perSecond, max(e.wait, time.Second).Round(time.Second))
-}
-
-func (e *budgetError) Code() int { return http.StatusTooManyRequests }
-
-// attemptGate is asked before every HTTP attempt of one token request (withRetries) and
-// told of its outcome: it charges the attempt to the config's budget, and turns a 429
-// into the config's hold.
-type attemptGate struct {
-	b        *backend
-	config   string
-	bu       *budget
-	wait     bool      // may wait for a free moment (reads, callbacks, imports)
-	deadline time.Time // the latest moment worth waiting for
-	booked   time.Time // a moment background work booked before it started the request
-	// waited is the end of a hold this request's own 429 made with a Retry-After, which
-	// withRetries waits out before it tries again.
-	waited time.Time
-}
-
-// gate returns the attempt gate of a request of config: reads and the flows wait for the
-// budget up to the read bound; background work goes at the moment it booked (book) and
-// waits for nothing more.
-func (b *backend) gate(ctx context.Context, config string, cfg *apaleoConfig, background bool) *attemptGate {
-	booked, _ := ctx.Value(bookedKey{}).(time.Time)
-	return &attemptGate{b: b, config: config, bu: b.budgets.of(config, cfg.MaxTokenRequestsPerSecond),
-		wait: !background, deadline: b.budgetDeadline(b.now()), booked: booked}
-}
-
-type bookedKey struct{}
-
-// withBooked carries a moment of the budget that background work booked (book) into
-// the token request it starts: its first attempt goes then, charged already.
-func withBooked(ctx context.Context, at time.Time) context.Context {
-	return context.WithValue(ctx, bookedKey{}, at)
-}
-
-// book reserves a moment for background work of config, at most backgroundHorizon
-// ahead; else it says when to come back (when the budget is booked less far ahead).
-func (b *backend) book(config string, cfg *apaleoConfig, now time.Time) (time.Time, bool) {
-	bu := b.budgets.of(config, cfg.MaxTokenRequestsPerSecond)
-	slot, ok := bu.take(now, now.Add(backgroundHorizon))
-	if !ok {
-		return slot.Add(-backgroundHorizon).Add(jitter(max(bu.interval(), 10*time.Millisecond))), false
-	}
-	return slot, true
-}
-
-func (g *attemptGate) before(ctx context.Context) error {
-	now := g.b.now()
-	if until, cause, ok := g.bu.held(now); ok && !until.Equal(g.waited) {
-		return &budgetError{config: g.config, at: until, held: cause, background: !g.wait}
-	}
-	if at := g.booked; !at.IsZero() {
-		g.booked = time.Time{}
-		return g.b.sleepUntil(ctx, at)
-	}
-	latest := now
-	if g.wait && g.deadline.After(now) {
-		latest = g.deadline
-	}
-	slot, ok := g.bu.take(now, latest)
-	if !ok {
-		return &budgetError{config: g.config, perSecond: g.bu.perSecond, at: slot, wait: slot.Sub(now), background: !g.wait}
-	}
-	return g.b.sleepUntil(ctx, slot)
-}
-
-func (g *attemptGate) after(err error) {
-	var ue *upstreamError
-	if !errors.As(err, &ue) || !ue.Answered {
-		return
-	}
-	if ue.Status != http.StatusTooManyRequests {
-		g.bu.answered()
-		return
-	}
-	until := g.bu.hold(g.b.now(), ue.RetryAfter, ue)
-	if ue.RetryAfter > 0 {
-		g.waited = until
-	}
-	g.b.Logger().Warn("apaleo answered 429: every token request of the config waits", "config", g.config, "until", until.UTC().Format(time.RFC3339))
 }
 
 // sleepUntil waits until t on the backend's clock (tests move their clock instead).

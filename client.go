@@ -57,6 +57,8 @@ type retryPolicy struct {
 	BaseDelay  time.Duration // first backoff, doubled per retry
 	MaxDelay   time.Duration
 	Attempts   int // at most this many attempts; 0 for as many as fit in Total
+	// random draws the retry delays' jitter in [0, n); nil for math/rand's.
+	random func(n int64) int64
 }
 
 var defaultRetryPolicy = retryPolicy{
@@ -675,7 +677,11 @@ func withRetries[T any](ctx context.Context, p retryPolicy, attempt func(context
 		if p.Attempts > 0 && n >= p.Attempts {
 			return zero, err
 		}
-		wait := delay + rand.N(delay/2+1)
+		random := p.random
+		if random == nil {
+			random = rand.Int64N
+		}
+		wait := delay + time.Duration(random(int64(delay/2+1)))
 		if ue.RetryAfter > 0 {
 			wait = ue.RetryAfter
 		}

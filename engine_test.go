@@ -2,6 +2,7 @@ package apaleo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -453,6 +454,11 @@ func TestEngine_RefreshAheadNotOnStandbys(t *testing.T) {
 	e.connectConfig("connect", nil)
 	e.authorized("hotel-ber", "connect", "rt-0")
 	e.b = e.newBackend(&logical.StaticSystemView{ReplicationStateVal: consts.ReplicationPerformanceStandby})
+	// The first read of a token goes to the active node (Vault forwards ErrReadOnly),
+	// where refresh-ahead plans it; later reads are served here.
+	if _, err := e.do(logical.ReadOperation, "creds/hotel-ber", nil); !errors.Is(err, logical.ErrReadOnly) {
+		t.Fatalf("first read on a standby: %v, want it forwarded", err)
+	}
 	e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil)
 	if _, ok := e.b.refresher.planned("hotel-ber"); ok {
 		t.Fatal("a performance standby planned a refresh")

@@ -78,6 +78,9 @@ type faultWant struct {
 	// lost: the server spent the refresh token but its answer never arrived, so the
 	// stored one is refused afterwards and only authorize/<name> recovers.
 	lost bool
+	// refused: apaleo refused the refresh token, which is stored with the credential
+	// (needs_authorization): creds/<name> changes by that alone.
+	refused bool
 }
 
 type faultCase struct {
@@ -320,6 +323,15 @@ func runFaultCase(t *testing.T, c faultCase, key string, w faultWant) {
 		if kind == kindAuth && (stored.RefreshToken == "" || stored.RefreshToken == rtBefore) {
 			t.Errorf("the rotated refresh token was not stored")
 		}
+	} else if w.refused {
+		for k, v := range before {
+			if k != credsPrefix+fe.name && after[k] != v {
+				t.Errorf("%s changed", k)
+			}
+		}
+		if stored := fe.storedCred(); stored.Refused == nil || stored.RefreshToken != rtBefore {
+			t.Errorf("the refusal was not stored with the credential, or its refresh token changed: %+v", stored.Refused)
+		}
 	} else if !maps.Equal(before, after) {
 		t.Errorf("storage changed:\nbefore %v\nafter  %v", slices.Sorted(maps.Keys(before)), slices.Sorted(maps.Keys(after)))
 	}
@@ -373,6 +385,8 @@ func storageVerdict(w faultWant, before, after map[string]string) string {
 		return "storage unchanged"
 	case w.outcome == gotNew:
 		return "new token stored"
+	case w.refused:
+		return "refusal stored"
 	}
 	return "storage changed"
 }

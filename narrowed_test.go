@@ -162,11 +162,18 @@ func TestNarrowed_ConfigChanges(t *testing.T) {
 	first := e.mustDo(logical.ReadOperation, "creds/muc-audit", nil).Data["access_token"]
 	e.mustDo(logical.ReadOperation, "creds/muc-reports", nil)
 
+	// A secret rotation keeps the tokens (they stay valid at apaleo); a client change
+	// drops them.
 	e.mustDo(logical.UpdateOperation, "config/hotel-muc", map[string]any{"client_secret": "rotated"})
 	before := e.idp.total()
 	again := e.mustDo(logical.ReadOperation, "creds/muc-audit", nil).Data["access_token"]
-	if again == first || e.idp.total() != before+1 {
+	if again != first || e.idp.total() != before {
 		t.Fatalf("after a secret change: token %v (was %v), %d requests", again, first, e.idp.total()-before)
+	}
+	e.mustDo(logical.UpdateOperation, "config/hotel-muc", map[string]any{"client_id": "ID-rotated"})
+	again = e.mustDo(logical.ReadOperation, "creds/muc-audit", nil).Data["access_token"]
+	if again == first || e.idp.total() != before+1 {
+		t.Fatalf("after a client_id change: token %v (was %v), %d requests", again, first, e.idp.total()-before)
 	}
 
 	e.mustDo(logical.UpdateOperation, "config/hotel-muc", map[string]any{"scopes": "reservations.read availability.read"})

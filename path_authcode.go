@@ -444,32 +444,49 @@ func (b *backend) revokeNotStored(ctx context.Context, srv identityServer, p *pe
 // locks of the config and the name, after checking again what may have changed while
 // the code was exchanged. Any error means nothing was stored.
 func (b *backend) storeAuthorization(ctx context.Context, s logical.Storage, p *pendingAuthorization, exchangedWith *apaleoConfig, res *tokenResult) (string, *credential, error) {
+	cred, replaced, err := b.commitAuthorization(ctx, s, p, exchangedWith, res)
+	if err != nil {
+		return "", nil, err
+	}
+	if replaced != nil {
+		// The replaced refresh token would stay valid at apaleo: revoke it, best effort,
+		// with no lock held (a slow apaleo delays no other hotel's callback).
+		if err := b.revoke(ctx, s, replaced); err != nil {
+			b.Logger().Warn("revoking the replaced refresh token failed", "name", p.Name, "error", err)
+		}
+	}
+	return p.Name, cred, nil
+}
+
+// commitAuthorization stores the credential under the locks of its name and config; it
+// returns the credential it replaced, whose refresh token is to be revoked.
+func (b *backend) commitAuthorization(ctx context.Context, s logical.Storage, p *pendingAuthorization, exchangedWith *apaleoConfig, res *tokenResult) (*credential, *credential, error) {
 	for _, l := range b.locksFor(configPrefix+p.Config, credsPrefix+p.Name) {
 		l.Lock()
 		defer l.Unlock()
 	}
 	cfg, err := readConfig(ctx, s, p.Config)
 	if err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
 	if cfg == nil || cfg.GrantType != grantAuthorizationCode {
-		return "", nil, conflictAuth("config %q was deleted or changed its grant_type while the code was exchanged. Nothing was stored", p.Config)
+		return nil, nil, conflictAuth("config %q was deleted or changed its grant_type while the code was exchanged. Nothing was stored", p.Config)
 	}
 	if cfg.ClientID != exchangedWith.ClientID || cfg.IdentityURL != exchangedWith.IdentityURL {
-		return "", nil, conflictAuth("config %q changed its client_id or identity_url while the code was exchanged. Nothing was stored; start again with authorize/%s", p.Config, p.Name)
+		return nil, nil, conflictAuth("config %q changed its client_id or identity_url while the code was exchanged. Nothing was stored; start again with authorize/%s", p.Config, p.Name)
 	}
 	if resp, err := b.checkCredName(ctx, s, p.Name); err != nil {
-		return "", nil, err
+		return nil, nil, err
 	} else if resp != nil {
-		return "", nil, conflictAuth("%s. Nothing was stored", resp.Error())
+		return nil, nil, conflictAuth("%s. Nothing was stored", resp.Error())
 	}
 	// The live credential: a rotated refresh token held in memory wins over storage.
 	old, err := b.credForUpdate(ctx, s, p.Name)
 	if err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
 	if err := checkAccount(p, old, res.AccountCode); err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
 	cred := &credential{
 		Config:       p.Config,
@@ -481,19 +498,16 @@ func (b *backend) storeAuthorization(ctx context.Context, s logical.Storage, p *
 		Token:        newCachedToken(res, exchangedWith.Generation),
 	}
 	if err := b.putCred(ctx, s, p.Name, cred); err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
 	// A new authorization is a new start: whatever failed before, refused tokens included.
 	b.clearFailure(p.Name)
 	b.planKeepAlive(p.Name, cred, cfg)
 	b.Logger().Info("credential authorized", "name", p.Name, "config", p.Config, "account_code", cred.AccountCode)
 	if old != nil && old.GrantType == grantAuthorizationCode && old.RefreshToken != "" && old.RefreshToken != cred.RefreshToken {
-		// The replaced refresh token would stay valid at apaleo: revoke it, best effort.
-		if err := b.revoke(ctx, s, old); err != nil {
-			b.Logger().Warn("revoking the replaced refresh token failed", "name", p.Name, "error", err)
-		}
+		return cred, old, nil
 	}
-	return p.Name, cred, nil
+	return cred, nil, nil
 }
 
 // checkAccount refuses a token for another account than the authorization expects: the

@@ -258,14 +258,14 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 
 	if old == nil {
 		cfg.Generation = 1
-	} else if connectionChanged(old, cfg) {
+	} else if tokensChanged(old, cfg) {
 		cfg.Generation = old.Generation + 1
 	}
 	if err := b.putConfig(ctx, req.Storage, name, cfg); err != nil {
 		return nil, err
 	}
 	// The write may have fixed what failed: its credentials may ask apaleo again.
-	newConnection := old != nil && cfg.Generation != old.Generation
+	newConnection := old != nil && connectionChanged(old, cfg)
 	b.clearFailures(name, newConnection)
 	if newConnection && (cfg.ClientID != old.ClientID || cfg.IdentityURL != old.IdentityURL) {
 		b.budgets.drop(name) // another app: the old one's 429 hold is not its own
@@ -508,8 +508,15 @@ func checkEndpoint(old, cfg *apaleoConfig, d *framework.FieldData) error {
 }
 
 func connectionChanged(a, b *apaleoConfig) bool {
-	return a.ClientID != b.ClientID || a.ClientSecret != b.ClientSecret || a.IdentityURL != b.IdentityURL ||
-		a.CACertificate != b.CACertificate || !slices.Equal(a.Scopes, b.Scopes)
+	return tokensChanged(a, b) || a.ClientSecret != b.ClientSecret || a.CACertificate != b.CACertificate
+}
+
+// tokensChanged reports a change that makes the config's cached access tokens another
+// app's, server's or grant's: they are dropped (a new Generation). A new client_secret
+// or ca_certificate alone keeps them: they stay valid at apaleo, and rotating an app's
+// secret must not send every hotel to apaleo at once.
+func tokensChanged(a, b *apaleoConfig) bool {
+	return a.ClientID != b.ClientID || a.IdentityURL != b.IdentityURL || !slices.Equal(a.Scopes, b.Scopes)
 }
 
 // parseScopes splits on commas and white space, keeps case and order, drops duplicates,

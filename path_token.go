@@ -29,6 +29,15 @@ type credential struct {
 	AccountCode  string       `json:"account_code,omitempty"`
 	CreatedAt    time.Time    `json:"created_at,omitzero"`
 	Token        *cachedToken `json:"token,omitempty"`
+	// Refused: apaleo refused the refresh token (needs_authorization); stored, so that no
+	// node sends it again. A new authorization or import writes a credential without it.
+	Refused *refusal `json:"refused,omitempty"`
+}
+
+// refusal is a refused refresh token: when, and the error a read answers.
+type refusal struct {
+	At    time.Time `json:"at"`
+	Error string    `json:"error"`
 }
 
 // narrowed reports whether c is a narrowed credential of its config.
@@ -278,7 +287,7 @@ func (b *backend) status(name string, cred *credential, cfg *apaleoConfig, now t
 			s.state = stateOK
 		}
 	}
-	if f := b.failureOf(name); f != nil {
+	if f := b.nameFailure(name, cred); f != nil {
 		s.state = stateFailing
 		if f.kind == failUntilAuthorize {
 			s.state = stateNeedsAuthorization
@@ -342,6 +351,9 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	st := b.state(name)
 	st.lastRead.Store(now.UnixNano())
 	if cred.Token.fresh(cfg, now) {
+		if b.forwardUse(st, cred, cfg) {
+			return nil, logical.ErrReadOnly
+		}
 		b.planRefresh(name, st, cred, cfg)
 		b.metrics.credsRead(cred.Config, readCached)
 		return b.tokenResponse(name, cred, now), nil
@@ -353,7 +365,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		return nil, logical.ErrReadOnly
 	}
 	valid := cred.Token.valid(cfg, now)
-	if f := b.blockingFailure(name, cred.Config, now); f != nil {
+	if f := b.blocking(name, cred, now); f != nil {
 		return b.answerFailure(name, cred, f, valid, now)
 	}
 
@@ -416,19 +428,6 @@ func (b *backend) readFlight(ctx context.Context, s logical.Storage, name string
 		out <- r
 	}()
 	return out
-}
-
-// blockingFailure is what forbids a token request for name at now: its failure memory,
-// else the 429 hold of its config (the app's), as a failure that ends with the hold.
-func (b *backend) blockingFailure(name, config string, now time.Time) *failure {
-	if f := b.failureOf(name); f != nil && f.blocks(now) {
-		return f
-	}
-	if until, cause, held := b.holdOf(config, now); held {
-		return &failure{config: config, kind: failRetryAfter, at: now, next: until,
-			err: logical.CodedError(http.StatusTooManyRequests, fmt.Sprintf("%v; apaleo rate-limits the app of config/%s, so none of its credentials sends a token request until then", cause, config))}
-	}
-	return nil
 }
 
 // answerFailure answers a read while failure memory forbids a token request: the cached
@@ -630,32 +629,45 @@ func (b *backend) importedCred(cfgName string, cfg *apaleoConfig, res *tokenResu
 // after checking again what may have changed while apaleo answered. What is not stored
 // is revoked: a live refresh token is never dropped unrevoked.
 func (b *backend) storeImport(ctx context.Context, s logical.Storage, name string, redeemedWith *apaleoConfig, cred *credential) (*logical.Response, error) {
+	status, why := b.commitImport(ctx, s, name, redeemedWith, cred)
+	if why == "" {
+		return nil, nil
+	}
+	// Revoked with no lock held: a slow apaleo delays no other hotel's import.
+	if rerr := b.revoke(ctx, s, cred); rerr != nil {
+		b.Logger().Warn("revoking the imported refresh token failed", "name", name, "error", rerr)
+		why += "; revoking the new refresh token at apaleo failed too: " + rerr.Error()
+	} else {
+		why += "; the new refresh token was revoked at apaleo"
+	}
+	if status == 0 {
+		return nil, fmt.Errorf("%s", why)
+	}
+	return nil, logical.CodedError(status, why)
+}
+
+// commitImport stores an imported credential under the locks of its name and config,
+// or says why not (and with which status: 0 for an internal error).
+func (b *backend) commitImport(ctx context.Context, s logical.Storage, name string, redeemedWith *apaleoConfig, cred *credential) (int, string) {
 	for _, l := range b.locksFor(configPrefix+cred.Config, credsPrefix+name) {
 		l.Lock()
 		defer l.Unlock()
 	}
-	dropNew := func(why string) string {
-		if rerr := b.revoke(ctx, s, cred); rerr != nil {
-			b.Logger().Warn("revoking the imported refresh token failed", "name", name, "error", rerr)
-			return why + "; revoking the new refresh token at apaleo failed too: " + rerr.Error()
-		}
-		return why + "; the new refresh token was revoked at apaleo"
-	}
 	latest, resp, err := b.importTarget(ctx, s, name, cred.Config)
 	switch {
 	case err != nil:
-		return nil, fmt.Errorf("%s", dropNew(err.Error()))
+		return 0, err.Error()
 	case resp != nil:
-		return nil, logical.CodedError(http.StatusConflict, dropNew(resp.Error().Error()+" (changed while apaleo redeemed the refresh token)"))
+		return http.StatusConflict, resp.Error().Error() + " (changed while apaleo redeemed the refresh token)"
 	case latest.Generation != redeemedWith.Generation:
-		return nil, logical.CodedError(http.StatusConflict, dropNew(fmt.Sprintf("config/%s changed while apaleo redeemed the refresh token; import again", cred.Config)))
+		return http.StatusConflict, fmt.Sprintf("config/%s changed while apaleo redeemed the refresh token; import again", cred.Config)
 	}
 	if err := b.putCred(ctx, s, name, cred); err != nil {
-		return nil, fmt.Errorf("%s", dropNew("storing the imported credential failed: "+err.Error()))
+		return 0, "storing the imported credential failed: " + err.Error()
 	}
 	b.clearFailure(name)
 	b.planKeepAlive(name, cred, latest)
-	return nil, nil
+	return 0, ""
 }
 
 // importTarget checks that name may be imported for config cfgName: an

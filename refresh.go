@@ -4,7 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"errors"
-	"math/rand/v2"
+	"hash/fnv"
 	"sync"
 	"time"
 
@@ -191,23 +191,24 @@ func (s *scheduler) runDue() (time.Duration, bool) {
 	return next, ok
 }
 
-// jitter returns a random duration in [0, d).
-func jitter(d time.Duration) time.Duration {
+// jitter returns a random duration in [0, d), from the backend's source of randomness
+// (the simulator seeds it).
+func (b *backend) jitter(d time.Duration) time.Duration {
 	if d <= 0 {
 		return 0
 	}
-	return rand.N(d)
+	return time.Duration(b.random(int64(d)))
 }
 
 // backoffAfter is the wait after n consecutive failures: from backoffBase, doubling,
 // capped at backoffMax, with up to a quarter more at random.
-func backoffAfter(n int) time.Duration {
+func (b *backend) backoffAfter(n int) time.Duration {
 	d := backoffBase
 	for i := 1; i < n && d < backoffMax; i++ {
 		d *= 2
 	}
 	d = min(d, backoffMax)
-	return d + jitter(d/4)
+	return d + b.jitter(d/4)
 }
 
 // inUse reports whether the credential's current token was read during its life: a read
@@ -232,27 +233,37 @@ func keepAliveDue(cred *credential, cfg *apaleoConfig) (time.Time, bool) {
 	return used.Add(cfg.IdleRefreshInterval - cfg.IdleRefreshInterval/10), true
 }
 
-// keepAlivePlan is a moment in the last tenth of the interval, drawn at random.
-func keepAlivePlan(due time.Time, cfg *apaleoConfig) time.Time {
-	return due.Add(jitter(cfg.IdleRefreshInterval / 10))
+// keepAlivePlan is a moment in the last tenth of the interval, drawn once for name and
+// due (a hash of both, the same on every node and after restarts) and so kept until it
+// runs: a fleet authorized together stays spread over that tenth, however often it is
+// planned again.
+func keepAlivePlan(name string, due time.Time, cfg *apaleoConfig) time.Time {
+	span := cfg.IdleRefreshInterval / 10
+	if span <= 0 {
+		return due
+	}
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	h.Write([]byte(due.UTC().Format(time.RFC3339Nano)))
+	return due.Add(time.Duration(h.Sum64() % uint64(span)))
 }
 
 // backgroundWork says what name's background work is at now: a trigger to run now, or
 // when to look again (zero: nothing planned; a read or a new authorization plans it).
-func (b *backend) backgroundWork(st *nameState, cred *credential, cfg *apaleoConfig, now time.Time) (string, time.Time) {
+func (b *backend) backgroundWork(name string, st *nameState, cred *credential, cfg *apaleoConfig, now time.Time) (string, time.Time) {
 	var next time.Time
 	if t := cred.Token; cfg.RefreshAhead && t.valid(cfg, now) && inUse(st, t) {
 		start, end := refreshWindow(t, cfg)
 		if !now.Before(start) {
 			return triggerRefreshAhead, time.Time{}
 		}
-		next = start.Add(jitter(end.Sub(start)))
+		next = start.Add(b.jitter(end.Sub(start)))
 	}
 	if due, ok := keepAliveDue(cred, cfg); ok {
 		if !now.Before(due) {
 			return triggerKeepAlive, time.Time{}
 		}
-		due = keepAlivePlan(due, cfg)
+		due = keepAlivePlan(name, due, cfg)
 		if next.IsZero() || due.Before(next) {
 			next = due
 		}
@@ -281,21 +292,17 @@ func (b *backend) runBackground(name string) {
 		st = &nameState{} // nothing read it on this node: no state to make for it
 	}
 	now := b.now()
-	trigger, next := b.backgroundWork(st, cred, cfg, now)
+	trigger, next := b.backgroundWork(name, st, cred, cfg, now)
 	if trigger == "" {
 		if !next.IsZero() {
 			b.refresher.plan(name, next)
 		}
 		return
 	}
-	if f := b.failureOf(name); f != nil && f.blocks(now) {
+	if f := b.blocking(name, cred, now); f != nil {
 		if !f.next.IsZero() {
-			b.refresher.plan(name, f.next)
+			b.refresher.plan(name, f.next.Add(b.jitter(time.Second)))
 		}
-		return
-	}
-	if until, _, held := b.holdOf(cred.Config, now); held {
-		b.refresher.plan(name, until.Add(jitter(time.Second)))
 		return
 	}
 	at, ok := b.book(cred.Config, cfg, now)
@@ -307,7 +314,7 @@ func (b *backend) runBackground(name string) {
 	b.backgroundRunning.Add(1)
 	done := b.flights.DoChan(name, func() (any, error) {
 		out, err := b.fetchToken(withBooked(ctx, at), b.storage, name, trigger)
-		b.afterBackground(name, cfg, out, err)
+		b.afterBackground(name, cred, cfg, out, err)
 		return out, err
 	})
 	go func() {
@@ -316,16 +323,21 @@ func (b *backend) runBackground(name string) {
 	}()
 }
 
-// afterBackground plans what comes after a background token request: the moment the
-// budget or the app's hold names, or failure memory's next attempt (rememberFailure plans
-// that); after a success, the keep-alive of the new token.
-func (b *backend) afterBackground(name string, cfg *apaleoConfig, out *fetchOutcome, err error) {
+// afterBackground plans what comes after a background token request: after a success,
+// the keep-alive of the new token; after any failure, the attempt the request policy
+// names (the budget's moment, the app's hold, failure memory's next attempt).
+func (b *backend) afterBackground(name string, cred *credential, cfg *apaleoConfig, out *fetchOutcome, err error) {
 	var be *budgetError
 	switch {
-	case errors.As(err, &be):
-		b.refresher.plan(name, be.at.Add(jitter(time.Second)))
 	case err == nil:
 		b.planKeepAlive(name, out.cred, cfg)
+	case errors.As(err, &be):
+		b.refresher.plan(name, be.at.Add(b.jitter(time.Second)))
+	default:
+		// Whatever failed (429, 5xx, network), the policy names the next attempt.
+		if next, ok := b.nextAttempt(name, cred, b.now()); ok {
+			b.refresher.plan(name, next.Add(b.jitter(time.Second)))
+		}
 	}
 }
 
@@ -343,15 +355,27 @@ func (b *backend) planRefresh(name string, st *nameState, cred *credential, cfg 
 	}
 	st.scheduledFor.Store(issued)
 	start, end := refreshWindow(t, cfg)
-	due := start.Add(jitter(end.Sub(start)))
+	due := start.Add(b.jitter(end.Sub(start)))
 	b.refresher.plan(name, due)
 	b.Logger().Trace("refresh-ahead planned", "name", name, "due", due, "expires_at", t.ExpiresAt)
+}
+
+// forwardUse reports whether a performance standby forwards this read to the active
+// node (by answering logical.ErrReadOnly, which Vault forwards): the first read of each
+// token on this node, so that the active node, where refresh-ahead runs, sees the token
+// in use and plans its refresh. Later reads of the token are served here.
+func (b *backend) forwardUse(st *nameState, cred *credential, cfg *apaleoConfig) bool {
+	if b.canWrite() || !cfg.RefreshAhead {
+		return false
+	}
+	issued := cred.Token.IssuedAt.UnixNano()
+	return st.forwardedFor.Swap(issued) != issued
 }
 
 // planKeepAlive plans the keep-alive of an authorized credential just stored.
 func (b *backend) planKeepAlive(name string, cred *credential, cfg *apaleoConfig) {
 	if due, ok := keepAliveDue(cred, cfg); ok && b.canWrite() {
-		b.refresher.plan(name, keepAlivePlan(due, cfg))
+		b.refresher.plan(name, keepAlivePlan(name, due, cfg))
 	}
 }
 

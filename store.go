@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,8 +132,11 @@ type keyedLocks struct {
 	m  map[string]*keyedLock
 }
 
+// keyedLock is a channel, not a sync.Mutex: a goroutine waiting for it is durably
+// blocked, so the simulator's virtual clock (testing/synctest) moves on while a token
+// request holds it.
 type keyedLock struct {
-	sync.Mutex
+	ch   chan struct{}
 	refs int
 }
 
@@ -151,19 +155,19 @@ func (l *keyLocker) Lock() {
 	}
 	e := k.m[l.key]
 	if e == nil {
-		e = &keyedLock{}
+		e = &keyedLock{ch: make(chan struct{}, 1)}
 		k.m[l.key] = e
 	}
 	e.refs++
 	k.mu.Unlock()
-	e.Lock()
+	e.ch <- struct{}{}
 	l.held = e
 }
 
 func (l *keyLocker) Unlock() {
 	e := l.held
 	l.held = nil
-	e.Unlock()
+	<-e.ch
 	k := l.locks
 	k.mu.Lock()
 	if e.refs--; e.refs == 0 {
@@ -173,10 +177,20 @@ func (l *keyLocker) Unlock() {
 }
 
 // locksFor returns the locks of keys in a fixed order, each once, so that callers that
-// lock several keys cannot deadlock each other.
+// lock several keys cannot deadlock each other. Names (creds/) come before configs: a
+// name's lock may be held across its token request, so whoever waits for it holds no
+// config lock meanwhile, and a config's lock is never held across a network call.
 func (b *backend) locksFor(keys ...string) []sync.Locker {
 	keys = slices.Clone(keys)
-	slices.Sort(keys)
+	slices.SortFunc(keys, func(x, y string) int {
+		if cx, cy := strings.HasPrefix(x, credsPrefix), strings.HasPrefix(y, credsPrefix); cx != cy {
+			if cx {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(x, y)
+	})
 	keys = slices.Compact(keys)
 	out := make([]sync.Locker, len(keys))
 	for i, k := range keys {
@@ -253,6 +267,7 @@ type nameState struct {
 	lastRead     atomic.Int64 // unix nanos of the last read
 	lastServed   atomic.Int64 // IssuedAt (unix nanos) of the last token a read was answered
 	scheduledFor atomic.Int64 // IssuedAt (unix nanos) of the token refresh-ahead is planned for
+	forwardedFor atomic.Int64 // on a standby: IssuedAt of the token whose first read went to the active node
 
 	mu      sync.Mutex
 	failure *failure
@@ -313,6 +328,9 @@ func (b *backend) setFailure(name string, f *failure) {
 // (another client, secret or server) the backoff too. A refused refresh token is the
 // credential's own: only a new authorization or import ends it.
 func (b *backend) clearFailures(config string, connectionChanged bool) {
+	if bu := b.budgets.peek(config); bu != nil {
+		bu.refuse(nil) // a refused client: the write may have fixed it
+	}
 	b.statesMu.RLock()
 	defer b.statesMu.RUnlock()
 	for _, st := range b.states {

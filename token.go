@@ -39,7 +39,7 @@ func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name, trigg
 	if !b.needsToken(cred, cfg, trigger, now) {
 		return &fetchOutcome{cred: cred}, nil
 	}
-	if f := b.failureOf(name); f != nil && f.blocks(now) {
+	if f := b.blocking(name, cred, now); f != nil {
 		return nil, f.answer(name)
 	}
 
@@ -47,7 +47,7 @@ func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name, trigg
 	defer b.inflight.Add(-1)
 	res, err := b.requestToken(ctx, name, cred, cfg, trigger)
 	if err != nil {
-		return nil, b.rememberFailure(name, cred, cfg, err)
+		return nil, b.rememberFailure(ctx, s, name, cred, cfg, err)
 	}
 	b.setFailure(name, nil)
 	return b.storeToken(ctx, s, name, cred, cfg, res)
@@ -128,7 +128,7 @@ func (b *backend) requestToken(ctx context.Context, name string, cred *credentia
 	}
 	policy := b.retry
 	policy.Total = max(policy.Total-flightMargin, policy.PerAttempt)
-	if cred.Token.valid(cfg, b.now()) || b.failureOf(name) != nil || trigger != triggerRead {
+	if cred.Token.valid(cfg, b.now()) || b.nameFailure(name, cred) != nil || trigger != triggerRead {
 		// A cached token to fall back on, apaleo failed before, or nobody waits: one
 		// attempt, and failure memory's backoff is the retry, so readers do not pile up
 		// behind a 30 s retry loop while apaleo is down.
@@ -145,41 +145,35 @@ func (b *backend) requestToken(ctx context.Context, name string, cred *credentia
 // whether or not we wait for the answer. p bounds when new attempts may start; one that
 // timed out is not retried, since the token may be spent.
 //
-// An attempt whose answer was lost (see lostAnswer) may be followed by one that sends the
-// same refresh token again; if apaleo refuses that one, the error says the first answer
-// was lost, since apaleo most likely spent the token then.
+// The request policy's lost-answer rule (sendRule) decides what may follow a failed send:
+// the same refresh token goes at most twice in one request, the second time only after a
+// send with no usable answer; if apaleo refuses that one, the error says the first answer
+// was lost, since apaleo most likely spent the token then. A retry the budget or the
+// app's hold does not let go ends the request with the failure before it.
 func (b *backend) refresh(ctx context.Context, srv identityServer, refreshToken string, p retryPolicy) (*tokenResult, error) {
 	one := retryPolicy{Total: b.refreshTimeout, PerAttempt: b.refreshTimeout, Attempts: 1}
 	p.PerAttempt = b.refreshTimeout
-	var lost *upstreamError
+	var rule sendRule
 	return withRetries(withoutAttemptObserver(ctx), p, func(actx context.Context) (*tokenResult, error) {
 		res, err := srv.Refresh(context.WithoutCancel(ctx), refreshToken, one)
 		var ue *upstreamError
-		if !errors.As(err, &ue) {
-			return res, err
-		}
-		marked := *ue
 		switch {
-		case lost != nil && marked.refusedGrant():
-			marked.lostBefore = lost.lostWhat()
-		case marked.lostAnswer():
-			lost = ue
-			marked.lostBefore = ""
+		case err == nil:
+			return res, nil
+		case !errors.As(err, &ue):
+			return nil, rule.refused(err)
 		}
-		if marked.Timeout {
-			marked.Temporary = false
-		}
-		return nil, &marked
+		return nil, rule.mark(ue)
 	})
 }
 
 // rememberFailure records a failed token request in failure memory and returns the
 // error a read answers. A refusal by the budget or the app's 429 hold sent nothing and is
 // not the name's failure; a 429 holds the whole config (attemptGate) rather than a name.
-func (b *backend) rememberFailure(name string, cred *credential, cfg *apaleoConfig, err error) error {
+func (b *backend) rememberFailure(ctx context.Context, s logical.Storage, name string, cred *credential, cfg *apaleoConfig, err error) error {
 	var be *budgetError
 	if errors.As(err, &be) {
-		if f := b.blockingFailure(name, cred.Config, b.now()); be.held != nil && f != nil {
+		if f := b.blocking(name, cred, b.now()); be.held != nil && f != nil {
 			return f.answer(name) // the app's hold, said the way every read of it says it
 		}
 		return be
@@ -194,7 +188,7 @@ func (b *backend) rememberFailure(name string, cred *credential, cfg *apaleoConf
 	explained := explainUpstream(name, cred, cfg, err)
 	if ue.Status == http.StatusTooManyRequests {
 		b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", explained)
-		if f := b.blockingFailure(name, cred.Config, now); f != nil {
+		if f := b.blocking(name, cred, now); f != nil {
 			return f.answer(name)
 		}
 		return explained
@@ -205,7 +199,11 @@ func (b *backend) rememberFailure(name string, cred *credential, cfg *apaleoConf
 	}
 	refresh := cred.GrantType == grantAuthorizationCode
 	switch {
-	case ue.Code == "invalid_client" || ue.Code == "unauthorized_client" || ue.Code == "invalid_scope":
+	case ue.Code == "invalid_client" || ue.Code == "unauthorized_client":
+		// The app's client is refused: every name of the config would be too.
+		f.kind = failUntilConfig
+		b.budgets.of(cred.Config, cfg.MaxTokenRequestsPerSecond).refuse(explained)
+	case ue.Code == "invalid_scope":
 		f.kind = failUntilConfig
 	case refresh && ue.refusedGrant():
 		f.kind = failUntilAuthorize
@@ -219,7 +217,7 @@ func (b *backend) rememberFailure(name string, cred *credential, cfg *apaleoConf
 				ue, name, lostWhat, name, cred.Config))
 		}
 	default:
-		f.next = now.Add(backoffAfter(f.attempts))
+		f.next = now.Add(b.backoffAfter(f.attempts))
 	}
 	if refresh && ue.lostAnswer() {
 		f.lost = ue.lostWhat()
@@ -228,6 +226,9 @@ func (b *backend) rememberFailure(name string, cred *credential, cfg *apaleoConf
 			explained, name, cred.Config))
 	}
 	b.setFailure(name, f)
+	if f.kind == failUntilAuthorize {
+		b.storeRefusal(ctx, s, name, cred, f)
+	}
 	if !f.next.IsZero() {
 		// Failure memory's next attempt is refresh-ahead's too, while the credential is
 		// in use or kept alive (background decides when it comes).
@@ -235,6 +236,16 @@ func (b *backend) rememberFailure(name string, cred *credential, cfg *apaleoConf
 	}
 	b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", f.err, "next_attempt", f.nextAttemptText(name))
 	return f.answer(name)
+}
+
+// storeRefusal stores a refused refresh token with the credential, so that no node,
+// after a restart or a leader change, sends it again.
+func (b *backend) storeRefusal(ctx context.Context, s logical.Storage, name string, cred *credential, f *failure) {
+	next := *cred
+	next.Refused = &refusal{At: f.at.UTC(), Error: f.err.Error()}
+	if err := b.putCred(ctx, s, name, &next); err != nil {
+		b.Logger().Warn("storing that the refresh token was refused failed; this node remembers it until a restart", "name", name, "error", err)
+	}
 }
 
 // storeToken stores the new token and a rotated refresh token before it is served.
