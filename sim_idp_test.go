@@ -1,0 +1,434 @@
+package apaleo
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"hash/fnv"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// sim_idp_test.go is the simulator's apaleo: an in-memory identity server behind an
+// http.RoundTripper, in virtual time (testing/synctest). It keeps what apaleo keeps
+// (refresh tokens that rotate on use with a sliding lifetime, per-app rate limits with
+// 429 Retry-After, revocation), answers with the faults its schedule says, and checks the
+// engine's invariants where they can be seen from outside: at the server, as requests
+// arrive. Nothing here reads the plugin's own state.
+
+// simApp is one apaleo app as the server knows it.
+type simApp struct {
+	id      string
+	secrets map[string]bool
+	// limit is the server's own rate limit (requests a second, 0: none); budget is what
+	// the config in Vault says the app may send (max_token_requests_per_second).
+	limit, budget float64
+	lifetime      time.Duration // access tokens
+	arrivals      []time.Time   // token requests, in order
+	// holds are the 429s delivered, by the node they were delivered to.
+	holds []simHold
+	// refusedClient: an invalid_client delivered to a node, until the config is written.
+	refusedClient map[int]time.Time
+}
+
+type simHold struct {
+	node      int
+	delivered time.Time
+	until     time.Time
+}
+
+// simRefresh is one refresh token.
+type simRefresh struct {
+	cred     string
+	app      string
+	created  time.Time
+	lastUsed time.Time
+	spent    bool // rotated: a new one was issued for it
+	revoked  bool
+	answered bool // an answer that used or refused it was delivered
+	// arrivals by node, for the lost-answer rule.
+	arrivals map[int][]time.Time
+	history  []string // what became of each presentation, for the report
+}
+
+// simFault is what the server does with one request instead of (or besides) answering.
+type simFault int
+
+const (
+	faultNone         simFault = iota
+	faultGatewayFirst          // a proxy's 502 before apaleo saw the request
+	faultGatewayAfter          // apaleo handled it, a proxy answered 502
+	faultDropFirst             // the connection died before apaleo saw it
+	faultDropAfter             // apaleo handled it, the answer was lost
+	faultRefused               // no connection (nothing sent)
+	faultSlow                  // handled, answered late
+	faultUnreadable            // handled, answered 200 with garbage
+	fault429                   // rate limited, Retry-After
+	fault503                   // apaleo down, nothing handled
+)
+
+var simFaultNames = map[simFault]string{faultNone: "none", faultGatewayFirst: "gateway-502-before", faultGatewayAfter: "gateway-502-after",
+	faultDropFirst: "drop-before", faultDropAfter: "drop-after", faultRefused: "connection-refused", faultSlow: "slow",
+	faultUnreadable: "unreadable-200", fault429: "429", fault503: "503"}
+
+// simTrouble is a span in which an app's server misbehaved (any fault), for the
+// invariant on readers that should not wait.
+type simTrouble struct{ from, to time.Time }
+
+type simIDP struct {
+	mu   sync.Mutex
+	seed uint64
+	rng  *rand.Rand // this request's: drawn from the seed, the request and its moment
+	apps map[string]*simApp
+	// tokens are the refresh tokens by value.
+	tokens map[string]*simRefresh
+	// refused: credentials a refresh token of which the server refused or revoked.
+	refused map[string]bool
+	seq     int
+	sliding time.Duration // refresh tokens die unused for this long
+	// faults of the schedule in force: per-request random ones and spans.
+	faultRate  float64
+	faultKinds []simFault
+	outages    map[string]simOutage // by app ("" for all)
+	bursts     map[string]simBurst
+	trouble    map[string][]simTrouble
+	standbys   map[int]bool // nodes that must not send
+	violations []string
+	requests   int
+	// trace is a digest of every request in the order and at the moment it came, with
+	// what befell it: two runs of one seed that agree on it saw the same run.
+	trace hash.Hash64
+}
+
+type simOutage struct {
+	until time.Time
+	kind  simFault // fault503 or faultRefused
+}
+
+type simBurst struct {
+	until      time.Time
+	retryAfter time.Duration
+	delay      time.Duration // before the 429 is answered
+}
+
+func newSimIDP(seed uint64, sliding time.Duration) *simIDP {
+	return &simIDP{seed: seed, rng: rand.New(rand.NewPCG(seed, 2)), apps: map[string]*simApp{}, tokens: map[string]*simRefresh{}, refused: map[string]bool{},
+		trace: fnv.New64a(), sliding: sliding, outages: map[string]simOutage{}, bursts: map[string]simBurst{}, trouble: map[string][]simTrouble{}, standbys: map[int]bool{}}
+}
+
+func (s *simIDP) violate(format string, args ...any) {
+	s.violations = append(s.violations, time.Now().UTC().Format("Jan 2 15:04:05.000")+" "+fmt.Sprintf(format, args...))
+}
+
+func (s *simIDP) addTrouble(app string, from, to time.Time) {
+	s.trouble[app] = append(s.trouble[app], simTrouble{from, to})
+}
+
+// issueRefresh makes a refresh token for cred (an authorization or import).
+func (s *simIDP) issueRefresh(app, cred string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.newRefreshLocked(app, cred)
+}
+
+func (s *simIDP) newRefreshLocked(app, cred string) string {
+	s.seq++
+	tok := fmt.Sprintf("rt-%s-%d", cred, s.seq)
+	now := time.Now()
+	s.tokens[tok] = &simRefresh{cred: cred, app: app, created: now, lastUsed: now, arrivals: map[int][]time.Time{}}
+	return tok
+}
+
+// revokeCred revokes every live refresh token of cred at the server (an admin's doing).
+func (s *simIDP) revokeCred(cred string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, rt := range s.tokens {
+		if rt.cred == cred && !rt.spent {
+			rt.revoked = true
+		}
+	}
+	s.refused[cred] = true
+}
+
+// transport is the network of node n: every request it sends arrives here.
+func (s *simIDP) transport(node int) http.RoundTripper {
+	return simTransport{s: s, node: node}
+}
+
+type simTransport struct {
+	s    *simIDP
+	node int
+}
+
+// simAnswer is what the server decided, to deliver after latency.
+type simAnswer struct {
+	status     int
+	body       string
+	retryAfter time.Duration
+	err        error         // a transport error instead of an answer
+	delay      time.Duration // before the answer (or the error) reaches the client
+	onDeliver  func()        // what delivery means at the server (a refresh token answered)
+}
+
+func (t simTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	body, _ := io.ReadAll(req.Body)
+	form, _ := url.ParseQuery(string(body))
+	var a simAnswer
+	switch req.URL.Path {
+	case tokenPath:
+		a = t.s.token(t.node, req, form)
+	case revocationPath:
+		a = t.s.revocation(req, form)
+	default:
+		a = simAnswer{status: 404, body: "{}"}
+	}
+	if a.err == nil || a.delay > 0 {
+		timer := time.NewTimer(a.delay + time.Millisecond) // every answer takes a moment
+		select {
+		case <-timer.C:
+		case <-req.Context().Done():
+			timer.Stop()
+			return nil, req.Context().Err()
+		}
+	}
+	if a.err != nil {
+		return nil, a.err
+	}
+	if a.onDeliver != nil {
+		t.s.mu.Lock()
+		a.onDeliver()
+		t.s.mu.Unlock()
+	}
+	h := http.Header{"Content-Type": {"application/json"}}
+	if a.retryAfter > 0 {
+		h.Set("Retry-After", fmt.Sprint(int(a.retryAfter/time.Second)))
+	}
+	return &http.Response{StatusCode: a.status, Header: h, Body: io.NopCloser(strings.NewReader(a.body)), Request: req,
+		ContentLength: int64(len(a.body))}, nil
+}
+
+func (s *simIDP) revocation(req *http.Request, form url.Values) simAnswer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rt := s.tokens[form.Get("token")]; rt != nil {
+		rt.revoked = true
+	}
+	return simAnswer{status: 200, body: ""}
+}
+
+func clientOf(req *http.Request, form url.Values) (string, string) {
+	if id, secret, ok := req.BasicAuth(); ok {
+		id, _ = url.QueryUnescape(id)
+		secret, _ = url.QueryUnescape(secret)
+		return id, secret
+	}
+	return form.Get("client_id"), form.Get("client_secret")
+}
+
+// token handles a token request as it arrives: checks the invariants, then decides.
+func (s *simIDP) token(node int, req *http.Request, form url.Values) simAnswer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	s.requests++
+	id, secret := clientOf(req, form)
+	// What befalls a request depends on the seed, the request and its moment, not on
+	// which of the requests of one instant the scheduler ran first: replays match.
+	h := fnv.New64a()
+	h.Write([]byte(id + "|" + form.Encode()))
+	s.rng = rand.New(rand.NewPCG(s.seed^h.Sum64(), uint64(now.UnixNano())))
+	app := s.apps[id]
+	if app == nil {
+		return simAnswer{status: 400, body: `{"error":"invalid_client"}`}
+	}
+	grant := form.Get("grant_type")
+	rt := s.tokens[form.Get("refresh_token")]
+	fault := s.faultFor(app, now)
+	fmt.Fprintf(s.trace, "%d|%d|%s|%s|%d\n", now.UnixNano(), node, id, form.Encode(), fault)
+	if fault == faultRefused {
+		// No connection: nothing reached apaleo.
+		return simAnswer{err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}
+	}
+	s.checkArrival(node, app, grant, rt, now)
+	app.arrivals = append(app.arrivals, now)
+	if fault == faultNone && app.limit > 0 && countSince(app.arrivals, now.Add(-time.Second)) > int(app.limit) {
+		fault = fault429 // apaleo's own rate limit
+		s.addTrouble(app.id, now, now)
+	}
+	if rt != nil && fault != fault429 {
+		// A 429 spends nothing: the hold's rule (checkArrival) covers what follows it.
+		rt.arrivals[node] = append(rt.arrivals[node], now)
+	}
+	if rt != nil {
+		rt.history = append(rt.history, fmt.Sprintf("%s node %d: %s", now.UTC().Format("15:04:05.000"), node, simFaultNames[fault]))
+	}
+	switch fault {
+	case faultDropFirst:
+		return simAnswer{err: io.ErrUnexpectedEOF, delay: s.latency()}
+	case faultGatewayFirst, fault503:
+		return simAnswer{status: 502, body: "<html>bad gateway</html>", delay: s.latency()}
+	case fault429:
+		b := s.bursts[app.id]
+		ra := b.retryAfter
+		if ra == 0 {
+			ra = time.Duration(1+s.rng.IntN(5)) * time.Second
+		}
+		d := b.delay + s.latency()
+		return simAnswer{status: 429, body: `{"error":"slow_down"}`, retryAfter: ra, delay: d, onDeliver: func() {
+			t := time.Now()
+			app.holds = append(app.holds, simHold{node: node, delivered: t, until: t.Add(ra)})
+			s.addTrouble(app.id, t, t.Add(ra))
+		}}
+	}
+
+	a := s.handle(node, app, grant, secret, rt, now)
+	switch fault {
+	case faultGatewayAfter:
+		return simAnswer{status: 502, body: "<html>bad gateway</html>", delay: s.latency()}
+	case faultDropAfter:
+		return simAnswer{err: io.ErrUnexpectedEOF, delay: s.latency()}
+	case faultUnreadable:
+		if a.status == 200 {
+			return simAnswer{status: 200, body: `{"access_token":`, delay: s.latency()}
+		}
+	case faultSlow:
+		a.delay += time.Duration(1+s.rng.IntN(40)) * time.Second
+		s.addTrouble(app.id, now, now.Add(a.delay))
+	}
+	return a
+}
+
+func (s *simIDP) latency() time.Duration {
+	return time.Duration(5+s.rng.IntN(200)) * time.Millisecond
+}
+
+// faultFor draws what goes wrong with a request of app at now, and notes it as trouble.
+func (s *simIDP) faultFor(app *simApp, now time.Time) simFault {
+	f := faultNone
+	for _, key := range []string{"", app.id} {
+		if o, ok := s.outages[key]; ok && now.Before(o.until) {
+			f = o.kind
+		}
+	}
+	if b, ok := s.bursts[app.id]; f == faultNone && ok && now.Before(b.until) {
+		f = fault429
+	}
+	if f == faultNone && s.faultRate > 0 && s.rng.Float64() < s.faultRate {
+		f = s.faultKinds[s.rng.IntN(len(s.faultKinds))]
+	}
+	if f != faultNone && f != fault429 && f != faultSlow {
+		s.addTrouble(app.id, now, now)
+	}
+	return f
+}
+
+// countSince counts the arrivals after t (arrivals are in order).
+func countSince(arrivals []time.Time, t time.Time) int {
+	i := sort.Search(len(arrivals), func(i int) bool { return arrivals[i].After(t) })
+	return len(arrivals) - i
+}
+
+// checkArrival checks what must hold of every token request that reaches apaleo.
+func (s *simIDP) checkArrival(node int, app *simApp, grant string, rt *simRefresh, now time.Time) {
+	if s.standbys[node] {
+		s.violate("node %d, a performance standby, sent a token request of %s", node, app.id)
+	}
+	if app.budget > 0 {
+		if n := countSince(app.arrivals, now.Add(-time.Second)) + 1; n > int(app.budget) {
+			s.violate("app %s: %d token requests in one second, budget %g", app.id, n, app.budget)
+		}
+	}
+	for _, h := range app.holds {
+		if h.node == node && now.After(h.delivered) && now.Before(h.until) {
+			s.violate("app %s: a token request (%s) %s after a 429 was answered to node %d with Retry-After %s",
+				app.id, grant, now.Sub(h.delivered).Round(time.Millisecond), node, h.until.Sub(h.delivered))
+		}
+	}
+	if at, ok := app.refusedClient[node]; ok {
+		s.violate("app %s: a token request %s after invalid_client, with no config write since", app.id, now.Sub(at))
+	}
+	if rt == nil {
+		return
+	}
+	if rt.answered {
+		s.violate("creds/%s: a refresh token apaleo had answered was presented again", rt.cred)
+	}
+	// Within one read or background attempt a refresh token goes out at most twice; after
+	// that only at failure memory's next attempt (backoff from 5 s): never three times
+	// in 5 s from one node.
+	if prev := rt.arrivals[node]; len(prev) >= 2 && now.Sub(prev[len(prev)-2]) < backoffBase {
+		s.violate("creds/%s: one refresh token presented %d times, 3 of them within %s (before: %s)", rt.cred, len(prev)+1, now.Sub(prev[len(prev)-2]).Round(time.Millisecond), strings.Join(rt.history, "; "))
+	}
+}
+
+// handle does what apaleo does with a request that reaches it.
+func (s *simIDP) handle(node int, app *simApp, grant, secret string, rt *simRefresh, now time.Time) simAnswer {
+	if !app.secrets[secret] {
+		return simAnswer{status: 400, body: `{"error":"invalid_client"}`, delay: s.latency(), onDeliver: func() {
+			if app.refusedClient == nil {
+				app.refusedClient = map[int]time.Time{}
+			}
+			app.refusedClient[node] = time.Now()
+		}}
+	}
+	switch grant {
+	case "client_credentials":
+		return s.tokenAnswer(app, "", "")
+	case "refresh_token":
+		if rt == nil || rt.spent || rt.revoked || now.Sub(rt.lastUsed) > s.sliding || rt.app != app.id {
+			if rt != nil {
+				s.refused[rt.cred] = true
+				return simAnswer{status: 400, body: `{"error":"invalid_grant"}`, delay: s.latency(), onDeliver: func() { rt.answered = true }}
+			}
+			return simAnswer{status: 400, body: `{"error":"invalid_grant"}`, delay: s.latency()}
+		}
+		rt.spent = true
+		next := s.newRefreshLocked(app.id, rt.cred)
+		a := s.tokenAnswer(app, next, rt.cred)
+		a.onDeliver = func() { rt.answered = true }
+		return a
+	}
+	return simAnswer{status: 400, body: `{"error":"unsupported_grant_type"}`}
+}
+
+func (s *simIDP) tokenAnswer(app *simApp, refresh, cred string) simAnswer {
+	s.seq++
+	v := map[string]any{"access_token": fmt.Sprintf("at-%s-%d", app.id, s.seq), "token_type": "Bearer",
+		"expires_in": int(app.lifetime / time.Second), "scope": "reservations.read"}
+	if refresh != "" {
+		v["refresh_token"] = refresh
+	}
+	b, _ := json.Marshal(v)
+	return simAnswer{status: 200, body: string(b), delay: s.latency()}
+}
+
+// configWritten notes a write of app's config in Vault: a refused client may ask again.
+func (s *simIDP) configWritten(app string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.apps[app].refusedClient = nil
+}
+
+// troubled reports whether app's server misbehaved between from and to.
+func (s *simIDP) troubled(app string, from, to time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, tr := range s.trouble[app] {
+		if !tr.to.Before(from) && !tr.from.After(to) {
+			return true
+		}
+	}
+	return false
+}
+
+var _ = context.Background

@@ -1,0 +1,764 @@
+package apaleo
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// sim_test.go is a deterministic simulation of apaleo and the plugin's consumers, after
+// FoundationDB's and TigerBeetle's: a seed draws a schedule (apps, credentials, readers
+// at every real cadence, faults, config writes, restarts, a performance standby), the
+// whole run goes in virtual time (testing/synctest: a simulated week in well under a
+// second), and the invariants are checked at the simulated identity server
+// (sim_idp_test.go) and at the readers, never from the plugin's own counts.
+//
+//	go test -run TestSim                       a few schedules (every go test)
+//	go test -run TestSim -sim.n=2000           many (make sim)
+//	go test -run TestSim -seed=N -v            replay one, printing its schedule
+
+var (
+	simSeed  = flag.Uint64("seed", 0, "TestSim: replay this one schedule")
+	simN     = flag.Int("sim.n", 40, "TestSim: how many schedules to run")
+	simFirst = flag.Uint64("sim.first", 1, "TestSim: the first seed of the run")
+	simFails = flag.Int("sim.maxfail", 5, "TestSim: stop after this many failing schedules")
+)
+
+func TestSim(t *testing.T) {
+	seeds := []uint64{}
+	if *simSeed != 0 {
+		seeds = append(seeds, *simSeed)
+	} else {
+		for i := range *simN {
+			seeds = append(seeds, *simFirst+uint64(i))
+		}
+	}
+	// One P: goroutines that wake at the same virtual instant run in the same order in
+	// every replay.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	failed := 0
+	for _, seed := range seeds {
+		ok := t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { runSim(t, seed, *simSeed != 0) })
+		})
+		if !ok {
+			if failed++; failed >= *simFails && *simSeed == 0 {
+				t.Fatalf("stopping after %d failing schedules", failed)
+			}
+		}
+	}
+}
+
+// simSchedule is what a seed draws.
+type simSchedule struct {
+	seed     uint64
+	duration time.Duration
+	sliding  time.Duration
+	apps     []simAppSpec
+	creds    []simCredSpec
+	events   []simEvent
+	standby  bool
+	// per-request faults
+	faultRate  float64
+	faultKinds []simFault
+}
+
+type simAppSpec struct {
+	name, grant   string
+	budget, limit float64
+	lifetime      time.Duration
+	idle          time.Duration
+}
+
+type simCredSpec struct {
+	name, app string
+	reader    string // loop, agent, vso, eso, human, idle
+	every     time.Duration
+	start     time.Duration
+}
+
+type simEvent struct {
+	at   time.Duration
+	kind string // outage, burst, revoke, rotate, rotate-abrupt, scopes, restart
+	app  string
+	cred string
+	dur  time.Duration
+	ra   time.Duration
+	mode simFault
+}
+
+func (e simEvent) String() string {
+	s := fmt.Sprintf("%8s %-13s", e.at.Round(time.Second), e.kind)
+	if e.app != "" {
+		s += " app=" + e.app
+	}
+	if e.cred != "" {
+		s += " cred=" + e.cred
+	}
+	if e.dur > 0 {
+		s += " for=" + e.dur.Round(time.Second).String()
+	}
+	if e.ra > 0 {
+		s += " retry_after=" + e.ra.String()
+	}
+	if e.mode != faultNone {
+		s += " as=" + simFaultNames[e.mode]
+	}
+	return s
+}
+
+func (sc *simSchedule) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d: %s, standby=%v, per-request faults %.2f %v, sliding refresh-token life %s\n",
+		sc.seed, sc.duration, sc.standby, sc.faultRate, faultNames(sc.faultKinds), sc.sliding)
+	for _, a := range sc.apps {
+		fmt.Fprintf(&b, "  app %s %s budget=%g/s server-limit=%g/s token-life=%s idle_refresh_interval=%s\n", a.name, a.grant, a.budget, a.limit, a.lifetime, a.idle)
+	}
+	for _, c := range sc.creds {
+		fmt.Fprintf(&b, "  creds/%s of %s: %s every=%s from=%s\n", c.name, c.app, c.reader, c.every, c.start.Round(time.Second))
+	}
+	for _, e := range sc.events {
+		fmt.Fprintf(&b, "  %s\n", e)
+	}
+	return b.String()
+}
+
+func faultNames(fs []simFault) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, simFaultNames[f])
+	}
+	return out
+}
+
+// drawSchedule draws a schedule from seed.
+func drawSchedule(seed uint64) *simSchedule {
+	r := rand.New(rand.NewPCG(seed, 0x5eed))
+	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(r.Int64N(int64(hi-lo)+1)) }
+	pick := func(xs ...string) string { return xs[r.IntN(len(xs))] }
+	sc := &simSchedule{seed: seed, standby: r.IntN(2) == 0}
+	long := r.IntN(5) == 0
+	if long {
+		sc.duration = between(3*24*time.Hour, 7*24*time.Hour)
+	} else {
+		sc.duration = between(4*time.Hour, 24*time.Hour)
+	}
+	idle := 168 * time.Hour
+	if long {
+		idle = []time.Duration{24 * time.Hour, 48 * time.Hour}[r.IntN(2)]
+	}
+	sc.sliding = idle + idle/2
+	if !long {
+		sc.sliding = 15 * 24 * time.Hour
+	}
+	switch r.IntN(4) {
+	case 1:
+		sc.faultRate = 0.02
+	case 2:
+		sc.faultRate = 0.1
+	case 3:
+		sc.faultRate = 0.3
+	}
+	all := []simFault{faultGatewayFirst, faultGatewayAfter, faultDropFirst, faultDropAfter, faultRefused, faultSlow, faultUnreadable, fault429}
+	for _, f := range all {
+		if r.IntN(3) == 0 {
+			sc.faultKinds = append(sc.faultKinds, f)
+		}
+	}
+	if len(sc.faultKinds) == 0 {
+		sc.faultKinds = []simFault{all[r.IntN(len(all))]}
+	}
+
+	napps := 1 + r.IntN(3)
+	for i := range napps {
+		a := simAppSpec{name: fmt.Sprintf("app%d", i), grant: grantAuthorizationCode,
+			budget: []float64{10, 10, 5, 2}[r.IntN(4)], lifetime: time.Hour, idle: idle}
+		if i == 2 || (napps == 1 && r.IntN(4) == 0) {
+			a.grant = grantClientCredentials
+		}
+		if r.IntN(3) == 0 {
+			a.lifetime = 20 * time.Minute
+		}
+		if r.IntN(4) == 0 {
+			a.limit = max(1, a.budget/2)
+		}
+		sc.apps = append(sc.apps, a)
+		n := 2 + r.IntN(7)
+		if a.grant == grantClientCredentials {
+			n = 1 + r.IntN(3)
+		}
+		for j := range n {
+			c := simCredSpec{name: fmt.Sprintf("%s-h%d", a.name, j), app: a.name}
+			if a.grant == grantClientCredentials && j == 0 {
+				c.name = a.name // the config's own
+			}
+			if long {
+				c.reader = pick("agent", "human", "idle", "idle")
+			} else {
+				c.reader = pick("loop", "agent", "agent", "vso", "eso", "human", "idle")
+			}
+			switch c.reader {
+			case "loop":
+				c.every = between(2*time.Minute, 15*time.Minute)
+			case "eso":
+				c.every = between(5*time.Minute, a.lifetime*2/3)
+			case "human":
+				c.every = between(2*time.Hour, 12*time.Hour)
+			}
+			c.start = between(0, time.Hour)
+			sc.creds = append(sc.creds, c)
+		}
+	}
+
+	days := sc.duration.Hours() / 24
+	count := func(perDay float64) int { return int(perDay*days) + r.IntN(2) }
+	at := func() time.Duration { return between(time.Hour, sc.duration-time.Hour) }
+	for range count(1) {
+		sc.events = append(sc.events, simEvent{at: at(), kind: "outage", app: sc.apps[r.IntN(napps)].name,
+			dur: between(time.Minute, 3*time.Hour), mode: []simFault{fault503, faultRefused}[r.IntN(2)]})
+	}
+	for range count(0.3) {
+		sc.events = append(sc.events, simEvent{at: at(), kind: "outage", dur: between(time.Minute, 2*time.Hour), mode: fault503})
+	}
+	for range count(2) {
+		sc.events = append(sc.events, simEvent{at: at(), kind: "burst", app: sc.apps[r.IntN(napps)].name,
+			dur: between(5*time.Second, 10*time.Minute), ra: time.Duration(1+r.IntN(120)) * time.Second})
+	}
+	for range count(0.3) {
+		c := sc.creds[r.IntN(len(sc.creds))]
+		if app := sc.app(c.app); app.grant == grantAuthorizationCode {
+			sc.events = append(sc.events, simEvent{at: at(), kind: "revoke", cred: c.name})
+		}
+	}
+	for range count(0.7) {
+		sc.events = append(sc.events, simEvent{at: at(), kind: pick("rotate", "rotate", "rotate-abrupt"), app: sc.apps[r.IntN(napps)].name,
+			dur: between(time.Minute, 30*time.Minute)})
+	}
+	for range count(0.1) {
+		sc.events = append(sc.events, simEvent{at: at(), kind: "scopes", app: sc.apps[r.IntN(napps)].name})
+	}
+	for range count(0.3) {
+		sc.events = append(sc.events, simEvent{at: at(), kind: "restart"})
+	}
+	sort.Slice(sc.events, func(i, j int) bool { return sc.events[i].at < sc.events[j].at })
+	return sc
+}
+
+func (sc *simSchedule) app(name string) simAppSpec {
+	for _, a := range sc.apps {
+		if a.name == name {
+			return a
+		}
+	}
+	panic(name)
+}
+
+// simWorld is one running schedule: the server, the Vault nodes, the readers.
+type simWorld struct {
+	t     *testing.T
+	sc    *simSchedule
+	idp   *simIDP
+	store logical.Storage
+	start time.Time
+	rng   *rand.Rand
+
+	mu       sync.Mutex
+	active   *backend
+	standby  *backend
+	nodes    int
+	restarts []time.Time
+	dropped  map[string][]time.Time // token-dropping config writes, by app
+	secrets  map[string]int
+	scopes   map[string]int
+	reads    int
+	waited   int
+}
+
+// simStorage tells the standby of every write the active node makes (Vault's
+// invalidation of replicated keys).
+type simStorage struct {
+	logical.Storage
+	w *simWorld
+}
+
+func (s simStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+	err := s.Storage.Put(ctx, e)
+	s.w.invalidate(e.Key)
+	return err
+}
+
+func (s simStorage) Delete(ctx context.Context, key string) error {
+	err := s.Storage.Delete(ctx, key)
+	s.w.invalidate(key)
+	return err
+}
+
+func (w *simWorld) invalidate(key string) {
+	w.mu.Lock()
+	sb := w.standby
+	w.mu.Unlock()
+	if sb != nil {
+		sb.invalidate(context.Background(), key)
+	}
+}
+
+func (w *simWorld) newNode(standby bool) *backend {
+	w.nodes++
+	node := w.nodes
+	conf := logical.TestBackendConfig()
+	conf.Logger = hclog.NewNullLogger()
+	if standby {
+		conf.System = &logical.StaticSystemView{ReplicationStateVal: consts.ReplicationPerformanceStandby}
+		conf.StorageView = w.store
+		w.idp.mu.Lock()
+		w.idp.standbys[node] = true
+		w.idp.mu.Unlock()
+	} else {
+		conf.StorageView = simStorage{w.store, w}
+	}
+	b := newBackend()
+	var rmu sync.Mutex
+	rnd := rand.New(rand.NewPCG(w.sc.seed, uint64(node)))
+	b.random = func(n int64) int64 { rmu.Lock(); defer rmu.Unlock(); return rnd.Int64N(n) }
+	b.retry.random = b.random
+	rt := w.idp.transport(node)
+	b.newClient = func(s clientSettings, now func() time.Time) (identityServer, error) {
+		return &identityClient{settings: s, now: now, httpClient: &http.Client{Transport: rt,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}, nil
+	}
+	if err := b.Setup(context.Background(), conf); err != nil {
+		w.t.Fatal(err)
+	}
+	return b
+}
+
+// TestSimReplay: a seed replays exactly: two runs of it send the same requests at the
+// same virtual moments, with the same faults.
+func TestSimReplay(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	for _, seed := range []uint64{3, 7} {
+		var digests []uint64
+		for range 2 {
+			synctest.Test(t, func(t *testing.T) { digests = append(digests, runSim(t, seed, false)) })
+		}
+		if digests[0] != digests[1] {
+			t.Errorf("seed %d: two runs differ (trace %x, %x)", seed, digests[0], digests[1])
+		}
+	}
+}
+
+// runSim runs the schedule of seed and returns the digest of what reached the server.
+func runSim(t *testing.T, seed uint64, verbose bool) uint64 {
+	sc := drawSchedule(seed)
+	if verbose {
+		t.Logf("schedule:\n%s", sc)
+	}
+	w := &simWorld{t: t, sc: sc, store: &logical.InmemStorage{}, start: time.Now(), rng: rand.New(rand.NewPCG(seed, 1)),
+		dropped: map[string][]time.Time{}, secrets: map[string]int{}, scopes: map[string]int{}}
+	w.idp = newSimIDP(seed, sc.sliding)
+	w.active = w.newNode(false)
+	if sc.standby {
+		w.standby = w.newNode(true)
+	}
+	w.setup()
+
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { w.periodic(ctx) })
+	for _, c := range sc.creds {
+		if c.reader != "idle" {
+			wg.Go(func() { w.reader(ctx, c) })
+		}
+	}
+	w.idp.mu.Lock()
+	w.idp.faultRate, w.idp.faultKinds = sc.faultRate, sc.faultKinds
+	w.idp.mu.Unlock()
+	for _, e := range sc.events {
+		time.Sleep(time.Until(w.start.Add(e.at)))
+		w.apply(e)
+	}
+	time.Sleep(time.Until(w.start.Add(sc.duration)))
+	stop()
+	wg.Wait()
+	w.finish()
+
+	if v := w.idp.violations; len(v) > 0 {
+		if len(v) > 15 {
+			v = append(v[:15], fmt.Sprintf("... and %d more", len(v)-15))
+		}
+		t.Errorf("seed %d broke the engine's invariants (replay: go test -run 'TestSim$' -seed=%d -v):\n%s\nschedule:\n%s",
+			seed, seed, strings.Join(v, "\n"), sc)
+	}
+	digest := w.idp.trace.Sum64()
+	if verbose {
+		t.Logf("%d token requests reached apaleo (trace %x); %d reads, %d of them waited", w.idp.requests, digest, w.reads, w.waited)
+	}
+	return digest
+}
+
+func (w *simWorld) do(b *backend, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+	s := w.store
+	if b == w.active {
+		s = simStorage{w.store, w}
+	}
+	return b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, Storage: s})
+}
+
+func (w *simWorld) must(op logical.Operation, path string, data map[string]any) *logical.Response {
+	resp, err := w.do(w.active, op, path, data)
+	if err != nil || resp != nil && resp.IsError() {
+		w.t.Fatalf("%s %s: %v %v", op, path, err, respErr(resp))
+	}
+	return resp
+}
+
+func (w *simWorld) configData(a simAppSpec) map[string]any {
+	d := map[string]any{"client_id": a.name, "client_secret": fmt.Sprintf("secret-%s-%d", a.name, w.secrets[a.name]),
+		"grant_type": a.grant, "identity_url": "https://identity.sim", "max_token_requests_per_second": a.budget,
+		"idle_refresh_interval": a.idle.String(), "scopes": fmt.Sprintf("reservations.read,s%d", w.scopes[a.name])}
+	if a.grant == grantAuthorizationCode {
+		d["redirect_uri"] = "https://vault.sim/v1/apaleo/callback"
+	}
+	return d
+}
+
+// setup registers the apps at the server and in Vault, and imports the authorized
+// credentials (the server made their refresh tokens), with no faults yet.
+func (w *simWorld) setup() {
+	for _, a := range w.sc.apps {
+		w.idp.apps[a.name] = &simApp{id: a.name, secrets: map[string]bool{fmt.Sprintf("secret-%s-0", a.name): true},
+			limit: a.limit, budget: a.budget, lifetime: a.lifetime}
+		w.must(logical.CreateOperation, "config/"+a.name, w.configData(a))
+	}
+	for _, c := range w.sc.creds {
+		a := w.sc.app(c.app)
+		switch {
+		case a.grant == grantAuthorizationCode:
+			w.must(logical.CreateOperation, "creds/"+c.name, map[string]any{"config": a.name, "refresh_token": w.idp.issueRefresh(a.name, c.name)})
+		case c.name != a.name:
+			w.must(logical.CreateOperation, "creds/"+c.name, map[string]any{"config": a.name, "scopes": "reservations.read"})
+		}
+	}
+}
+
+func (w *simWorld) nodesNow() (*backend, *backend) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.active, w.standby
+}
+
+// periodic is Vault's rollback manager: the periodic function about once a minute.
+func (w *simWorld) periodic(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Minute):
+		}
+		a, _ := w.nodesNow()
+		_ = a.periodic(ctx, &logical.Request{Storage: simStorage{w.store, w}})
+	}
+}
+
+// simRead is what a reader saw.
+type simRead struct {
+	at, issued, expires time.Time
+	took                time.Duration
+	err                 error
+}
+
+// read reads creds/<name> as Vault routes it: on a standby when there is one (half the
+// time), forwarded to the active node when the standby says it cannot serve it.
+func (w *simWorld) read(name string, rng *rand.Rand) simRead {
+	active, standby := w.nodesNow()
+	node := active
+	if standby != nil && rng.IntN(2) == 0 {
+		node = standby
+	}
+	r := simRead{at: time.Now()}
+	resp, err := w.do(node, logical.ReadOperation, "creds/"+name, nil)
+	if errors.Is(err, logical.ErrReadOnly) {
+		resp, err = w.do(active, logical.ReadOperation, "creds/"+name, nil)
+	}
+	r.took = time.Since(r.at)
+	switch {
+	case err != nil:
+		r.err = err
+	case resp == nil:
+		r.err = errors.New("no response")
+	case resp.IsError():
+		r.err = resp.Error()
+	default:
+		exp, perr := time.Parse(time.RFC3339, resp.Data["expires_at"].(string))
+		if perr != nil {
+			r.err = perr
+		}
+		r.expires = exp
+	}
+	return r
+}
+
+func (w *simWorld) rngIntN(n int) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.rng.IntN(n)
+}
+
+// reader reads one credential at its consumer's cadence and checks that a consumer that
+// keeps it in use is served without waiting whenever apaleo was healthy.
+func (w *simWorld) reader(ctx context.Context, c simCredSpec) {
+	app := w.sc.app(c.app)
+	h := fnv.New64a()
+	h.Write([]byte(c.name))
+	rng := rand.New(rand.NewPCG(w.sc.seed, h.Sum64())) // the reader's own: replays match
+	sleep := func(d time.Duration) bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(max(d, time.Second)):
+			return true
+		}
+	}
+	if !sleep(c.start) {
+		return
+	}
+	var prev *simRead
+	for {
+		r := w.read(c.name, rng)
+		if !r.expires.IsZero() {
+			r.issued = r.expires.Add(-app.lifetime)
+		}
+		w.checkRead(c, app, prev, &r)
+		if r.err == nil {
+			prev = &r
+		}
+		var next time.Duration
+		switch c.reader {
+		case "loop", "eso", "human":
+			next = c.every
+		case "agent", "vso":
+			lo, hi := 0.80, 0.90
+			if c.reader == "vso" {
+				lo, hi = 0.67, 0.77
+			}
+			next = time.Minute
+			if r.err == nil {
+				// Agent renews the lease, then reads again at 80-90 % of the token's life;
+				// VSO re-reads at 67-77 % of the lease it got.
+				base, life := r.issued, app.lifetime
+				if c.reader == "vso" {
+					base, life = r.at, r.expires.Sub(r.at)
+				}
+				next = base.Add(time.Duration((lo + (hi-lo)*rng.Float64()) * float64(life))).Sub(time.Now())
+			}
+		}
+		if !sleep(next) {
+			return
+		}
+	}
+}
+
+// checkRead: a reader that read the credential's previous token re-reads before that
+// token expires; if apaleo was healthy meanwhile (transient trouble aside: at most two
+// short faults, over a minute before the token stopped being fresh), nothing restarted,
+// no config write dropped the tokens and apaleo never refused the credential, the read is
+// served at once.
+func (w *simWorld) checkRead(c simCredSpec, app simAppSpec, prev, r *simRead) {
+	w.mu.Lock()
+	w.reads++
+	if r.took > 0 {
+		w.waited++
+	}
+	restarted := false
+	if prev != nil {
+		for _, at := range w.restarts {
+			restarted = restarted || !at.Before(prev.at) && !at.After(r.at)
+		}
+		for _, at := range w.dropped[app.name] {
+			restarted = restarted || !at.Before(prev.issued) && !at.After(r.at)
+		}
+	}
+	w.mu.Unlock()
+	if prev == nil {
+		return
+	}
+	// What refresh-ahead guarantees: the token after prev's is fetched from the start of
+	// prev's refresh window on, and is fresh for as long as prev was.
+	fresh := app.lifetime - min(15*time.Minute, app.lifetime/2)
+	covered := prev.issued.Add(2*fresh - min(fresh/3, 5*time.Minute))
+	if restarted || c.reader == "human" || !r.at.Before(prev.expires.Add(-expirySkew)) || !r.at.Before(covered) {
+		return
+	}
+	if r.took == 0 && r.err == nil {
+		return
+	}
+	w.idp.mu.Lock()
+	refused := w.idp.refused[c.name]
+	var spans []simTrouble
+	for _, tr := range w.idp.trouble[app.name] {
+		if !tr.to.Before(prev.issued) && !tr.from.After(r.at) {
+			spans = append(spans, tr)
+		}
+	}
+	w.idp.mu.Unlock()
+	if refused {
+		return
+	}
+	cutoff := prev.expires.Add(-min(15*time.Minute, app.lifetime/2)) // the token stops being fresh
+	if r.at.Before(cutoff) {
+		cutoff = r.at
+	}
+	var total time.Duration
+	for _, tr := range spans {
+		total += tr.to.Sub(tr.from)
+		if tr.to.After(cutoff.Add(-time.Minute)) {
+			return
+		}
+	}
+	if len(spans) > 2 || total > 30*time.Second {
+		return
+	}
+	w.idp.mu.Lock()
+	w.idp.violate("creds/%s (%s reader): a read waited %s (error: %v) though its previous token (issued %s, read %s) was in use and apaleo healthy (%d short faults)",
+		c.name, c.reader, r.took.Round(time.Millisecond), r.err, prev.issued.Sub(w.start).Round(time.Second), prev.at.Sub(w.start).Round(time.Second), len(spans))
+	w.idp.mu.Unlock()
+}
+
+// apply carries out one event of the schedule.
+func (w *simWorld) apply(e simEvent) {
+	now := time.Now()
+	s := w.idp
+	switch e.kind {
+	case "outage":
+		s.mu.Lock()
+		s.outages[e.app] = simOutage{until: now.Add(e.dur), kind: e.mode}
+		if e.app == "" {
+			for _, a := range w.sc.apps {
+				s.addTrouble(a.name, now, now.Add(e.dur))
+			}
+		} else {
+			s.addTrouble(e.app, now, now.Add(e.dur))
+		}
+		s.mu.Unlock()
+	case "burst":
+		s.mu.Lock()
+		s.bursts[e.app] = simBurst{until: now.Add(e.dur), retryAfter: e.ra, delay: time.Duration(w.rngIntN(1000)) * time.Millisecond}
+		s.addTrouble(e.app, now, now.Add(e.dur+e.ra))
+		s.mu.Unlock()
+	case "revoke":
+		s.revokeCred(e.cred)
+	case "rotate", "rotate-abrupt":
+		// A client-secret rotation: apaleo issues a new secret; the operator writes it to
+		// Vault, and apaleo drops the old one (at once, when abrupt, before Vault has it).
+		a := w.sc.app(e.app)
+		old := fmt.Sprintf("secret-%s-%d", a.name, w.secrets[a.name])
+		w.secrets[a.name]++
+		s.mu.Lock()
+		s.apps[a.name].secrets[fmt.Sprintf("secret-%s-%d", a.name, w.secrets[a.name])] = true
+		if e.kind == "rotate-abrupt" {
+			delete(s.apps[a.name].secrets, old)
+			s.addTrouble(a.name, now, now.Add(e.dur))
+		}
+		s.mu.Unlock()
+		if e.kind == "rotate-abrupt" {
+			time.Sleep(e.dur)
+		}
+		w.must(logical.UpdateOperation, "config/"+a.name, map[string]any{"client_secret": fmt.Sprintf("secret-%s-%d", a.name, w.secrets[a.name])})
+		s.configWritten(a.name)
+		s.mu.Lock()
+		delete(s.apps[a.name].secrets, old)
+		s.mu.Unlock()
+	case "scopes":
+		// A change of scopes drops the app's cached tokens (a new grant).
+		a := w.sc.app(e.app)
+		w.scopes[a.name]++
+		w.mu.Lock()
+		w.dropped[a.name] = append(w.dropped[a.name], now)
+		w.mu.Unlock()
+		w.must(logical.UpdateOperation, "config/"+a.name, map[string]any{"scopes": fmt.Sprintf("reservations.read,s%d", w.scopes[a.name])})
+		s.configWritten(a.name)
+	case "restart":
+		// Vault restarts the plugin: a new backend on the same storage, and the standby's too.
+		w.mu.Lock()
+		old, oldStandby := w.active, w.standby
+		w.restarts = append(w.restarts, now)
+		w.mu.Unlock()
+		old.Clean(context.Background())
+		if oldStandby != nil {
+			oldStandby.Clean(context.Background())
+		}
+		a := w.newNode(false)
+		var sb *backend
+		if oldStandby != nil {
+			sb = w.newNode(true)
+		}
+		w.mu.Lock()
+		w.active, w.standby = a, sb
+		w.restarts = append(w.restarts, time.Now())
+		w.mu.Unlock()
+	}
+}
+
+// finish lets apaleo heal, then checks every credential: none that apaleo never refused
+// is in needs_authorization, and each such one is readable, idle ones included (the
+// keep-alive kept their refresh tokens alive).
+func (w *simWorld) finish() {
+	s := w.idp
+	s.mu.Lock()
+	s.faultRate = 0
+	clear(s.outages)
+	clear(s.bursts)
+	for _, a := range s.apps {
+		a.limit = 0
+	}
+	s.mu.Unlock()
+	time.Sleep(time.Hour + 10*time.Minute) // holds and backoffs end
+	active, standby := w.nodesNow()
+	resp := w.must(logical.ListOperation, "creds/", nil)
+	infos, _ := resp.Data["key_info"].(map[string]any)
+	for _, c := range w.sc.creds {
+		s.mu.Lock()
+		refused := s.refused[c.name]
+		s.mu.Unlock()
+		if refused {
+			continue
+		}
+		info, _ := infos[c.name].(map[string]any)
+		if info["state"] == stateNeedsAuthorization {
+			s.mu.Lock()
+			s.violate("creds/%s ends in needs_authorization though apaleo never refused it: %v", c.name, info["last_error"])
+			s.mu.Unlock()
+			continue
+		}
+		r := w.read(c.name, w.rng)
+		s.mu.Lock()
+		refused = s.refused[c.name] // the read itself may have found the token spent by a lost answer
+		s.mu.Unlock()
+		if r.err != nil && !refused {
+			s.mu.Lock()
+			s.violate("creds/%s (%s reader) is not readable at the end, apaleo healthy: %v", c.name, c.reader, r.err)
+			s.mu.Unlock()
+		}
+	}
+	active.Clean(context.Background())
+	if standby != nil {
+		standby.Clean(context.Background())
+	}
+}
