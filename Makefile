@@ -25,7 +25,7 @@ GO_SOURCES  := $(shell find . -name '*.go' -not -path './tools/*' -not -path './
 
 export VAULT_BIN_PATH := $(abspath $(VAULT_BIN))
 
-.PHONY: all build dev-identity vault chromium test test-unit test-e2e fuzz lint demo demo-stop release golden bench fmt vet clean FORCE
+.PHONY: all build dev-identity vault chromium test test-unit test-e2e fuzz lint demo demo-stop release golden bench fmt vet clean sim FORCE
 
 all: build
 
@@ -152,3 +152,19 @@ clean:
 
 # make bench, bench-go, bench-profile: docs/benchmarks.md
 include bench.mk
+
+# The deterministic simulation of apaleo and its consumers (sim_test.go): SIM_N schedules
+# from seed SIM_FIRST on, split over two processes (each runs its schedules one at a time
+# on one P, so that a seed replays exactly: go test -run 'TestSim$$' -seed=N -v).
+SIM_N     ?= 2000
+SIM_FIRST ?= 1
+
+sim:
+	@mkdir -p $(BUILD_DIR)
+	$(GO) test -c -o $(BUILD_DIR)/sim.test .
+	@half=$$(( $(SIM_N) / 2 )); start=$$(date +%s); \
+	$(BUILD_DIR)/sim.test -test.run '^TestSim$$' -sim.n=$$half -sim.first=$(SIM_FIRST) & one=$$!; \
+	$(BUILD_DIR)/sim.test -test.run '^TestSim$$' -sim.n=$$(( $(SIM_N) - half )) -sim.first=$$(( $(SIM_FIRST) + half )) & two=$$!; \
+	wait $$one; a=$$?; wait $$two; b=$$?; \
+	echo "make sim: $(SIM_N) schedules from seed $(SIM_FIRST) in $$(( $$(date +%s) - start )) s"; \
+	test $$a -eq 0 -a $$b -eq 0

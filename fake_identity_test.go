@@ -42,6 +42,10 @@ type fakeIdentity struct {
 	gate chan struct{}
 	// holdFor holds only the refreshes of this refresh token prefix at gate.
 	started chan string
+	// revokeGate, when set, holds every revocation until it is closed; revoking is
+	// signalled as one starts.
+	revokeGate chan struct{}
+	revoking   chan struct{}
 }
 
 func newFakeIdentity(now func() time.Time) *fakeIdentity {
@@ -129,6 +133,17 @@ func (f *fakeIdentity) Exchange(ctx context.Context, _, _ string, _ []string, _ 
 
 func (f *fakeIdentity) Revoke(_ context.Context, rt string, _ retryPolicy) error {
 	f.mu.Lock()
+	gate := f.revokeGate
+	if gate != nil && f.revoking == nil {
+		f.revoking = make(chan struct{})
+	}
+	revoking := f.revoking
+	f.mu.Unlock()
+	if gate != nil {
+		close(revoking)
+		<-gate
+	}
+	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls["revoke"]++
 	f.revoked = append(f.revoked, rt)
@@ -137,6 +152,30 @@ func (f *fakeIdentity) Revoke(_ context.Context, rt string, _ retryPolicy) error
 
 func (f *fakeIdentity) AuthCodeURL(state, _ string, _ []string) string {
 	return "https://identity.example/connect/authorize?state=" + state
+}
+
+// waitRevoking waits until a revocation is held at revokeGate.
+func (f *fakeIdentity) waitRevoking(t *testing.T) {
+	t.Helper()
+	deadline := time.After(hangGuard)
+	for {
+		f.mu.Lock()
+		ch := f.revoking
+		f.mu.Unlock()
+		if ch != nil {
+			select {
+			case <-ch:
+				return
+			case <-deadline:
+				t.Fatal("no revocation started")
+			}
+		}
+		select {
+		case <-deadline:
+			t.Fatal("no revocation started")
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 func (f *fakeIdentity) push(errs ...error) {

@@ -82,7 +82,10 @@ var simFaultNames = map[simFault]string{faultNone: "none", faultGatewayFirst: "g
 
 // simTrouble is a span in which an app's server misbehaved (any fault), for the
 // invariant on readers that should not wait.
-type simTrouble struct{ from, to time.Time }
+type simTrouble struct {
+	from, to time.Time
+	what     string
+}
 
 type simIDP struct {
 	mu   sync.Mutex
@@ -93,6 +96,8 @@ type simIDP struct {
 	tokens map[string]*simRefresh
 	// refused: credentials a refresh token of which the server refused or revoked.
 	refused map[string]bool
+	// failed: when a token request of each authorized credential last met a fault.
+	failed map[string]time.Time
 	seq     int
 	sliding time.Duration // refresh tokens die unused for this long
 	// faults of the schedule in force: per-request random ones and spans.
@@ -121,7 +126,7 @@ type simBurst struct {
 }
 
 func newSimIDP(seed uint64, sliding time.Duration) *simIDP {
-	return &simIDP{seed: seed, rng: rand.New(rand.NewPCG(seed, 2)), apps: map[string]*simApp{}, tokens: map[string]*simRefresh{}, refused: map[string]bool{},
+	return &simIDP{seed: seed, rng: rand.New(rand.NewPCG(seed, 2)), apps: map[string]*simApp{}, tokens: map[string]*simRefresh{}, refused: map[string]bool{}, failed: map[string]time.Time{},
 		trace: fnv.New64a(), sliding: sliding, outages: map[string]simOutage{}, bursts: map[string]simBurst{}, trouble: map[string][]simTrouble{}, standbys: map[int]bool{}}
 }
 
@@ -129,8 +134,8 @@ func (s *simIDP) violate(format string, args ...any) {
 	s.violations = append(s.violations, time.Now().UTC().Format("Jan 2 15:04:05.000")+" "+fmt.Sprintf(format, args...))
 }
 
-func (s *simIDP) addTrouble(app string, from, to time.Time) {
-	s.trouble[app] = append(s.trouble[app], simTrouble{from, to})
+func (s *simIDP) addTrouble(app, what string, from, to time.Time) {
+	s.trouble[app] = append(s.trouble[app], simTrouble{from, to, what})
 }
 
 // issueRefresh makes a refresh token for cred (an authorization or import).
@@ -263,11 +268,13 @@ func (s *simIDP) token(node int, req *http.Request, form url.Values) simAnswer {
 	app.arrivals = append(app.arrivals, now)
 	if fault == faultNone && app.limit > 0 && countSince(app.arrivals, now.Add(-time.Second)) > int(app.limit) {
 		fault = fault429 // apaleo's own rate limit
-		s.addTrouble(app.id, now, now)
 	}
 	if rt != nil && fault != fault429 {
 		// A 429 spends nothing: the hold's rule (checkArrival) covers what follows it.
 		rt.arrivals[node] = append(rt.arrivals[node], now)
+	}
+	if rt != nil && fault != faultNone {
+		s.failed[rt.cred] = now
 	}
 	if rt != nil {
 		rt.history = append(rt.history, fmt.Sprintf("%s node %d: %s", now.UTC().Format("15:04:05.000"), node, simFaultNames[fault]))
@@ -287,7 +294,7 @@ func (s *simIDP) token(node int, req *http.Request, form url.Values) simAnswer {
 		return simAnswer{status: 429, body: `{"error":"slow_down"}`, retryAfter: ra, delay: d, onDeliver: func() {
 			t := time.Now()
 			app.holds = append(app.holds, simHold{node: node, delivered: t, until: t.Add(ra)})
-			s.addTrouble(app.id, t, t.Add(ra))
+			s.addTrouble(app.id, "429", t, t.Add(ra))
 		}}
 	}
 
@@ -303,7 +310,7 @@ func (s *simIDP) token(node int, req *http.Request, form url.Values) simAnswer {
 		}
 	case faultSlow:
 		a.delay += time.Duration(1+s.rng.IntN(40)) * time.Second
-		s.addTrouble(app.id, now, now.Add(a.delay))
+		s.addTrouble(app.id, "slow", now, now.Add(a.delay))
 	}
 	return a
 }
@@ -327,7 +334,7 @@ func (s *simIDP) faultFor(app *simApp, now time.Time) simFault {
 		f = s.faultKinds[s.rng.IntN(len(s.faultKinds))]
 	}
 	if f != faultNone && f != fault429 && f != faultSlow {
-		s.addTrouble(app.id, now, now)
+		s.addTrouble(app.id, simFaultNames[f], now, now)
 	}
 	return f
 }

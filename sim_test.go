@@ -35,7 +35,7 @@ import (
 
 var (
 	simSeed  = flag.Uint64("seed", 0, "TestSim: replay this one schedule")
-	simN     = flag.Int("sim.n", 40, "TestSim: how many schedules to run")
+	simN     = flag.Int("sim.n", 20, "TestSim: how many schedules to run")
 	simFirst = flag.Uint64("sim.first", 1, "TestSim: the first seed of the run")
 	simFails = flag.Int("sim.maxfail", 5, "TestSim: stop after this many failing schedules")
 )
@@ -247,12 +247,27 @@ func drawSchedule(seed uint64) *simSchedule {
 			sc.events = append(sc.events, simEvent{at: at(), kind: "revoke", cred: c.name})
 		}
 	}
+	for range count(0.3) {
+		c := sc.creds[r.IntN(len(sc.creds))]
+		if app := sc.app(c.app); app.grant == grantAuthorizationCode {
+			sc.events = append(sc.events, simEvent{at: at(), kind: "reauthorize", cred: c.name})
+		}
+	}
 	for range count(0.7) {
 		sc.events = append(sc.events, simEvent{at: at(), kind: pick("rotate", "rotate", "rotate-abrupt"), app: sc.apps[r.IntN(napps)].name,
 			dur: between(time.Minute, 30*time.Minute)})
 	}
 	for range count(0.1) {
 		sc.events = append(sc.events, simEvent{at: at(), kind: "scopes", app: sc.apps[r.IntN(napps)].name})
+	}
+	for range count(0.5) {
+		// Every credential of an app read at once with no token (a scope change dropped
+		// them), and maybe apaleo answering the first request late with a 429.
+		e := simEvent{at: at(), kind: "stampede", app: sc.apps[r.IntN(napps)].name}
+		if r.IntN(2) == 0 {
+			e.dur, e.ra = between(time.Second, time.Minute), time.Duration(10+r.IntN(60))*time.Second
+		}
+		sc.events = append(sc.events, e)
 	}
 	for range count(0.3) {
 		sc.events = append(sc.events, simEvent{at: at(), kind: "restart"})
@@ -284,7 +299,7 @@ type simWorld struct {
 	standby  *backend
 	nodes    int
 	restarts []time.Time
-	dropped  map[string][]time.Time // token-dropping config writes, by app
+	dropped  map[string][]time.Time // token-dropping config writes (by app) and new authorizations (by credential)
 	secrets  map[string]int
 	scopes   map[string]int
 	reads    int
@@ -581,6 +596,14 @@ func (w *simWorld) reader(ctx context.Context, c simCredSpec) {
 // no config write dropped the tokens and apaleo never refused the credential, the read is
 // served at once.
 func (w *simWorld) checkRead(c simCredSpec, app simAppSpec, prev, r *simRead) {
+	if r.err != nil && strings.Contains(r.err.Error(), "max_token_requests_per_second") {
+		// A request the budget cut after apaleo failed it answers that failure.
+		w.idp.mu.Lock()
+		if at, ok := w.idp.failed[c.name]; ok && !at.Before(r.at) && !at.After(r.at.Add(r.took)) {
+			w.idp.violate("creds/%s: a read answered a bare budget error after apaleo failed its request: %v", c.name, r.err)
+		}
+		w.idp.mu.Unlock()
+	}
 	w.mu.Lock()
 	w.reads++
 	if r.took > 0 {
@@ -591,7 +614,7 @@ func (w *simWorld) checkRead(c simCredSpec, app simAppSpec, prev, r *simRead) {
 		for _, at := range w.restarts {
 			restarted = restarted || !at.Before(prev.at) && !at.After(r.at)
 		}
-		for _, at := range w.dropped[app.name] {
+		for _, at := range append(w.dropped[app.name], w.dropped["creds/"+c.name]...) {
 			restarted = restarted || !at.Before(prev.issued) && !at.After(r.at)
 		}
 	}
@@ -636,8 +659,12 @@ func (w *simWorld) checkRead(c simCredSpec, app simAppSpec, prev, r *simRead) {
 		return
 	}
 	w.idp.mu.Lock()
-	w.idp.violate("creds/%s (%s reader): a read waited %s (error: %v) though its previous token (issued %s, read %s) was in use and apaleo healthy (%d short faults)",
-		c.name, c.reader, r.took.Round(time.Millisecond), r.err, prev.issued.Sub(w.start).Round(time.Second), prev.at.Sub(w.start).Round(time.Second), len(spans))
+	var what []string
+	for _, tr := range spans {
+		what = append(what, tr.what)
+	}
+	w.idp.violate("creds/%s (%s reader): a read waited %s (error: %v) though its previous token (issued %s, read %s) was in use and apaleo healthy (short faults: %v)",
+		c.name, c.reader, r.took.Round(time.Millisecond), r.err, prev.issued.Sub(w.start).Round(time.Second), prev.at.Sub(w.start).Round(time.Second), what)
 	w.idp.mu.Unlock()
 }
 
@@ -651,19 +678,45 @@ func (w *simWorld) apply(e simEvent) {
 		s.outages[e.app] = simOutage{until: now.Add(e.dur), kind: e.mode}
 		if e.app == "" {
 			for _, a := range w.sc.apps {
-				s.addTrouble(a.name, now, now.Add(e.dur))
+				s.addTrouble(a.name, "outage", now, now.Add(e.dur))
 			}
 		} else {
-			s.addTrouble(e.app, now, now.Add(e.dur))
+			s.addTrouble(e.app, "outage", now, now.Add(e.dur))
 		}
 		s.mu.Unlock()
 	case "burst":
 		s.mu.Lock()
 		s.bursts[e.app] = simBurst{until: now.Add(e.dur), retryAfter: e.ra, delay: time.Duration(w.rngIntN(1000)) * time.Millisecond}
-		s.addTrouble(e.app, now, now.Add(e.dur+e.ra))
+		s.addTrouble(e.app, "429", now, now.Add(e.dur+e.ra))
 		s.mu.Unlock()
 	case "revoke":
 		s.revokeCred(e.cred)
+	case "reauthorize":
+		// The operator deletes the credential (its refresh token is revoked) and imports
+		// a new authorization of the hotel under the same name.
+		var app string
+		for _, c := range w.sc.creds {
+			if c.name == e.cred {
+				app = c.app
+			}
+		}
+		if resp, err := w.do(w.active, logical.DeleteOperation, "creds/"+e.cred, nil); err != nil || resp != nil && resp.IsError() {
+			w.t.Fatalf("delete creds/%s: %v %v", e.cred, err, respErr(resp))
+		}
+		// Its first token is nobody's yet: a reader of the old one may wait for the next.
+		w.mu.Lock()
+		w.dropped["creds/"+e.cred] = append(w.dropped["creds/"+e.cred], now)
+		w.mu.Unlock()
+		rt := s.issueRefresh(app, e.cred)
+		s.mu.Lock()
+		s.refused[e.cred] = false // a new authorization
+		s.mu.Unlock()
+		if resp, err := w.do(w.active, logical.CreateOperation, "creds/"+e.cred, map[string]any{"config": app, "refresh_token": rt}); err != nil || resp != nil && resp.IsError() {
+			// apaleo may fail the import (an outage, a 429): the credential is gone then.
+			s.mu.Lock()
+			s.refused[e.cred] = true
+			s.mu.Unlock()
+		}
 	case "rotate", "rotate-abrupt":
 		// A client-secret rotation: apaleo issues a new secret; the operator writes it to
 		// Vault, and apaleo drops the old one (at once, when abrupt, before Vault has it).
@@ -674,7 +727,7 @@ func (w *simWorld) apply(e simEvent) {
 		s.apps[a.name].secrets[fmt.Sprintf("secret-%s-%d", a.name, w.secrets[a.name])] = true
 		if e.kind == "rotate-abrupt" {
 			delete(s.apps[a.name].secrets, old)
-			s.addTrouble(a.name, now, now.Add(e.dur))
+			s.addTrouble(a.name, "invalid_client", now, now.Add(e.dur))
 		}
 		s.mu.Unlock()
 		if e.kind == "rotate-abrupt" {
@@ -685,6 +738,22 @@ func (w *simWorld) apply(e simEvent) {
 		s.mu.Lock()
 		delete(s.apps[a.name].secrets, old)
 		s.mu.Unlock()
+	case "stampede":
+		w.apply(simEvent{kind: "scopes", app: e.app})
+		if e.ra > 0 {
+			s.mu.Lock()
+			s.bursts[e.app] = simBurst{until: now.Add(e.dur), retryAfter: e.ra, delay: 500 * time.Millisecond}
+			s.addTrouble(e.app, "429", now, now.Add(e.dur+e.ra))
+			s.mu.Unlock()
+		}
+		var wg sync.WaitGroup
+		for i, c := range w.sc.creds {
+			if c.app == e.app {
+				rng := rand.New(rand.NewPCG(w.sc.seed, uint64(i)))
+				wg.Go(func() { w.read(c.name, rng) })
+			}
+		}
+		wg.Wait()
 	case "scopes":
 		// A change of scopes drops the app's cached tokens (a new grant).
 		a := w.sc.app(e.app)
