@@ -97,7 +97,7 @@ type simIDP struct {
 	// refused: credentials a refresh token of which the server refused or revoked.
 	refused map[string]bool
 	// failed: when a token request of each authorized credential last met a fault.
-	failed map[string]time.Time
+	failed  map[string]time.Time
 	seq     int
 	sliding time.Duration // refresh tokens die unused for this long
 	// faults of the schedule in force: per-request random ones and spans.
