@@ -25,7 +25,7 @@ GO_SOURCES  := $(shell find . -name '*.go' -not -path './tools/*' -not -path './
 
 export VAULT_BIN_PATH := $(abspath $(VAULT_BIN))
 
-.PHONY: all build dev-identity vault chromium test test-unit test-e2e fuzz lint demo demo-stop release golden bench fmt vet clean sim FORCE
+.PHONY: all build dev-identity vault chromium test test-unit test-e2e fuzz lint demo demo-stop release golden bench fmt vet clean sim sim-fleet FORCE
 
 all: build
 
@@ -168,3 +168,9 @@ sim:
 	wait $$one; a=$$?; wait $$two; b=$$?; \
 	echo "make sim: $(SIM_N) schedules from seed $(SIM_FIRST) in $$(( $$(date +%s) - start )) s"; \
 	test $$a -eq 0 -a $$b -eq 0
+
+# Fleet recovery in the simulator: 10,000 hotels of one app, apaleo down for 2 hours;
+# the figures and docs/img/sim-fleet-recovery.png go into docs/benchmarks.md. A few
+# minutes on 2 cores.
+sim-fleet:
+	$(GO) test -count=1 -run '^TestSimFleetRecovery$$' -timeout 30m -v -sim.fleet=10000 -sim.fleet.plot=$(abspath docs/img/sim-fleet-recovery.png) .

@@ -113,9 +113,6 @@ type attemptGate struct {
 	wait     bool      // may wait for a free moment (reads, callbacks, imports)
 	deadline time.Time // the latest moment worth waiting for
 	booked   time.Time // a moment background work booked before it started the request
-	// waited is the end of a hold this request's own 429 made with a Retry-After, which
-	// withRetries waits out before it tries again.
-	waited time.Time
 }
 
 // gate returns the attempt gate of a request of config: reads and the flows wait for the
@@ -147,12 +144,13 @@ func (b *backend) book(config string, cfg *apaleoConfig, now time.Time) (time.Ti
 }
 
 // before lets one attempt go out: at a free moment of the budget, and only if no 429
-// hold is in force at that moment. A hold that came while the request waited for its
-// moment is waited out where the request may wait that long, else refused.
+// hold is in force at that moment, the one this request's own 429 made included (a
+// later 429 with a shorter Retry-After does not shorten the app's hold). A hold is
+// waited out where the request may wait that long, else refused.
 func (g *attemptGate) before(ctx context.Context) error {
 	for {
 		now := g.b.now()
-		if until, cause, ok := g.held(now); ok {
+		if until, cause, ok := g.bu.held(now); ok {
 			if !g.wait || until.After(g.deadline) {
 				return &budgetError{config: g.config, at: until, held: cause, background: !g.wait}
 			}
@@ -178,20 +176,10 @@ func (g *attemptGate) before(ctx context.Context) error {
 			return err
 		}
 		// The moment of sending: a 429 may have come while this request waited.
-		if _, _, ok := g.held(g.b.now()); !ok {
+		if _, _, ok := g.bu.held(g.b.now()); !ok {
 			return nil
 		}
 	}
-}
-
-// held is the app's hold at now, other than the one this request's own 429 made and
-// withRetries waits out.
-func (g *attemptGate) held(now time.Time) (time.Time, error, bool) {
-	until, cause, ok := g.bu.held(now)
-	if ok && until.Equal(g.waited) {
-		return time.Time{}, nil, false
-	}
-	return until, cause, ok
 }
 
 func (g *attemptGate) after(err error) {
@@ -204,9 +192,6 @@ func (g *attemptGate) after(err error) {
 		return
 	}
 	until := g.bu.hold(g.b.now(), ue.RetryAfter, ue, g.b.backoffAfter)
-	if ue.RetryAfter > 0 {
-		g.waited = until
-	}
 	g.b.Logger().Warn("apaleo answered 429: every token request of the config waits", "config", g.config, "until", until.UTC().Format(time.RFC3339))
 }
 

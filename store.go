@@ -335,8 +335,10 @@ func (b *backend) clearFailures(config string, connectionChanged bool) {
 	defer b.statesMu.RUnlock()
 	for _, st := range b.states {
 		st.mu.Lock()
+		// A refresh token whose answer was lost keeps its next attempt: it goes again
+		// only then, whatever the write changed.
 		if f := st.failure; f != nil && f.config == config &&
-			(f.kind == failUntilConfig || connectionChanged && f.kind != failUntilAuthorize) {
+			(f.kind == failUntilConfig || connectionChanged && f.kind != failUntilAuthorize && f.lost == "") {
 			st.failure = nil
 		}
 		st.mu.Unlock()

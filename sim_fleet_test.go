@@ -1,0 +1,245 @@
+package apaleo
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"image/color"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// sim_fleet_test.go: fleet recovery in the simulator (make sim-fleet). 10,000 authorized
+// hotels of one app read at real cadences, apaleo down for 2 hours, the default budget
+// of 10 requests a second: how long until every credential in use is served again, the
+// busiest first, none starving, and no second carrying more than the budget, each
+// counted at the simulated identity server.
+
+var (
+	simFleet     = flag.Int("sim.fleet", 0, "TestSimFleetRecovery: hotels (0: skip)")
+	simFleetPlot = flag.String("sim.fleet.plot", "", "TestSimFleetRecovery: write the plot (PNG) here")
+)
+
+// fleet reader classes, busiest first: a service in a loop, Vault Agent, VSO.
+var fleetClasses = []struct {
+	name  string
+	share int // of 10
+}{{"loop 1 min", 2}, {"Vault Agent", 4}, {"VSO", 4}}
+
+func TestSimFleetRecovery(t *testing.T) {
+	if *simFleet == 0 {
+		t.Skip("make sim-fleet (-sim.fleet=10000)")
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	synctest.Test(t, func(t *testing.T) { runFleet(t, *simFleet) })
+}
+
+func runFleet(t *testing.T, hotels int) {
+	const (
+		warm   = 2 * time.Hour
+		outage = 2 * time.Hour
+		after  = 2 * time.Hour
+	)
+	sc := &simSchedule{seed: 1, apps: []simAppSpec{{name: "app", grant: grantAuthorizationCode, budget: 10, lifetime: time.Hour, idle: 168 * time.Hour}}}
+	w := &simWorld{t: t, sc: sc, store: &logical.InmemStorage{}, start: time.Now(), rng: rand.New(rand.NewPCG(1, 1)),
+		dropped: map[string][]time.Time{}, secrets: map[string]int{}, scopes: map[string]int{}}
+	w.idp = newSimIDP(1, 15*24*time.Hour)
+	w.idp.apps["app"] = &simApp{id: "app", secrets: map[string]bool{"secret-app-0": true}, budget: 10, lifetime: time.Hour}
+	w.active = w.newNode(false)
+	w.must(logical.CreateOperation, "config/app", w.configData(sc.apps[0]))
+
+	// Steady state to start from: every hotel holds a token issued during the last hour
+	// (written as an authorization stores it: no 10,000 imports through the budget).
+	ctx := context.Background()
+	cfg, _ := readConfig(ctx, w.store, "app")
+	class := make([]int, hotels)
+	for i := range hotels {
+		name := fmt.Sprintf("hotel-%05d", i)
+		issued := w.start.Add(-time.Duration(i) * time.Hour / time.Duration(hotels))
+		cred := &credential{Config: "app", GrantType: grantAuthorizationCode, RefreshToken: w.idp.issueRefresh("app", name), CreatedAt: issued,
+			Token: &cachedToken{AccessToken: "at-" + name, TokenType: "Bearer", IssuedAt: issued, ExpiresAt: issued.Add(time.Hour), Generation: cfg.Generation}}
+		if err := w.active.putCred(ctx, simStorage{w.store, w}, name, cred); err != nil {
+			t.Fatal(err)
+		}
+		class[i] = fleetClass(i)
+	}
+
+	outageStart, outageEnd := w.start.Add(warm), w.start.Add(warm+outage)
+	served := make([]time.Time, hotels) // first good read after the outage
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { w.periodic(stopCtx(stop)) })
+	for i := range hotels {
+		wg.Go(func() {
+			name := fmt.Sprintf("hotel-%05d", i)
+			rng := rand.New(rand.NewPCG(1, uint64(i)+10))
+			// Readers start spread over their first period.
+			next := time.Duration(rng.Int64N(int64(time.Minute)))
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(next):
+				}
+				r := w.read(name, rng)
+				if r.err == nil && !r.at.Before(outageEnd) {
+					mu.Lock()
+					if served[i].IsZero() {
+						served[i] = r.at.Add(r.took)
+					}
+					mu.Unlock()
+				}
+				next = fleetNext(class[i], r, rng)
+			}
+		})
+	}
+	time.Sleep(time.Until(outageStart))
+	w.idp.mu.Lock()
+	w.idp.outages[""] = simOutage{until: outageEnd, kind: fault503}
+	w.idp.mu.Unlock()
+	time.Sleep(time.Until(outageEnd.Add(after)))
+	close(stop)
+	wg.Wait()
+	w.active.Clean(ctx)
+
+	// What the server saw: requests per second, and the most in any one second.
+	w.idp.mu.Lock()
+	arrivals := slices.Clone(w.idp.apps["app"].arrivals)
+	violations := slices.Clone(w.idp.violations)
+	w.idp.mu.Unlock()
+	busiest := 0
+	for i := range arrivals {
+		busiest = max(busiest, countSince(arrivals[:i+1], arrivals[i].Add(-time.Second)))
+	}
+	if len(violations) > 0 {
+		t.Errorf("invariants broken:\n%s", strings.Join(violations[:min(len(violations), 10)], "\n"))
+	}
+
+	var report strings.Builder
+	fmt.Fprintf(&report, "%d hotels, budget 10/s, apaleo down %s after %s: %d token requests reached apaleo; at most %d in any one second\n",
+		hotels, outage, warm, len(arrivals), busiest)
+	var curves []plotter.XYs
+	for c, cl := range fleetClasses {
+		var waits []time.Duration
+		for i := range hotels {
+			if class[i] != c {
+				continue
+			}
+			if served[i].IsZero() {
+				t.Errorf("hotel-%05d (%s) was never served after the outage: starved", i, cl.name)
+				continue
+			}
+			waits = append(waits, served[i].Sub(outageEnd))
+		}
+		slices.Sort(waits)
+		if len(waits) == 0 {
+			continue
+		}
+		q := func(p float64) time.Duration { return waits[int(p*float64(len(waits)-1))].Round(time.Second) }
+		fmt.Fprintf(&report, "  %-12s %5d hotels: served again after p50 %s, p90 %s, max %s\n", cl.name, len(waits), q(0.5), q(0.9), q(1))
+		var xys plotter.XYs
+		for k, d := range waits {
+			xys = append(xys, plotter.XY{X: d.Minutes(), Y: 100 * float64(k+1) / float64(len(waits))})
+		}
+		curves = append(curves, xys)
+	}
+	t.Log(report.String())
+	if busiest > 10 {
+		t.Errorf("%d token requests in one second, budget 10", busiest)
+	}
+	if *simFleetPlot != "" {
+		if err := fleetPlot(*simFleetPlot, curves, arrivals, outageEnd); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func stopCtx(stop chan struct{}) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-stop; cancel() }()
+	return ctx
+}
+
+// fleetClass: 2 in 10 hotels read in a loop every minute, 4 through Vault Agent, 4
+// through VSO.
+func fleetClass(i int) int {
+	switch k := i % 10; {
+	case k < fleetClasses[0].share:
+		return 0
+	case k < fleetClasses[0].share+fleetClasses[1].share:
+		return 1
+	}
+	return 2
+}
+
+// fleetNext is when a reader of class c reads again after r: a loop a minute later;
+// Agent at 80-90 % of the token's life and VSO at 67-77 % of the lease; both retry a
+// failed read after a minute.
+func fleetNext(c int, r simRead, rng *rand.Rand) time.Duration {
+	if c == 0 || r.err != nil {
+		return time.Minute
+	}
+	lo, base, life := 0.80, r.expires.Add(-time.Hour), time.Hour
+	if c == 2 {
+		lo, base, life = 0.67, r.at, r.expires.Sub(r.at)
+	}
+	return max(base.Add(time.Duration((lo+0.1*rng.Float64())*float64(life))).Sub(time.Now()), time.Second)
+}
+
+// fleetPlot draws the share of each class served again against the minutes since the
+// outage ended, above the token requests apaleo got per second.
+func fleetPlot(file string, curves []plotter.XYs, arrivals []time.Time, end time.Time) error {
+	p := plot.New()
+	p.Title.Text = "Fleet recovery after a 2 h outage: 10,000 hotels, budget 10 requests/s (simulated)"
+	p.X.Label.Text = "minutes since apaleo came back"
+	p.Y.Label.Text = "% of hotels served again; token requests/s"
+	colors := []color.Color{color.RGBA{R: 200, A: 255}, color.RGBA{G: 140, A: 255}, color.RGBA{B: 200, A: 255}}
+	for c, xys := range curves {
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return err
+		}
+		l.Color = colors[c]
+		l.Width = vg.Points(2)
+		p.Add(l)
+		p.Legend.Add(fleetClasses[c].name+" (% served)", l)
+	}
+	perSecond := map[int]int{}
+	for _, a := range arrivals {
+		if s := int(a.Sub(end) / time.Second); s >= -60 && s < 60*60 {
+			perSecond[s]++
+		}
+	}
+	var rate plotter.XYs
+	for s := -60; s < 60*60; s++ {
+		rate = append(rate, plotter.XY{X: float64(s) / 60, Y: float64(perSecond[s])})
+	}
+	l, err := plotter.NewLine(rate)
+	if err != nil {
+		return err
+	}
+	l.Color = color.Gray{Y: 120}
+	p.Add(l)
+	p.Legend.Add("token requests at apaleo per second", l)
+	p.Legend.Top, p.Legend.Left = false, false
+	p.Y.Max = 105
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return err
+	}
+	return p.Save(30*vg.Centimeter, 14*vg.Centimeter, file)
+}
