@@ -53,8 +53,12 @@ type idpRequest struct {
 }
 
 func (r idpRequest) String() string {
-	return fmt.Sprintf("{%s %s rt=%s status=%d fault=%q at %s, %d ms}", r.Client, r.Grant, r.RefreshToken, r.Status, r.Fault,
-		time.UnixMilli(r.Arrived).UTC().Format("15:04:05.000"), r.Answered-r.Arrived)
+	took := "under way"
+	if r.Answered != 0 {
+		took = fmt.Sprintf("%d ms", r.Answered-r.Arrived)
+	}
+	return fmt.Sprintf("{%s %s rt=%s status=%d fault=%q at %s, %s}", r.Client, r.Grant, r.RefreshToken, r.Status, r.Fault,
+		time.UnixMilli(r.Arrived).UTC().Format("15:04:05.000"), took)
 }
 
 // requests are the token requests of client at the identity server that arrived in
@@ -171,7 +175,8 @@ func testLostAnswerBound(t *testing.T, faults []map[string]any, spent bool) {
 
 	began := time.Now()
 	status, text, took := v.readCredVia(patientClient, name)
-	first := idp.requests(t, app, began, time.Now())
+	readDone := time.Now()
+	first := idp.requests(t, app, began, readDone)
 	t.Logf("one read: %d %q after %v; refresh requests at the identity server: %d %v", status, shown(status, text), took.Round(time.Millisecond), len(first), first)
 	if len(first) < 1 || len(first) > 2 {
 		t.Errorf("one read sent %d refresh requests, want 1 or 2 (a lost answer goes once more, no more)", len(first))
@@ -185,9 +190,10 @@ func testLostAnswerBound(t *testing.T, faults []map[string]any, spent bool) {
 		t.Errorf("the read answered %d %q, want an error saying the answer was lost", status, shown(status, text))
 	}
 
-	// Reads until failure memory's next attempt has come: no send before it, one at most
-	// at it, whatever the identity server does.
-	later := func(phase string) (int, string, []idpRequest) {
+	// Reads until failure memory's next attempt has come: no send from since until it, one
+	// at most at it, whatever the identity server does. It returns the last read and what
+	// was sent.
+	later := func(phase string, since time.Time) (int, string, []idpRequest, time.Time) {
 		t.Helper()
 		info := v.listDetailed(t)[name]
 		due, err := time.Parse(time.RFC3339, fmt.Sprint(info["next_attempt_at"]))
@@ -197,16 +203,16 @@ func testLostAnswerBound(t *testing.T, faults []map[string]any, spent bool) {
 		if wait := time.Until(due); wait > 40*time.Second {
 			t.Fatalf("%s: next attempt in %v: past this test's patience", phase, wait.Round(time.Second))
 		}
-		from := time.Now()
 		end := due.Add(1200 * time.Millisecond) // next_attempt_at is cut to the second
 		var status int
 		var text string
 		for reads := 0; ; reads++ {
 			status, text, _ = v.readCredVia(patientClient, name)
 			if status == http.StatusOK || time.Now().After(end) {
-				sent := idp.requests(t, app, from, time.Now())
+				done := time.Now()
+				sent := idp.requests(t, app, since, done)
 				t.Logf("%s: next attempt at %s; %d reads over %v, the last %d %q; refresh requests: %d %v",
-					phase, due.Format("15:04:05"), reads+1, time.Since(from).Round(time.Millisecond), status, shown(status, text), len(sent), sent)
+					phase, due.Format("15:04:05"), reads+1, done.Sub(since).Round(time.Millisecond), status, shown(status, text), len(sent), sent)
 				if len(sent) > 1 {
 					t.Errorf("%s: %d refresh requests for one attempt of failure memory, want at most 1", phase, len(sent))
 				}
@@ -216,16 +222,16 @@ func testLostAnswerBound(t *testing.T, faults []map[string]any, spent bool) {
 							time.UnixMilli(r.Arrived).UTC().Format("15:04:05.000"), due.Format("15:04:05"))
 					}
 				}
-				return status, text, sent
+				return status, text, sent, done
 			}
 			time.Sleep(250 * time.Millisecond)
 		}
 	}
 	// Lost again at the next attempt.
-	later("the next attempt, answers lost again")
+	_, _, _, done := later("the next attempt, answers lost again", readDone)
 
 	idp.clearFaults(t)
-	status, text, sent := later("the attempt after, identity server healthy")
+	status, text, sent, _ := later("the attempt after, identity server healthy", done)
 	info := v.listDetailed(t)[name]
 	all := idp.requests(t, app, began, time.Now())
 	t.Logf("in all: %d refresh requests, per refresh token %v; state %v: %v", len(all), perRefreshToken(all), info["state"], info["last_error"])
@@ -378,8 +384,9 @@ func testRefreshAheadAfterHold(t *testing.T) {
 	t.Logf("refresh-ahead answered 429 at %s, %v before the token stops being fresh", time.UnixMilli(limited.Answered).UTC().Format("15:04:05.000"),
 		freshUntil.Sub(time.UnixMilli(limited.Answered)).Round(time.Millisecond))
 	for time.Now().Before(freshUntil.Add(time.Second)) && retry == nil {
-		if next := idp.requests(t, app, time.UnixMilli(limited.Arrived+1), time.Time{}); len(next) > 0 {
-			retry = &next[0]
+		reqs := idp.requests(t, app, time.Time{}, time.Time{}) // in the order they arrived
+		if i := slices.Index(reqs, *limited); i >= 0 && i+1 < len(reqs) {
+			retry = &reqs[i+1]
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
