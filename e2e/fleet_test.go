@@ -84,10 +84,16 @@ func authorizeAll(t *testing.T, v *vault, idp *identity, config string, names []
 	}
 }
 
-// readCred reads creds/<name> over the HTTP API: status, access token, how long it took.
+// readCred reads creds/<name> over the HTTP API: status, access token (or the errors),
+// how long it took.
 func (v *vault) readCred(name string) (int, string, time.Duration) {
+	return v.readCredVia(apiClient, name)
+}
+
+// readCredVia is readCred over the HTTP client hc.
+func (v *vault) readCredVia(hc *http.Client, name string) (int, string, time.Duration) {
 	started := time.Now()
-	status, body, err := v.api(http.MethodGet, mount+"/creds/"+name, nil)
+	status, body, err := v.apiVia(hc, v.Token, http.MethodGet, mount+"/creds/"+name, nil)
 	took := time.Since(started)
 	if err != nil {
 		return 0, err.Error(), took

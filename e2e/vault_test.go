@@ -303,7 +303,12 @@ func (v *vault) api(method, path string, body any) (int, []byte, error) {
 
 // apiAs is api as token (none if empty), through the shared client of internal/vaultapi.
 func (v *vault) apiAs(token, method, path string, body any) (int, []byte, error) {
-	c := vaultapi.Client{Addr: v.Addr, HTTP: apiClient}
+	return v.apiVia(apiClient, token, method, path, body)
+}
+
+// apiVia is apiAs over the HTTP client hc (one with a longer timeout, say).
+func (v *vault) apiVia(hc *http.Client, token, method, path string, body any) (int, []byte, error) {
+	c := vaultapi.Client{Addr: v.Addr, HTTP: hc}
 	r, err := c.Send(token, method, path, body)
 	if r.Header != nil {
 		v.transcript.add(method+" /v1/"+path, fmt.Sprintf("%d %s\n%s", r.Status, headerText(r.Header), r.Body))

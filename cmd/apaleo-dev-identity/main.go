@@ -33,8 +33,8 @@ start-up and approves every authorization request for a built-in test user
 
 Routes: POST /connect/token, GET /connect/authorize, POST /connect/revocation,
 GET /.well-known/openid-configuration, GET /healthz; with -admin also
-/_admin/stats, /_admin/reset, /_admin/faults, /_admin/revoke, /_admin/clients,
-/_admin/secrets.
+/_admin/stats, /_admin/timeline, /_admin/reset, /_admin/faults, /_admin/revoke,
+/_admin/clients, /_admin/secrets.
 
 On start it prints one line "listening on URL" to stdout.
 
@@ -59,7 +59,11 @@ Admin API (-admin, no authentication, test use only):
                                        by_client{}, issued, errors{}, revocations,
                                        authorizations, faults_applied,
                                        pending_faults, refresh_revoked
-  POST   /_admin/reset                 zero stats, clear queued faults (204)
+  GET    /_admin/timeline              every token request in arrival order:
+                                       arrived_ms, answered_ms, grant, client_id,
+                                       refresh_token_id (a fingerprint), status
+                                       (0: dropped), fault
+  POST   /_admin/reset                 zero stats and timeline, clear queued faults (204)
   POST   /_admin/faults                JSON list of faults, queued FIFO (204):
          [{"status":503,"retry_after":"2","body":"...","delay":"1.5s",
            "hang":true,"drop":true,"truncate":true,"no_expires_in":true,

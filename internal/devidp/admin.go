@@ -21,7 +21,8 @@ const AdminPrefix = "/_admin/"
 // on a loopback test server.
 //
 //	GET    /_admin/stats                   200, Stats as JSON
-//	POST   /_admin/reset                   204; zero the stats and clear queued faults
+//	GET    /_admin/timeline                200, Timeline as JSON: a list of TokenRequest
+//	POST   /_admin/reset                   204; zero the stats, empty the timeline, clear queued faults
 //	POST   /_admin/faults                  204; body: a JSON list of faults (or one fault), appended
 //	DELETE /_admin/faults                  204; clear queued faults
 //	POST   /_admin/revoke?client_id=ID     204; RevokeRefreshTokens(ID)
@@ -47,6 +48,8 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case route == "/stats" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 		writeJSON(w, http.StatusOK, s.Stats())
+	case route == "/timeline" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+		writeJSON(w, http.StatusOK, s.Timeline())
 	case route == "/reset" && r.Method == http.MethodPost:
 		s.ResetStats()
 		s.ClearFaults()
@@ -91,7 +94,7 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 	case route == "/secrets" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
 		writeJSON(w, http.StatusOK, s.Secrets())
-	case route == "/stats" || route == "/reset" || route == "/faults" || route == "/revoke" || route == "/clients" || route == "/secrets":
+	case route == "/stats" || route == "/timeline" || route == "/reset" || route == "/faults" || route == "/revoke" || route == "/clients" || route == "/secrets":
 		adminError(w, http.StatusMethodNotAllowed, "method not allowed")
 	default:
 		adminError(w, http.StatusNotFound, "no such admin route")

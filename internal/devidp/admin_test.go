@@ -72,6 +72,17 @@ func TestAdminAPI(t *testing.T) {
 		}
 	}
 
+	status, body = call("GET", "/_admin/timeline", "")
+	var tl []devidp.TokenRequest
+	if err := json.Unmarshal([]byte(body), &tl); err != nil || status != 200 || len(tl) != 1 || tl[0].Client != ccID || tl[0].Status != 200 {
+		t.Errorf("timeline: %d %s", status, body)
+	}
+	for _, k := range []string{`"arrived_ms"`, `"answered_ms"`, `"grant"`, `"client_id"`, `"status"`} {
+		if !strings.Contains(body, k) {
+			t.Errorf("timeline JSON lacks %s: %s", k, body)
+		}
+	}
+
 	status, body = call("POST", "/_admin/faults", `[{"status":503,"retry_after":"1"},{"delay":"50ms","no_expires_in":true},{"delay":0.05,"truncate":true}]`)
 	if status != http.StatusNoContent {
 		t.Fatalf("faults: %d %s", status, body)

@@ -2,11 +2,14 @@ package devidp
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -165,8 +168,9 @@ func (s *Server) ClearFaults() {
 	s.faults = nil
 }
 
-// takeFault counts a token request and pops the next fault, if any.
-func (s *Server) takeFault(grant, client, scope string) (Fault, bool) {
+// takeFault counts a token request, adds it to the timeline (entry: nil when the
+// timeline is full) and pops the next fault, if any.
+func (s *Server) takeFault(grant, client, scope, refreshID string) (f Fault, faulted bool, entry *TokenRequest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.TokenRequests++
@@ -179,16 +183,52 @@ func (s *Server) takeFault(grant, client, scope string) (Fault, bool) {
 		slices.Sort(words)
 		s.stats.ByScope[strings.Join(words, " ")]++
 	}
+	now := time.Now().UnixMilli()
 	if len(s.stats.RequestTimes) < maxRequestTimes {
-		s.stats.RequestTimes = append(s.stats.RequestTimes, time.Now().UnixMilli())
+		s.stats.RequestTimes = append(s.stats.RequestTimes, now)
+	}
+	if len(s.timeline) < maxRequestTimes {
+		entry = &TokenRequest{Arrived: now, Grant: grant, Client: client, RefreshToken: refreshID}
+		s.timeline = append(s.timeline, entry)
 	}
 	if len(s.faults) == 0 {
-		return Fault{}, false
+		return Fault{}, false, entry
 	}
-	f := s.faults[0]
+	f = s.faults[0]
 	s.faults = s.faults[1:]
 	s.stats.FaultsApplied++
-	return f, true
+	if entry != nil {
+		entry.Fault = f.String()
+	}
+	return f, true, entry
+}
+
+// answered completes a token request's timeline entry: when, and the status w (the
+// request's statusWriter) answered, 0 for none. Deferred: it runs when a fault drops
+// the connection by a panic too.
+func (s *Server) answered(entry *TokenRequest, w http.ResponseWriter) {
+	if entry == nil {
+		return
+	}
+	status := 0
+	if sw, ok := w.(*statusWriter); ok {
+		status = sw.status
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	entry.Answered = time.Now().UnixMilli()
+	entry.Status = status
+}
+
+// refreshTokenID is the fingerprint of the refresh token a refresh_token grant
+// presents (TokenRequest.RefreshToken), "" for other grants.
+func refreshTokenID(grant string, form url.Values) string {
+	rt := form.Get("refresh_token")
+	if grant != GrantRefreshToken || rt == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(rt))
+	return hex.EncodeToString(sum[:8])
 }
 
 // applyPreFault runs Delay, Hang, Drop and Status; it reports whether the

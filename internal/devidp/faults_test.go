@@ -247,3 +247,52 @@ func TestConcurrency(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// TestTimeline: every token request is in the Timeline with when it arrived and was
+// answered, its grant and client, how it was answered (0: dropped), the fault it met,
+// and which refresh token it presented (a fingerprint: the same token twice, the same id).
+func TestTimeline(t *testing.T) {
+	f := newFixture(t, devidp.Options{})
+	cfg, tok := f.authorized(t, oauth2.AuthStyleInParams)
+	f.idp.ResetStats()
+	cc := f.cc(ccID, ccSecret, oauth2.AuthStyleInHeader)
+
+	f.idp.InjectFaults(devidp.Fault{Delay: 200 * time.Millisecond, Status: 429, RetryAfter: "3"}, devidp.Fault{DropAfterHandle: true})
+	_, err := cc.Token(f.ctx)
+	wantOAuthError(t, err, "slow_down", http.StatusTooManyRequests)
+	if _, err := refresh(f.ctx, cfg, tok.RefreshToken); err == nil {
+		t.Fatal("drop_after_handle: want a transport error")
+	}
+	_, err = refresh(f.ctx, cfg, tok.RefreshToken) // spent by the dropped request
+	wantOAuthError(t, err, "invalid_grant", http.StatusBadRequest)
+
+	tl := f.idp.Timeline()
+	if len(tl) != 3 {
+		t.Fatalf("timeline has %d entries, want 3: %+v", len(tl), tl)
+	}
+	limited, dropped, refused := tl[0], tl[1], tl[2]
+	if limited.Grant != "client_credentials" || limited.Client != ccID || limited.Status != 429 || limited.Fault != "delay=200ms,status=429" || limited.RefreshToken != "" {
+		t.Errorf("429: %+v", limited)
+	}
+	if d := limited.Answered - limited.Arrived; d < 200 || d > 2000 {
+		t.Errorf("429 answered %d ms after it arrived, want the 200 ms delay", d)
+	}
+	if dropped.Grant != "refresh_token" || dropped.Client != connectID || dropped.Status != 0 || dropped.Fault != "drop_after_handle" || len(dropped.RefreshToken) != 16 {
+		t.Errorf("dropped: %+v", dropped)
+	}
+	if refused.Status != http.StatusBadRequest || refused.Fault != "" || refused.RefreshToken != dropped.RefreshToken {
+		t.Errorf("refused: %+v, want the same refresh token id as %q", refused, dropped.RefreshToken)
+	}
+	if strings.Contains(refused.RefreshToken, tok.RefreshToken) {
+		t.Error("the timeline names the refresh token itself")
+	}
+	for i, e := range tl {
+		if e.Arrived == 0 || e.Answered < e.Arrived || (i > 0 && e.Arrived < tl[i-1].Arrived) {
+			t.Errorf("entry %d: arrived %d, answered %d", i, e.Arrived, e.Answered)
+		}
+	}
+	f.idp.ResetStats()
+	if n := len(f.idp.Timeline()); n != 0 {
+		t.Errorf("after ResetStats the timeline has %d entries", n)
+	}
+}

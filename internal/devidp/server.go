@@ -79,6 +79,20 @@ type Stats struct {
 	RequestTimes []int64 `json:"request_times_ms"`
 }
 
+// TokenRequest is one POST /connect/token in the Timeline.
+type TokenRequest struct {
+	Arrived  int64  `json:"arrived_ms"`  // Unix milliseconds, when its form was read
+	Answered int64  `json:"answered_ms"` // Unix milliseconds, when it was answered or dropped; 0 while under way
+	Grant    string `json:"grant"`
+	Client   string `json:"client_id"`
+	// RefreshToken names the refresh token a refresh_token grant presented, by a
+	// fingerprint (hex of its SHA-256's first 8 bytes), never the token itself: the
+	// same token presented twice has the same fingerprint.
+	RefreshToken string `json:"refresh_token_id,omitempty"`
+	Status       int    `json:"status"` // the HTTP status answered; 0: none (connection dropped)
+	Fault        string `json:"fault,omitempty"`
+}
+
 const (
 	maxRequestTimes   = 100_000
 	maxClientsCounted = 1000
@@ -100,9 +114,10 @@ type Server struct {
 	// requests do not take it.
 	grantMu sync.Mutex
 
-	mu     sync.Mutex // guards stats and faults
-	stats  Stats
-	faults []Fault
+	mu       sync.Mutex // guards stats, timeline and faults
+	stats    Stats
+	timeline []*TokenRequest // see Timeline; entries are completed when answered
+	faults   []Fault
 
 	secrets secretLog // for GET /_admin/secrets only (a test aid)
 
@@ -216,11 +231,25 @@ func (s *Server) Stats() Stats {
 	return out
 }
 
-// ResetStats sets all counters to zero. Queued faults stay.
+// Timeline returns every token request since New or the last ResetStats, the first
+// maxRequestTimes of them, in the order they arrived: who asked, with which refresh
+// token, when it was answered and how. (Apart from Stats, which it would make large.)
+func (s *Server) Timeline() []TokenRequest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]TokenRequest, len(s.timeline))
+	for i, e := range s.timeline {
+		out[i] = *e
+	}
+	return out
+}
+
+// ResetStats sets all counters to zero and empties the timeline. Queued faults stay.
 func (s *Server) ResetStats() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats = newStats()
+	s.timeline = nil
 }
 
 // RevokeRefreshTokens removes every refresh token of clientID, as an apaleo
@@ -365,7 +394,8 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, info *reqLo
 	grant := r.PostForm.Get("grant_type")
 	info.grant, info.client = grant, requestClientID(r)
 
-	fault, faulted := s.takeFault(grant, info.client, r.PostForm.Get("scope"))
+	fault, faulted, entry := s.takeFault(grant, info.client, r.PostForm.Get("scope"), refreshTokenID(grant, r.PostForm))
+	defer s.answered(entry, w)
 	if !faulted {
 		s.token(r.Context(), w, r, grant)
 		return
