@@ -319,6 +319,8 @@ type upstreamError struct {
 	spentWhat string // "refresh token" or "authorization code"
 	// notSent: the connection could not be made, so the request never left.
 	notSent bool
+	// final: not retried, whatever its class says (the request policy ended the request).
+	final bool
 	// lostBefore: this refusal of a refresh token followed an attempt of the same request
 	// whose answer was lost (it says how), so apaleo most likely spent the token then.
 	lostBefore string
@@ -658,7 +660,7 @@ func withRetries[T any](ctx context.Context, p retryPolicy, attempt func(context
 			return v, nil
 		}
 		var ue *upstreamError
-		if !errors.As(err, &ue) || !ue.Temporary {
+		if !errors.As(err, &ue) || !ue.Temporary || ue.final {
 			return zero, err
 		}
 		switch {

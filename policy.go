@@ -222,9 +222,10 @@ func (r *sendRule) mark(ue *upstreamError) *upstreamError {
 		r.lost = ue
 		marked.lostBefore = ""
 	}
-	if marked.Timeout || r.sends >= maxRefreshSends {
+	if marked.Timeout {
 		marked.Temporary = false
 	}
+	marked.final = r.sends >= maxRefreshSends
 	r.last = &marked
 	return &marked
 }
@@ -237,6 +238,6 @@ func (r *sendRule) refused(err error) error {
 		return err
 	}
 	last := *r.last
-	last.Temporary = false
+	last.final = true
 	return fmt.Errorf("%w (no retry: %v)", &last, err)
 }

@@ -49,6 +49,30 @@ func TestPolicy_LostAnswerGoesOnceMore(t *testing.T) {
 	}
 }
 
+// TestPolicy_DroppedTwiceSaysLost: two sends whose connections die with no answer: the
+// read says the answer was lost (the second send, the last the rule allows, too), and
+// when apaleo refuses the token at the next attempt, the error says the first answer was.
+func TestPolicy_DroppedTwiceSaysLost(t *testing.T) {
+	e := newEngineEnv(t)
+	e.connectConfig("connect", nil)
+	expiredCred(e, "hotel-ber", "connect", "rt-0")
+	eof := func() error { return &upstreamError{Temporary: true, cause: "EOF"} }
+	e.idp.push(eof(), eof(), upstream(http.StatusBadRequest, "invalid_grant"))
+	if _, msg := e.readErr("hotel-ber"); !strings.Contains(msg, "the answer to this refresh was lost in transit") {
+		t.Fatal(msg)
+	}
+	if f := e.b.failureOf("hotel-ber"); f == nil || f.lost == "" {
+		t.Fatalf("failure memory %+v does not say the answer was lost", f)
+	}
+	if n := e.idp.count("refresh_token"); n != 2 {
+		t.Fatalf("%d sends, want 2", n)
+	}
+	e.clock.Add(10 * time.Second)
+	if _, msg := e.readErr("hotel-ber"); !strings.Contains(msg, "invalid_grant") || !strings.Contains(msg, "earlier refresh was lost in transit") {
+		t.Fatal(msg)
+	}
+}
+
 // TestPolicy_BudgetCutRemembersTheFailure: a retry the budget cannot fit before the
 // reader's deadline answers, and is remembered as, what failed before it (a refused
 // connection), never a bare budget error; the next read sends nothing until it is due.
