@@ -3,9 +3,7 @@ package apaleo
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -24,24 +22,6 @@ var nameRegex = regexp.MustCompile("^" + framework.GenericNameRegex("name") + "$
 
 // pendingTTL is how long an authorize/<name> state stays redeemable.
 const pendingTTL = 10 * time.Minute
-
-// pendingAuthorization is the storage entry pending/<sha256(state)>: one authorize/<name>
-// waiting for its callback. It is stored, not kept in memory, so a callback that lands
-// after a restart or on another node still finds it; only a hash of state names it.
-// Entries stored before account_code and replace existed read as neither: the
-// authorization must then yield the account an existing credential holds.
-type pendingAuthorization struct {
-	Name        string    `json:"name"`
-	Config      string    `json:"config"`
-	Verifier    string    `json:"verifier"`
-	Scopes      []string  `json:"scopes"`
-	RedirectURI string    `json:"redirect_uri"`
-	ExpiresAt   time.Time `json:"expires_at"`
-	// AccountCode, when set, is the only apaleo account the authorization may yield.
-	AccountCode string `json:"account_code,omitempty"`
-	// Replace allows the authorization to replace an existing credential of another account.
-	Replace bool `json:"replace,omitempty"`
-}
 
 // accountCodeRegex bounds account_code: apaleo account codes are short and alphanumeric.
 var accountCodeRegex = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -607,11 +587,6 @@ func printableText(s string) string {
 		}
 		return r
 	}, s)
-}
-
-func pendingKey(state string) string {
-	sum := sha256.Sum256([]byte(state))
-	return pendingPrefix + hex.EncodeToString(sum[:])
 }
 
 func randomString(n int) (string, error) {

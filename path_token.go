@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -15,81 +14,10 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// credential is the storage entry creds/<name>: what creds/<name> reads. For a
-// client-credentials config it shares the config's name and only caches its token; an
-// authorized credential (authorization code flow) also holds the refresh token.
-//
-// A narrowed credential is a client_credentials one of another name than its config,
-// with Scopes: a subset of the config's, which its token requests ask for.
-type credential struct {
-	Config       string       `json:"config"`
-	GrantType    string       `json:"grant_type"`
-	RefreshToken string       `json:"refresh_token,omitempty"`
-	Scopes       []string     `json:"scopes,omitempty"` // scopes consented to
-	AccountCode  string       `json:"account_code,omitempty"`
-	CreatedAt    time.Time    `json:"created_at,omitzero"`
-	Token        *cachedToken `json:"token,omitempty"`
-	// Refused: apaleo refused the refresh token (needs_authorization); stored, so that no
-	// node sends it again. A new authorization or import writes a credential without it.
-	Refused *refusal `json:"refused,omitempty"`
-}
-
-// refusal is a refused refresh token: when, and the error a read answers.
-type refusal struct {
-	At    time.Time `json:"at"`
-	Error string    `json:"error"`
-}
-
-// narrowed reports whether c is a narrowed credential of its config.
-func (c *credential) narrowed() bool {
-	return c.GrantType == grantClientCredentials && len(c.Scopes) > 0
-}
-
-// cachedToken is an access token kept until it nears expiry.
-type cachedToken struct {
-	AccessToken string    `json:"access_token"`
-	TokenType   string    `json:"token_type"`
-	IssuedAt    time.Time `json:"issued_at"`
-	ExpiresAt   time.Time `json:"expires_at"`
-	Scopes      []string  `json:"scopes"`
-	AccountCode string    `json:"account_code,omitempty"`
-	ClientID    string    `json:"client_id,omitempty"`
-	Generation  uint64    `json:"generation"` // of the config it was issued under
-}
-
-// expirySkew keeps a token from being handed out in its last seconds.
-const expirySkew = 5 * time.Second
-
-// fresh reports whether the token may be handed out without asking for a new one: it
-// has more than min_ttl left, or more than half its lifetime where that is shorter.
-func (t *cachedToken) fresh(cfg *apaleoConfig, now time.Time) bool {
-	return t.valid(cfg, now) && now.Before(t.freshUntil(cfg))
-}
-
-// freshUntil is when the token stops being fresh: min_ttl (or half its lifetime, where
-// that is shorter) before it expires, and never later than it stops being valid.
-func (t *cachedToken) freshUntil(cfg *apaleoConfig) time.Time {
-	threshold := min(cfg.MinTTL, t.ExpiresAt.Sub(t.IssuedAt)/2)
-	return t.ExpiresAt.Add(-max(threshold, expirySkew))
-}
-
-// valid reports whether the token still works: served when a refresh fails.
-func (t *cachedToken) valid(cfg *apaleoConfig, now time.Time) bool {
-	return t != nil && t.Generation == cfg.Generation && t.ExpiresAt.Sub(now) > expirySkew
-}
-
-func newCachedToken(res *tokenResult, generation uint64) *cachedToken {
-	return &cachedToken{
-		AccessToken: res.AccessToken,
-		TokenType:   res.TokenType,
-		IssuedAt:    res.IssuedAt,
-		ExpiresAt:   res.Expiry,
-		Scopes:      res.Scopes,
-		AccountCode: res.AccountCode,
-		ClientID:    res.ClientID,
-		Generation:  generation,
-	}
-}
+// path_token.go serves creds/: reading a token (creds/<name>), importing a refresh token or
+// narrowing a config (write), revoking and deleting (delete), and listing with each
+// credential's status (creds/). The entry types live in credential.go, the status in
+// creds_status.go, the token request itself in token.go.
 
 func pathCreds(b *backend) []*framework.Path {
 	return []*framework.Path{
@@ -183,14 +111,6 @@ func pathCreds(b *backend) []*framework.Path {
 	}
 }
 
-// Credential states, as creds/ lists them.
-const (
-	stateOK                 = "ok"
-	stateNoToken            = "no_token"
-	stateFailing            = "failing"
-	stateNeedsAuthorization = "needs_authorization"
-)
-
 func (b *backend) pathCredsList(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
 	names, statuses, err := b.statuses(ctx, req.Storage)
 	if err != nil {
@@ -201,132 +121,6 @@ func (b *backend) pathCredsList(ctx context.Context, req *logical.Request, _ *fr
 		info[n] = s.keyInfo()
 	}
 	return logical.ListResponseWithInfo(names, info), nil
-}
-
-// statuses lists creds/ with each credential's status, from memory where it can: no
-// token request, and a storage read only for entries not yet in memory.
-func (b *backend) statuses(ctx context.Context, s logical.Storage) ([]string, map[string]credStatus, error) {
-	names, err := s.List(ctx, credsPrefix)
-	if err != nil {
-		return nil, nil, err
-	}
-	now := b.now()
-	out := make(map[string]credStatus, len(names))
-	for _, n := range names {
-		cred, err := b.cred(ctx, s, n)
-		if err != nil {
-			return nil, nil, err
-		}
-		if cred == nil {
-			continue
-		}
-		cfg, err := b.config(ctx, s, cred.Config)
-		if err != nil {
-			return nil, nil, err
-		}
-		out[n] = b.status(n, cred, cfg, now)
-	}
-	return names, out, nil
-}
-
-// credentialCounts is the credentials gauge: config -> state -> count, at scrape time,
-// from memory only, so a scrape reads no storage (listing and loading 10,000 entries
-// took seconds). Memory holds every credential written, read or listed since the start;
-// loadCredentials fills in the rest once.
-func (b *backend) credentialCounts() map[string]*stateCounts {
-	now := b.now()
-	out := map[string]*stateCounts{}
-	b.creds.each(func(name string, cred *credential) {
-		if u := b.unsavedOf(name); u != nil {
-			cred = u
-		}
-		cfg, _ := b.configs.get(cred.Config)
-		s := b.status(name, cred, cfg, now)
-		c := out[s.config]
-		if c == nil {
-			c = new(stateCounts)
-			out[s.config] = c
-		}
-		c.add(s.state)
-	})
-	return out
-}
-
-// loadCredentials brings every credential and config into memory, for the gauge.
-func (b *backend) loadCredentials() {
-	if b.storage == nil {
-		return
-	}
-	if _, _, err := b.statuses(context.Background(), b.storage); err != nil {
-		b.Logger().Warn("loading credentials for the metrics failed", "error", err)
-	}
-}
-
-// credStatus is what creds/ lists of one credential.
-type credStatus struct {
-	config, grantType, accountCode, state, lastError    string
-	scopes                                              []string // of a narrowed credential
-	expiresAt, nextAttempt, lastRefreshed, authorizedAt time.Time
-}
-
-func (b *backend) status(name string, cred *credential, cfg *apaleoConfig, now time.Time) credStatus {
-	s := credStatus{config: cred.Config, grantType: cred.GrantType, accountCode: cred.AccountCode, state: stateNoToken}
-	if cred.GrantType == grantAuthorizationCode {
-		s.authorizedAt = cred.CreatedAt
-	}
-	if cred.narrowed() {
-		s.scopes = cred.Scopes
-	}
-	if t := cred.Token; t != nil {
-		s.lastRefreshed = t.IssuedAt
-		if s.accountCode == "" {
-			s.accountCode = t.AccountCode
-		}
-		if cfg != nil && t.valid(cfg, now) {
-			s.expiresAt = t.ExpiresAt
-			s.state = stateOK
-		}
-	}
-	if f := b.nameFailure(name, cred); f != nil {
-		s.state = stateFailing
-		if f.kind == failUntilAuthorize {
-			s.state = stateNeedsAuthorization
-		}
-		s.lastError = f.err.Error()
-		s.nextAttempt = f.next
-	}
-	if until, cause, held := b.holdOf(cred.Config, now); held && s.state != stateNeedsAuthorization {
-		// The app's 429 holds every name of the config.
-		s.state = stateFailing
-		s.lastError = fmt.Sprintf("%v; no token request of config/%s goes out until then", cause, cred.Config)
-		s.nextAttempt = until
-	}
-	if err := outsideConfig(name, cred, cfg); err != nil {
-		s.state = stateFailing
-		s.lastError = err.Error()
-	}
-	return s
-}
-
-func (s credStatus) keyInfo() map[string]any {
-	m := map[string]any{
-		"config":       s.config,
-		"grant_type":   s.grantType,
-		"account_code": s.accountCode,
-		"state":        s.state,
-	}
-	for k, t := range map[string]time.Time{"expires_at": s.expiresAt, "next_attempt_at": s.nextAttempt, "last_refreshed_at": s.lastRefreshed, "authorized_at": s.authorizedAt} {
-		if !t.IsZero() {
-			m[k] = t.UTC().Format(time.RFC3339)
-		}
-	}
-	if s.lastError != "" {
-		m["last_error"] = s.lastError
-	}
-	if len(s.scopes) > 0 {
-		m["scopes"] = s.scopes
-	}
-	return m
 }
 
 // pathCredsRead is the hot path: a fresh cached token is answered from memory, with no
@@ -750,32 +544,6 @@ func (b *backend) narrowTarget(ctx context.Context, s logical.Storage, name, cfg
 		return logical.ErrorResponse("creds/%s exists; a write to creds/ only creates: delete creds/%s first, or choose another name", name, name), nil
 	}
 	return b.checkCredName(ctx, s, name)
-}
-
-// outsideConfig is the error of a narrowed credential whose scopes its config no
-// longer lists: no token request goes out for it until one of the two changes.
-func outsideConfig(name string, cred *credential, cfg *apaleoConfig) error {
-	if cfg == nil || !cred.narrowed() || len(cfg.Scopes) == 0 {
-		return nil
-	}
-	wider := notIn(cred.Scopes, cfg.Scopes)
-	if len(wider) == 0 {
-		return nil
-	}
-	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf(
-		"creds/%s is narrowed to scopes %q, but config/%s no longer lists %q (its scopes are %q): add them to config/%s, or delete creds/%s and create it with a subset",
-		name, strings.Join(cred.Scopes, " "), cred.Config, strings.Join(wider, " "), strings.Join(cfg.Scopes, " "), cred.Config, name))
-}
-
-// notIn lists the scopes of asked that have does not.
-func notIn(asked, have []string) []string {
-	var out []string
-	for _, s := range asked {
-		if !slices.Contains(have, s) {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // createdFields describe what a write of creds/<name> answers: an authorized or a

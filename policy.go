@@ -12,7 +12,7 @@ import (
 
 // policy.go is the request policy: the one place that answers "may this token request
 // go out now, and if not, when". Every token request of a config passes through it:
-// reads (token.go), refresh-ahead and keep-alive (refresh.go), callbacks and exchanges
+// reads (token.go), refresh-ahead and keep-alive (background.go), callbacks and exchanges
 // (path_authcode.go) and imports (path_token.go). docs/engine.md draws it.
 //
 //	question                                  asked by                               answered from

@@ -14,7 +14,7 @@ import (
 // token.go is the token request of one credential, in named steps: load what it needs
 // under the name's lock, decide whether a request is still wanted, respect failure memory
 // and the app's budget, send it, and remember a failure or store the answer. Reads
-// (path_token.go) and refresh-ahead (refresh.go) share it through one flight per name.
+// (path_token.go) and refresh-ahead (background.go) share it through one flight per name.
 
 type fetchOutcome struct {
 	cred    *credential
@@ -307,13 +307,4 @@ func explainUpstream(name string, cred *credential, cfg *apaleoConfig, err error
 		return logical.CodedError(http.StatusBadRequest, msg)
 	}
 	return logical.CodedError(http.StatusBadGateway, msg)
-}
-
-// tokenScopes are the scopes name's token requests ask for: those consented to or
-// narrowed to, else the config's.
-func tokenScopes(cred *credential, cfg *apaleoConfig) []string {
-	if (cred.GrantType == grantAuthorizationCode || cred.narrowed()) && len(cred.Scopes) > 0 {
-		return cred.Scopes
-	}
-	return cfg.Scopes
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// refresh.go runs the engine's background work: refresh-ahead, which gets a new token for
+// background.go runs the engine's background work: refresh-ahead, which gets a new token for
 // every credential in use before its token stops being fresh, and keep-alive, which uses
 // the refresh token of an authorized credential nobody reads before apaleo lets it lapse.
 // Both go through the config's budget (budget.go): they book a moment of it at most a

@@ -1,0 +1,127 @@
+package apaleo
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// credential.go is the domain of a credential: the storage entry creds/<name> (a
+// client-credentials config's own, an authorized or a narrowed credential), its cached
+// access token and when that may be handed out, a refused refresh token, and the scopes
+// its token requests ask for. Below the path files and the engine, beside store.go.
+
+// credential is the storage entry creds/<name>: what creds/<name> reads. For a
+// client-credentials config it shares the config's name and only caches its token; an
+// authorized credential (authorization code flow) also holds the refresh token.
+//
+// A narrowed credential is a client_credentials one of another name than its config,
+// with Scopes: a subset of the config's, which its token requests ask for.
+type credential struct {
+	Config       string       `json:"config"`
+	GrantType    string       `json:"grant_type"`
+	RefreshToken string       `json:"refresh_token,omitempty"`
+	Scopes       []string     `json:"scopes,omitempty"` // scopes consented to
+	AccountCode  string       `json:"account_code,omitempty"`
+	CreatedAt    time.Time    `json:"created_at,omitzero"`
+	Token        *cachedToken `json:"token,omitempty"`
+	// Refused: apaleo refused the refresh token (needs_authorization); stored, so that no
+	// node sends it again. A new authorization or import writes a credential without it.
+	Refused *refusal `json:"refused,omitempty"`
+}
+
+// refusal is a refused refresh token: when, and the error a read answers.
+type refusal struct {
+	At    time.Time `json:"at"`
+	Error string    `json:"error"`
+}
+
+// narrowed reports whether c is a narrowed credential of its config.
+func (c *credential) narrowed() bool {
+	return c.GrantType == grantClientCredentials && len(c.Scopes) > 0
+}
+
+// cachedToken is an access token kept until it nears expiry.
+type cachedToken struct {
+	AccessToken string    `json:"access_token"`
+	TokenType   string    `json:"token_type"`
+	IssuedAt    time.Time `json:"issued_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	Scopes      []string  `json:"scopes"`
+	AccountCode string    `json:"account_code,omitempty"`
+	ClientID    string    `json:"client_id,omitempty"`
+	Generation  uint64    `json:"generation"` // of the config it was issued under
+}
+
+// expirySkew keeps a token from being handed out in its last seconds.
+const expirySkew = 5 * time.Second
+
+// fresh reports whether the token may be handed out without asking for a new one: it
+// has more than min_ttl left, or more than half its lifetime where that is shorter.
+func (t *cachedToken) fresh(cfg *apaleoConfig, now time.Time) bool {
+	return t.valid(cfg, now) && now.Before(t.freshUntil(cfg))
+}
+
+// freshUntil is when the token stops being fresh: min_ttl (or half its lifetime, where
+// that is shorter) before it expires, and never later than it stops being valid.
+func (t *cachedToken) freshUntil(cfg *apaleoConfig) time.Time {
+	threshold := min(cfg.MinTTL, t.ExpiresAt.Sub(t.IssuedAt)/2)
+	return t.ExpiresAt.Add(-max(threshold, expirySkew))
+}
+
+// valid reports whether the token still works: served when a refresh fails.
+func (t *cachedToken) valid(cfg *apaleoConfig, now time.Time) bool {
+	return t != nil && t.Generation == cfg.Generation && t.ExpiresAt.Sub(now) > expirySkew
+}
+
+func newCachedToken(res *tokenResult, generation uint64) *cachedToken {
+	return &cachedToken{
+		AccessToken: res.AccessToken,
+		TokenType:   res.TokenType,
+		IssuedAt:    res.IssuedAt,
+		ExpiresAt:   res.Expiry,
+		Scopes:      res.Scopes,
+		AccountCode: res.AccountCode,
+		ClientID:    res.ClientID,
+		Generation:  generation,
+	}
+}
+
+// outsideConfig is the error of a narrowed credential whose scopes its config no
+// longer lists: no token request goes out for it until one of the two changes.
+func outsideConfig(name string, cred *credential, cfg *apaleoConfig) error {
+	if cfg == nil || !cred.narrowed() || len(cfg.Scopes) == 0 {
+		return nil
+	}
+	wider := notIn(cred.Scopes, cfg.Scopes)
+	if len(wider) == 0 {
+		return nil
+	}
+	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf(
+		"creds/%s is narrowed to scopes %q, but config/%s no longer lists %q (its scopes are %q): add them to config/%s, or delete creds/%s and create it with a subset",
+		name, strings.Join(cred.Scopes, " "), cred.Config, strings.Join(wider, " "), strings.Join(cfg.Scopes, " "), cred.Config, name))
+}
+
+// notIn lists the scopes of asked that have does not.
+func notIn(asked, have []string) []string {
+	var out []string
+	for _, s := range asked {
+		if !slices.Contains(have, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// tokenScopes are the scopes name's token requests ask for: those consented to or
+// narrowed to, else the config's.
+func tokenScopes(cred *credential, cfg *apaleoConfig) []string {
+	if (cred.GrantType == grantAuthorizationCode || cred.narrowed()) && len(cred.Scopes) > 0 {
+		return cred.Scopes
+	}
+	return cfg.Scopes
+}
