@@ -223,7 +223,7 @@ func inUse(st *nameState, t *cachedToken) bool {
 // never lapses: the last tenth of idle_refresh_interval, over which a fleet authorized
 // together is spread (keepAlivePlan). ok is false where keep-alive does not apply.
 func keepAliveDue(cred *credential, cfg *apaleoConfig) (time.Time, bool) {
-	if cred.GrantType != grantAuthorizationCode || cred.RefreshToken == "" || cfg.IdleRefreshInterval <= 0 {
+	if cred.Kind != kindAuthorized || cred.RefreshToken == "" || cfg.IdleRefreshInterval <= 0 {
 		return time.Time{}, false
 	}
 	used := cred.CreatedAt
@@ -390,7 +390,7 @@ func (b *backend) planKeepAlives(ctx context.Context, s logical.Storage) error {
 		if err != nil {
 			return err
 		}
-		if cred == nil || cred.GrantType != grantAuthorizationCode {
+		if cred == nil || cred.Kind != kindAuthorized {
 			continue
 		}
 		cfg, err := b.config(ctx, s, cred.Config)

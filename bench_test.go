@@ -457,7 +457,7 @@ var benchScale = sync.OnceValues(func() (*benchScaleEnv, error) {
 		if err != nil || (resp != nil && resp.IsError()) {
 			return nil, fmt.Errorf("config/%s: %v %v", name, err, respErr(resp))
 		}
-		cred := &credential{Config: name, GrantType: grantClientCredentials, Token: &cachedToken{
+		cred := &credential{Kind: kindClientCredentials, Config: name, GrantType: grantClientCredentials, Token: &cachedToken{
 			AccessToken: tok, TokenType: "Bearer", IssuedAt: now, ExpiresAt: now.Add(time.Hour),
 			Scopes: []string{"reservations.read", "setup.read"}, AccountCode: "MUC", ClientID: fmt.Sprintf("CLIENT-%05d", i), Generation: 1,
 		}}

@@ -1,6 +1,7 @@
 package apaleo
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -22,6 +23,7 @@ import (
 // A narrowed credential is a client_credentials one of another name than its config,
 // with Scopes: a subset of the config's, which its token requests ask for.
 type credential struct {
+	Kind         credKind     `json:"kind,omitempty"`
 	Config       string       `json:"config"`
 	GrantType    string       `json:"grant_type"`
 	RefreshToken string       `json:"refresh_token,omitempty"`
@@ -40,9 +42,41 @@ type refusal struct {
 	Error string    `json:"error"`
 }
 
-// narrowed reports whether c is a narrowed credential of its config.
-func (c *credential) narrowed() bool {
-	return c.GrantType == grantClientCredentials && len(c.Scopes) > 0
+// configCred is the credential of a client_credentials config at its own name, with no
+// token yet.
+func configCred(config string) *credential {
+	return &credential{Kind: kindClientCredentials, Config: config, GrantType: grantClientCredentials}
+}
+
+// credKind is what a credential is; behaviour that differs switches on it.
+type credKind string
+
+const (
+	kindClientCredentials credKind = "client_credentials" // a client_credentials config's own, at its name
+	kindAuthorized        credKind = "authorized"         // a refresh token of a connect app, for one hotel account
+	kindNarrowed          credKind = "narrowed"           // a client_credentials config's grant with a subset of its scopes
+)
+
+// UnmarshalJSON reads a stored credential; an entry written before kinds were stored
+// gets its kind from its fields, once, as it is read.
+func (c *credential) UnmarshalJSON(data []byte) error {
+	type stored credential
+	var v stored
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	*c = credential(v)
+	if c.Kind == "" {
+		switch {
+		case c.GrantType == grantAuthorizationCode:
+			c.Kind = kindAuthorized
+		case len(c.Scopes) > 0:
+			c.Kind = kindNarrowed
+		default:
+			c.Kind = kindClientCredentials
+		}
+	}
+	return nil
 }
 
 // cachedToken is an access token kept until it nears expiry.
@@ -94,7 +128,7 @@ func newCachedToken(res *tokenResult, generation uint64) *cachedToken {
 // outsideConfig is the error of a narrowed credential whose scopes its config no
 // longer lists: no token request goes out for it until one of the two changes.
 func outsideConfig(name string, cred *credential, cfg *apaleoConfig) error {
-	if cfg == nil || !cred.narrowed() || len(cfg.Scopes) == 0 {
+	if cfg == nil || cred.Kind != kindNarrowed || len(cfg.Scopes) == 0 {
 		return nil
 	}
 	wider := notIn(cred.Scopes, cfg.Scopes)
@@ -120,8 +154,11 @@ func notIn(asked, have []string) []string {
 // tokenScopes are the scopes name's token requests ask for: those consented to or
 // narrowed to, else the config's.
 func tokenScopes(cred *credential, cfg *apaleoConfig) []string {
-	if (cred.GrantType == grantAuthorizationCode || cred.narrowed()) && len(cred.Scopes) > 0 {
-		return cred.Scopes
+	switch cred.Kind {
+	case kindAuthorized, kindNarrowed:
+		if len(cred.Scopes) > 0 {
+			return cred.Scopes
+		}
 	}
 	return cfg.Scopes
 }

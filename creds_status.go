@@ -87,10 +87,10 @@ type credStatus struct {
 
 func (b *backend) status(name string, cred *credential, cfg *apaleoConfig, now time.Time) credStatus {
 	s := credStatus{config: cred.Config, grantType: cred.GrantType, accountCode: cred.AccountCode, state: stateNoToken}
-	if cred.GrantType == grantAuthorizationCode {
+	switch cred.Kind {
+	case kindAuthorized:
 		s.authorizedAt = cred.CreatedAt
-	}
-	if cred.narrowed() {
+	case kindNarrowed:
 		s.scopes = cred.Scopes
 	}
 	if t := cred.Token; t != nil {

@@ -291,7 +291,7 @@ func (e *engineEnv) connectConfig(name string, extra map[string]any) {
 func (e *engineEnv) authorized(name, config, rt string) {
 	e.t.Helper()
 	now := e.clock.Now()
-	c := &credential{Config: config, GrantType: grantAuthorizationCode, RefreshToken: rt, AccountCode: "BER", CreatedAt: now,
+	c := &credential{Kind: kindAuthorized, Config: config, GrantType: grantAuthorizationCode, RefreshToken: rt, AccountCode: "BER", CreatedAt: now,
 		Token: &cachedToken{AccessToken: "at-" + name, TokenType: "Bearer", IssuedAt: now, ExpiresAt: now.Add(time.Hour), Generation: 1}}
 	if err := e.b.putCred(context.Background(), e.storage, name, c); err != nil {
 		e.t.Fatal(err)

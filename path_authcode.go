@@ -253,7 +253,7 @@ func (b *backend) checkCredName(ctx context.Context, s logical.Storage, name str
 	}
 	if cred, err := readCred(ctx, s, name); err != nil {
 		return nil, err
-	} else if cred != nil && cred.narrowed() {
+	} else if cred != nil && cred.Kind == kindNarrowed {
 		return logical.ErrorResponse("name %q is taken by a narrowed credential of config/%s; names are unique across client-credentials configs, authorized and narrowed credentials", name, cred.Config), nil
 	}
 	return nil, nil
@@ -469,6 +469,7 @@ func (b *backend) commitAuthorization(ctx context.Context, s logical.Storage, p 
 		return nil, nil, err
 	}
 	cred := &credential{
+		Kind:         kindAuthorized,
 		Config:       p.Config,
 		GrantType:    grantAuthorizationCode,
 		RefreshToken: res.RefreshToken,
@@ -484,7 +485,7 @@ func (b *backend) commitAuthorization(ctx context.Context, s logical.Storage, p 
 	b.clearFailure(p.Name)
 	b.planKeepAlive(p.Name, cred, cfg)
 	b.Logger().Info("credential authorized", "name", p.Name, "config", p.Config, "account_code", cred.AccountCode)
-	if old != nil && old.GrantType == grantAuthorizationCode && old.RefreshToken != "" && old.RefreshToken != cred.RefreshToken {
+	if old != nil && old.Kind == kindAuthorized && old.RefreshToken != "" && old.RefreshToken != cred.RefreshToken {
 		return cred, old, nil
 	}
 	return cred, nil, nil
@@ -495,7 +496,7 @@ func (b *backend) commitAuthorization(ctx context.Context, s logical.Storage, p 
 // (unless replace=true).
 func checkAccount(p *pendingAuthorization, old *credential, got string) error {
 	expected, why := p.AccountCode, fmt.Sprintf("authorize/%s was called with account_code=%s", p.Name, p.AccountCode)
-	if expected == "" && !p.Replace && old != nil && old.GrantType == grantAuthorizationCode && old.AccountCode != "" {
+	if expected == "" && !p.Replace && old != nil && old.Kind == kindAuthorized && old.AccountCode != "" {
 		expected, why = old.AccountCode, fmt.Sprintf("creds/%s holds account %s, and re-authorizing keeps the account unless authorize/%s is called with replace=true", p.Name, old.AccountCode, p.Name)
 	}
 	switch {

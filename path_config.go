@@ -184,10 +184,11 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		if cred, err = readCred(ctx, req.Storage, name); err != nil {
 			return nil, err
 		}
-		if cred != nil && cred.GrantType != grantClientCredentials {
+		switch {
+		case cred == nil:
+		case cred.Kind == kindAuthorized:
 			return logical.ErrorResponse("name %q is taken by an authorized credential (creds/%s); choose another config name", name, name), nil
-		}
-		if cred != nil && cred.Config != name {
+		case cred.Kind == kindNarrowed || cred.Config != name:
 			return logical.ErrorResponse("name %q is taken by a narrowed credential of config/%s (creds/%s); choose another config name", name, cred.Config, name), nil
 		}
 	}
@@ -210,7 +211,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	// A client-credentials config is readable at creds/<name> from the start; a new
 	// generation drops the cached token.
 	if cfg.GrantType == grantClientCredentials && (cred == nil || cred.Token != nil && cred.Token.Generation != cfg.Generation) {
-		if err := b.putCred(ctx, req.Storage, name, &credential{Config: name, GrantType: grantClientCredentials}); err != nil {
+		if err := b.putCred(ctx, req.Storage, name, configCred(name)); err != nil {
 			return nil, err
 		}
 	}

@@ -393,7 +393,7 @@ func (b *backend) redeemImport(ctx context.Context, name, cfgName string, cfg *a
 	case errors.As(err, &ue) && ue.Status >= 400 && ue.Status < 500 && ue.Status != http.StatusTooManyRequests:
 		return nil, logical.ErrorResponse("apaleo refused the refresh token: %v. Nothing was stored", err), nil
 	}
-	return nil, nil, logical.CodedError(errStatus(explainUpstream(name, &credential{Config: cfgName, GrantType: grantAuthorizationCode}, cfg, err)),
+	return nil, nil, logical.CodedError(errStatus(explainUpstream(name, &credential{Kind: kindAuthorized, Config: cfgName, GrantType: grantAuthorizationCode}, cfg, err)),
 		fmt.Sprintf("redeeming the refresh token failed: %v. Nothing was stored; the refresh token may be spent", err))
 }
 
@@ -401,6 +401,7 @@ func (b *backend) redeemImport(ctx context.Context, name, cfgName string, cfg *a
 // else those the request names, else the config's.
 func (b *backend) importedCred(cfgName string, cfg *apaleoConfig, res *tokenResult, refreshToken string, scopes []string) *credential {
 	cred := &credential{
+		Kind:         kindAuthorized,
 		Config:       cfgName,
 		GrantType:    grantAuthorizationCode,
 		RefreshToken: cmp.Or(res.RefreshToken, refreshToken),
@@ -511,7 +512,7 @@ func (b *backend) pathCredsNarrow(ctx context.Context, req *logical.Request, d *
 	if resp, err := b.narrowTarget(ctx, req.Storage, name, cfgName, scopes); resp != nil || err != nil {
 		return resp, err
 	}
-	cred := &credential{Config: cfgName, GrantType: grantClientCredentials, Scopes: scopes, CreatedAt: b.now().UTC()}
+	cred := &credential{Kind: kindNarrowed, Config: cfgName, GrantType: grantClientCredentials, Scopes: scopes, CreatedAt: b.now().UTC()}
 	if err := b.putCred(ctx, req.Storage, name, cred); err != nil {
 		return nil, err
 	}
@@ -582,13 +583,13 @@ func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	b.refresher.forget(name)
-	if cred.narrowed() {
+	switch cred.Kind {
+	case kindNarrowed:
 		// Nothing to revoke: its tokens expire at apaleo on their own.
 		return nil, b.deleteCred(ctx, req.Storage, name)
-	}
-	if cred.GrantType == grantClientCredentials {
+	case kindClientCredentials:
 		b.clearFailure(name)
-		return nil, b.putCred(ctx, req.Storage, name, &credential{Config: cred.Config, GrantType: grantClientCredentials})
+		return nil, b.putCred(ctx, req.Storage, name, configCred(cred.Config))
 	}
 
 	var resp *logical.Response

@@ -70,7 +70,7 @@ func runFleet(t *testing.T, hotels int) {
 	for i := range hotels {
 		name := fmt.Sprintf("hotel-%05d", i)
 		issued := w.start.Add(-time.Duration(i) * time.Hour / time.Duration(hotels))
-		cred := &credential{Config: "app", GrantType: grantAuthorizationCode, RefreshToken: w.idp.issueRefresh("app", name), CreatedAt: issued,
+		cred := &credential{Kind: kindAuthorized, Config: "app", GrantType: grantAuthorizationCode, RefreshToken: w.idp.issueRefresh("app", name), CreatedAt: issued,
 			Token: &cachedToken{AccessToken: "at-" + name, TokenType: "Bearer", IssuedAt: issued, ExpiresAt: issued.Add(time.Hour), Generation: cfg.Generation}}
 		if err := w.active.putCred(ctx, simStorage{w.store, w}, name, cred); err != nil {
 			t.Fatal(err)

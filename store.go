@@ -480,7 +480,7 @@ func (b *backend) credsUsing(ctx context.Context, s logical.Storage, config stri
 		if err != nil {
 			return nil, err
 		}
-		if c != nil && c.Config == config && (c.GrantType == grantAuthorizationCode || c.narrowed()) {
+		if c != nil && c.Config == config && c.Kind != kindClientCredentials {
 			users = append(users, n)
 		}
 	}

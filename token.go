@@ -134,7 +134,7 @@ func (b *backend) requestToken(ctx context.Context, name string, cred *credentia
 		// behind a 30 s retry loop while apaleo is down.
 		policy.Attempts = 1
 	}
-	if cred.GrantType == grantClientCredentials {
+	if cred.Kind != kindAuthorized {
 		return srv.ClientCredentials(b.sendContext(ctx, cred.Config, cfg, grantClientCredentials, trigger), tokenScopes(cred, cfg), policy)
 	}
 	return b.refresh(b.sendContext(ctx, cred.Config, cfg, grantRefreshToken, trigger), srv, cred.RefreshToken, policy)
@@ -197,7 +197,7 @@ func (b *backend) rememberFailure(ctx context.Context, s logical.Storage, name s
 	if prev != nil {
 		f.attempts = prev.attempts + 1
 	}
-	refresh := cred.GrantType == grantAuthorizationCode
+	refresh := cred.Kind == kindAuthorized
 	switch {
 	case ue.Code == "invalid_client" || ue.Code == "unauthorized_client":
 		// The app's client is refused: every name of the config would be too.
@@ -294,7 +294,7 @@ func explainUpstream(name string, cred *credential, cfg *apaleoConfig, err error
 	case ue.Code == "invalid_scope":
 		return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("%s: the scopes requested were %q; request only scopes the apaleo app may have (config/%s scopes)",
 			msg, strings.Join(tokenScopes(cred, cfg), " "), cred.Config))
-	case cred.GrantType == grantAuthorizationCode && (ue.Code == "invalid_grant" || ue.Code == "invalid_request"):
+	case cred.Kind == kindAuthorized && (ue.Code == "invalid_grant" || ue.Code == "invalid_request"):
 		return logical.CodedError(http.StatusBadRequest, fmt.Sprintf("%s: the refresh token of creds/%s was refused (revoked, expired, or the app's scopes changed); run authorize/%s config=%s again",
 			msg, name, name, cred.Config))
 	case ue.Status == http.StatusTooManyRequests:
