@@ -631,8 +631,7 @@ func withRetries[T any](ctx context.Context, p retryPolicy, attempt func(context
 	ctx, cancel := context.WithTimeout(ctx, p.Total)
 	defer cancel()
 	delay := p.BaseDelay
-	var answered *upstreamError     // the last attempt the server answered
-	var failedBefore *upstreamError // the last attempt that failed other than by time-out
+	var seen attemptsSeen
 	var last error
 	guard, _ := ctx.Value(attemptGuardKey{}).(attemptGuard)
 	for n := 1; ; n++ {
@@ -645,16 +644,7 @@ func withRetries[T any](ctx context.Context, p retryPolicy, attempt func(context
 				return zero, err
 			}
 		}
-		actx, acancel := context.WithTimeout(ctx, p.PerAttempt)
-		started := time.Now()
-		v, err := attempt(actx)
-		acancel()
-		if observe, ok := ctx.Value(attemptObserverKey{}).(attemptObserver); ok {
-			observe(err, time.Since(started))
-		}
-		if guard != nil {
-			guard.after(err)
-		}
+		v, err := observed(ctx, p, guard, attempt)
 		last = err
 		if err == nil {
 			return v, nil
@@ -663,43 +653,78 @@ func withRetries[T any](ctx context.Context, p retryPolicy, attempt func(context
 		if !errors.As(err, &ue) || !ue.Temporary || ue.final {
 			return zero, err
 		}
-		switch {
-		case ue.Answered:
-			answered = ue
-		case ue.Timeout && ctx.Err() != nil && answered != nil:
-			// The bound cut this attempt short; what the server said before tells more.
-			ue = answered
-		case ue.Timeout && ctx.Err() != nil && failedBefore != nil:
-			// So does how the attempt before failed (a refused connection, say).
-			ue = failedBefore
-		}
-		if !ue.Timeout {
-			failedBefore = ue
-		}
+		ue = seen.report(ctx, ue)
 		if p.Attempts > 0 && n >= p.Attempts {
 			return zero, err
 		}
-		random := p.random
-		if random == nil {
-			random = rand.Int64N
-		}
-		wait := delay + time.Duration(random(int64(delay/2+1)))
-		if ue.RetryAfter > 0 {
-			wait = ue.RetryAfter
-		}
-		deadline, _ := ctx.Deadline()
-		if ctx.Err() != nil || time.Until(deadline) < wait {
+		if !p.sleep(ctx, ue, delay) {
 			return zero, fmt.Errorf("%w (gave up after %d attempt(s) in %s)", ue, n, p.Total)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return zero, fmt.Errorf("%w (gave up after %d attempt(s) in %s)", ue, n, p.Total)
-		case <-t.C:
 		}
 		if delay *= 2; delay > p.MaxDelay {
 			delay = p.MaxDelay
 		}
+	}
+}
+
+// observed runs one attempt within p.PerAttempt, and tells the observer and the guard.
+func observed[T any](ctx context.Context, p retryPolicy, guard attemptGuard, attempt func(context.Context) (T, error)) (T, error) {
+	actx, acancel := context.WithTimeout(ctx, p.PerAttempt)
+	started := time.Now()
+	v, err := attempt(actx)
+	acancel()
+	if observe, ok := ctx.Value(attemptObserverKey{}).(attemptObserver); ok {
+		observe(err, time.Since(started))
+	}
+	if guard != nil {
+		guard.after(err)
+	}
+	return v, err
+}
+
+// attemptsSeen remembers the attempts that tell most about a request that failed.
+type attemptsSeen struct {
+	answered     *upstreamError // the last attempt the server answered
+	failedBefore *upstreamError // the last attempt that failed other than by time-out
+}
+
+// report is what to report of ue: where the bound cut it short, what the server said
+// before, or how the attempt before failed (a refused connection, say), tells more.
+func (s *attemptsSeen) report(ctx context.Context, ue *upstreamError) *upstreamError {
+	switch {
+	case ue.Answered:
+		s.answered = ue
+	case ue.Timeout && ctx.Err() != nil && s.answered != nil:
+		ue = s.answered
+	case ue.Timeout && ctx.Err() != nil && s.failedBefore != nil:
+		ue = s.failedBefore
+	}
+	if !ue.Timeout {
+		s.failedBefore = ue
+	}
+	return ue
+}
+
+// sleep waits before the next attempt after ue: the backoff delay with jitter, or a
+// 429's Retry-After; false when that does not fit in what is left of p.Total.
+func (p retryPolicy) sleep(ctx context.Context, ue *upstreamError, delay time.Duration) bool {
+	random := p.random
+	if random == nil {
+		random = rand.Int64N
+	}
+	wait := delay + time.Duration(random(int64(delay/2+1)))
+	if ue.RetryAfter > 0 {
+		wait = ue.RetryAfter
+	}
+	deadline, _ := ctx.Deadline()
+	if ctx.Err() != nil || time.Until(deadline) < wait {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }

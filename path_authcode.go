@@ -34,31 +34,7 @@ func pathAuthCode(b *backend) []*framework.Path {
 				OperationPrefix: "apaleo",
 				OperationVerb:   "authorize",
 			},
-			Fields: map[string]*framework.FieldSchema{
-				"name": {
-					Type:        framework.TypeString,
-					Description: "Name of the credential to create, e.g. the hotel account.",
-					Required:    true,
-				},
-				"config": {
-					Type:        framework.TypeString,
-					Description: "An authorization_code config.",
-					Required:    true,
-				},
-				"scopes": {
-					Type:        framework.TypeCommaStringSlice,
-					Description: "Optional narrower set of the config's scopes.",
-				},
-				"account_code": {
-					Type:        framework.TypeString,
-					Description: "Optional apaleo account code: the completed authorization must be for this account.",
-				},
-				"replace": {
-					Type:        framework.TypeBool,
-					Default:     false,
-					Description: "Allow replacing an existing credential with one for another account. Without it, re-authorizing an existing credential must yield the account it holds.",
-				},
-			},
+			Fields: authorizeSchema,
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
 					Callback:                    b.pathAuthorizeWrite,
@@ -66,11 +42,7 @@ func pathAuthCode(b *backend) []*framework.Path {
 					ForwardPerformanceStandby:   true,
 					ForwardPerformanceSecondary: true,
 					Responses: map[int][]framework.Response{
-						http.StatusOK: {{Description: "OK", Fields: map[string]*framework.FieldSchema{
-							"auth_url":   {Type: framework.TypeString, Description: "URL the account admin opens to consent."},
-							"state":      {Type: framework.TypeString, Description: "State of this authorization."},
-							"expires_at": {Type: framework.TypeString, Description: "When the authorization expires (RFC 3339)."},
-						}}},
+						http.StatusOK: {{Description: "OK", Fields: authorizeResponseSchema}},
 					},
 				},
 			},
@@ -83,23 +55,8 @@ func pathAuthCode(b *backend) []*framework.Path {
 				OperationPrefix: "apaleo",
 				OperationSuffix: "callback",
 			},
-			Fields: map[string]*framework.FieldSchema{
-				"code":              {Type: framework.TypeString, Query: true, Description: "Authorization code.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
-				"state":             {Type: framework.TypeString, Query: true, Description: "State from authorize/<name>."},
-				"error":             {Type: framework.TypeString, Query: true, Description: "OAuth error from apaleo."},
-				"error_description": {Type: framework.TypeString, Query: true, Description: "OAuth error description from apaleo."},
-				"session_state":     {Type: framework.TypeString, Query: true, Description: "Ignored."},
-				"scope":             {Type: framework.TypeString, Query: true, Description: "Ignored."},
-				"iss":               {Type: framework.TypeString, Query: true, Description: "Ignored."},
-			},
-			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ReadOperation: &framework.PathOperation{
-					Callback:                    b.pathCallbackRead,
-					Summary:                     "Redirect target of apaleo's authorize endpoint (unauthenticated).",
-					ForwardPerformanceStandby:   true,
-					ForwardPerformanceSecondary: true,
-				},
-			},
+			Fields:          callbackSchema,
+			Operations:      b.callbackOperations(),
 			HelpSynopsis:    pathCallbackHelpSyn,
 			HelpDescription: pathCallbackHelpDesc,
 		},
@@ -109,10 +66,7 @@ func pathAuthCode(b *backend) []*framework.Path {
 				OperationPrefix: "apaleo",
 				OperationVerb:   "exchange",
 			},
-			Fields: map[string]*framework.FieldSchema{
-				"code":  {Type: framework.TypeString, Description: "Authorization code from the redirect.", Required: true, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
-				"state": {Type: framework.TypeString, Description: "State from the redirect.", Required: true},
-			},
+			Fields: exchangeSchema,
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.UpdateOperation: &framework.PathOperation{
 					Callback:                    b.pathExchangeWrite,
@@ -625,3 +579,66 @@ apaleo's redirect. Same effect as callback; returns name, account_code, scopes
 and expires_at.
 `
 )
+
+// authorizeSchema are the fields of authorize/<name>.
+var authorizeSchema = map[string]*framework.FieldSchema{
+	"name": {
+		Type:        framework.TypeString,
+		Description: "Name of the credential to create, e.g. the hotel account.",
+		Required:    true,
+	},
+	"config": {
+		Type:        framework.TypeString,
+		Description: "An authorization_code config.",
+		Required:    true,
+	},
+	"scopes": {
+		Type:        framework.TypeCommaStringSlice,
+		Description: "Optional narrower set of the config's scopes.",
+	},
+	"account_code": {
+		Type:        framework.TypeString,
+		Description: "Optional apaleo account code: the completed authorization must be for this account.",
+	},
+	"replace": {
+		Type:        framework.TypeBool,
+		Default:     false,
+		Description: "Allow replacing an existing credential with one for another account. Without it, re-authorizing an existing credential must yield the account it holds.",
+	},
+}
+
+// authorizeResponseSchema describe what authorize/<name> answers.
+var authorizeResponseSchema = map[string]*framework.FieldSchema{
+	"auth_url":   {Type: framework.TypeString, Description: "URL the account admin opens to consent."},
+	"state":      {Type: framework.TypeString, Description: "State of this authorization."},
+	"expires_at": {Type: framework.TypeString, Description: "When the authorization expires (RFC 3339)."},
+}
+
+// callbackSchema are the query of callback: apaleo's redirect.
+var callbackSchema = map[string]*framework.FieldSchema{
+	"code":              {Type: framework.TypeString, Query: true, Description: "Authorization code.", DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+	"state":             {Type: framework.TypeString, Query: true, Description: "State from authorize/<name>."},
+	"error":             {Type: framework.TypeString, Query: true, Description: "OAuth error from apaleo."},
+	"error_description": {Type: framework.TypeString, Query: true, Description: "OAuth error description from apaleo."},
+	"session_state":     {Type: framework.TypeString, Query: true, Description: "Ignored."},
+	"scope":             {Type: framework.TypeString, Query: true, Description: "Ignored."},
+	"iss":               {Type: framework.TypeString, Query: true, Description: "Ignored."},
+}
+
+// exchangeSchema are the fields of exchange.
+var exchangeSchema = map[string]*framework.FieldSchema{
+	"code":  {Type: framework.TypeString, Description: "Authorization code from the redirect.", Required: true, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+	"state": {Type: framework.TypeString, Description: "State from the redirect.", Required: true},
+}
+
+// callbackOperations: callback answers apaleo's redirect (a read, unauthenticated).
+func (b *backend) callbackOperations() map[logical.Operation]framework.OperationHandler {
+	return map[logical.Operation]framework.OperationHandler{
+		logical.ReadOperation: &framework.PathOperation{
+			Callback:                    b.pathCallbackRead,
+			Summary:                     "Redirect target of apaleo's authorize endpoint (unauthenticated).",
+			ForwardPerformanceStandby:   true,
+			ForwardPerformanceSecondary: true,
+		},
+	}
+}

@@ -21,65 +21,7 @@ func pathConfig(b *backend) []*framework.Path {
 				OperationPrefix: "apaleo",
 				OperationSuffix: "config",
 			},
-			Fields: map[string]*framework.FieldSchema{
-				"name": {
-					Type:        framework.TypeString,
-					Description: "Name of the config.",
-					Required:    true,
-				},
-				"client_id": {
-					Type:        framework.TypeString,
-					Description: "apaleo client id. Required on create.",
-				},
-				"client_secret": {
-					Type:         framework.TypeString,
-					Description:  "apaleo client secret. Required on create; write-only.",
-					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
-				},
-				"grant_type": {
-					Type:          framework.TypeString,
-					Description:   `"client_credentials" (apaleo simple client) or "authorization_code" (apaleo connect client).`,
-					Default:       grantClientCredentials,
-					AllowedValues: []any{grantClientCredentials, grantAuthorizationCode},
-				},
-				"scopes": {
-					Type:        framework.TypeCommaStringSlice,
-					Description: "Scopes to request, separated by commas and/or spaces. offline_access is added for authorization_code.",
-				},
-				"redirect_uri": {
-					Type:        framework.TypeString,
-					Description: "Redirect URI registered with apaleo; required for authorization_code. Usually https://<vault>/v1/<mount>/callback.",
-				},
-				"identity_url": {
-					Type:        framework.TypeString,
-					Description: "Base URL of the identity server's /connect/* endpoints.",
-					Default:     defaultIdentityURL,
-				},
-				"ca_certificate": {
-					Type:        framework.TypeString,
-					Description: "PEM certificates trusted for identity_url, in addition to the system roots.",
-				},
-				"min_ttl": {
-					Type:        framework.TypeDurationSecond,
-					Description: "A cached access token is handed out only while it has more than min_ttl left (or more than half its lifetime, where that is shorter).",
-					Default:     defaultMinTTL.String(),
-				},
-				"refresh_ahead": {
-					Type:        framework.TypeBool,
-					Description: "Refresh the tokens of credentials in use before they stop being fresh, so readers never wait on apaleo.",
-					Default:     true,
-				},
-				"max_token_requests_per_second": {
-					Type:        framework.TypeFloat,
-					Description: "The most token requests this config (one apaleo app) sends per second; 0 for no limit.",
-					Default:     defaultBudget,
-				},
-				"idle_refresh_interval": {
-					Type:        framework.TypeDurationSecond,
-					Description: "Keep-alive: an authorized credential whose refresh token has not been used for this long is refreshed in the background, so a sliding refresh-token lifetime at apaleo never lapses; 0 for never.",
-					Default:     defaultIdleRefresh.String(),
-				},
-			},
+			Fields:         configSchema,
 			ExistenceCheck: b.pathConfigExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.CreateOperation: &framework.PathOperation{
@@ -457,3 +399,64 @@ access tokens of this config.
 	pathConfigListHelpSyn  = "List apaleo app configs."
 	pathConfigListHelpDesc = "Lists the names of all configs."
 )
+
+// configSchema are the fields of config/<name>.
+var configSchema = map[string]*framework.FieldSchema{
+	"name": {
+		Type:        framework.TypeString,
+		Description: "Name of the config.",
+		Required:    true,
+	},
+	"client_id": {
+		Type:        framework.TypeString,
+		Description: "apaleo client id. Required on create.",
+	},
+	"client_secret": {
+		Type:         framework.TypeString,
+		Description:  "apaleo client secret. Required on create; write-only.",
+		DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+	},
+	"grant_type": {
+		Type:          framework.TypeString,
+		Description:   `"client_credentials" (apaleo simple client) or "authorization_code" (apaleo connect client).`,
+		Default:       grantClientCredentials,
+		AllowedValues: []any{grantClientCredentials, grantAuthorizationCode},
+	},
+	"scopes": {
+		Type:        framework.TypeCommaStringSlice,
+		Description: "Scopes to request, separated by commas and/or spaces. offline_access is added for authorization_code.",
+	},
+	"redirect_uri": {
+		Type:        framework.TypeString,
+		Description: "Redirect URI registered with apaleo; required for authorization_code. Usually https://<vault>/v1/<mount>/callback.",
+	},
+	"identity_url": {
+		Type:        framework.TypeString,
+		Description: "Base URL of the identity server's /connect/* endpoints.",
+		Default:     defaultIdentityURL,
+	},
+	"ca_certificate": {
+		Type:        framework.TypeString,
+		Description: "PEM certificates trusted for identity_url, in addition to the system roots.",
+	},
+	"min_ttl": {
+		Type:        framework.TypeDurationSecond,
+		Description: "A cached access token is handed out only while it has more than min_ttl left (or more than half its lifetime, where that is shorter).",
+		Default:     defaultMinTTL.String(),
+	},
+	"refresh_ahead": {
+		Type:        framework.TypeBool,
+		Description: "Refresh the tokens of credentials in use before they stop being fresh, so readers never wait on apaleo.",
+		Default:     true,
+	},
+	"max_token_requests_per_second": {
+		Type:        framework.TypeFloat,
+		Description: "The most token requests this config (one apaleo app) sends per second; 0 for no limit.",
+		Default:     defaultBudget,
+	},
+	"idle_refresh_interval": {
+		Type:        framework.TypeDurationSecond,
+		Description: "Keep-alive: an authorized credential whose refresh token has not been used for this long is refreshed in the background, so a sliding refresh-token lifetime at apaleo never lapses; 0 for never.",
+		Default:     defaultIdleRefresh.String(),
+	},
+}

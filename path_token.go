@@ -27,61 +27,9 @@ func pathCreds(b *backend) []*framework.Path {
 				OperationPrefix: "apaleo",
 				OperationSuffix: "credentials",
 			},
-			Fields: map[string]*framework.FieldSchema{
-				"name": {
-					Type:        framework.TypeString,
-					Description: "Name of a client-credentials config, an authorized credential or a narrowed credential.",
-					Required:    true,
-				},
-				"config": {
-					Type:        framework.TypeString,
-					Description: "Create: an authorization_code config (import, with refresh_token), or a client_credentials config (a narrowed credential, with scopes).",
-				},
-				"refresh_token": {
-					Type:         framework.TypeString,
-					Description:  "Import: an existing refresh token of that app for one hotel account; write-only.",
-					DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
-				},
-				"scopes": {
-					Type:        framework.TypeCommaStringSlice,
-					Description: "Narrowed credential: the subset of the config's scopes its tokens carry (required). Import: the scopes consented to, recorded when the token response does not say.",
-				},
-			},
-			ExistenceCheck: b.pathCredsExists,
-			Operations: map[logical.Operation]framework.OperationHandler{
-				logical.ReadOperation: &framework.PathOperation{
-					Callback: b.pathCredsRead,
-					Summary:  "Get an access token, reusing a cached one while it has enough time left.",
-					Responses: map[int][]framework.Response{
-						http.StatusOK: {{Description: "OK", Fields: secretAccessTokenFields}},
-					},
-				},
-				logical.CreateOperation: &framework.PathOperation{
-					Callback:                    b.pathCredsCreate,
-					Summary:                     "Import an existing refresh token as an authorized credential, or narrow a client_credentials config's scopes for a credential of its own.",
-					ForwardPerformanceStandby:   true,
-					ForwardPerformanceSecondary: true,
-					Responses: map[int][]framework.Response{
-						http.StatusOK: {{Description: "OK", Fields: createdFields}},
-					},
-				},
-				logical.UpdateOperation: &framework.PathOperation{
-					Callback: b.pathCredsUpdate,
-					Summary:  "Refused: an existing credential is not overwritten.",
-					Responses: map[int][]framework.Response{
-						http.StatusBadRequest: {{Description: "The credential exists."}},
-					},
-				},
-				logical.DeleteOperation: &framework.PathOperation{
-					Callback:                    b.pathCredsDelete,
-					Summary:                     "Revoke and delete an authorized credential, delete a narrowed one, or drop a client-credentials config's cached token.",
-					ForwardPerformanceStandby:   true,
-					ForwardPerformanceSecondary: true,
-					Responses: map[int][]framework.Response{
-						http.StatusNoContent: {{Description: "Deleted."}},
-					},
-				},
-			},
+			Fields:          credsSchema,
+			ExistenceCheck:  b.pathCredsExists,
+			Operations:      b.credsOperations(),
 			HelpSynopsis:    pathCredsHelpSyn,
 			HelpDescription: pathCredsHelpDesc,
 		},
@@ -98,10 +46,7 @@ func pathCreds(b *backend) []*framework.Path {
 					// Failure memory lives where token requests are sent: the active node.
 					ForwardPerformanceStandby: true,
 					Responses: map[int][]framework.Response{
-						http.StatusOK: {{Description: "OK", Fields: map[string]*framework.FieldSchema{
-							"keys":     {Type: framework.TypeStringSlice, Description: "Names creds/ can read."},
-							"key_info": {Type: framework.TypeMap, Description: "Per name: config, grant_type, account_code, scopes (of a narrowed credential), expires_at, state, last_error, next_attempt_at, last_refreshed_at, authorized_at."},
-						}}},
+						http.StatusOK: {{Description: "OK", Fields: credsListSchema}},
 					},
 				},
 			},
@@ -158,13 +103,17 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	if !b.canWrite() {
 		return nil, logical.ErrReadOnly
 	}
-	valid := cred.Token.valid(cfg, now)
 	if f := b.blocking(name, cred, now); f != nil {
-		return b.answerFailure(name, cred, f, valid, now)
+		return b.answerFailure(name, cred, f, cred.Token.valid(cfg, now), now)
 	}
+	return b.awaitToken(ctx, req.Storage, name, st, cred, cfg, now)
+}
 
-	// A reader without a usable token waits for apaleo within the retry policy's bound;
-	// one holding a still-valid token about one attempt, then it is answered that token.
+// awaitToken waits for name's token request (joined or started). A reader without a
+// usable token waits for apaleo within the retry policy's bound; one holding a
+// still-valid token about one attempt, then it is answered that token.
+func (b *backend) awaitToken(ctx context.Context, s logical.Storage, name string, st *nameState, cred *credential, cfg *apaleoConfig, now time.Time) (*logical.Response, error) {
+	valid := cred.Token.valid(cfg, now)
 	wait := b.retry.Total
 	if valid {
 		wait = min(b.retry.PerAttempt+500*time.Millisecond, cred.Token.ExpiresAt.Sub(now)-expirySkew)
@@ -172,9 +121,9 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	select {
-	case r := <-b.readFlight(ctx, req.Storage, name):
+	case r := <-b.readFlight(ctx, s, name):
 		if r.Err != nil {
-			return b.answerError(ctx, req.Storage, name, cred, cfg, r.Err)
+			return b.answerError(ctx, s, name, cred, cfg, r.Err)
 		}
 		out := r.Val.(*fetchOutcome)
 		result := readCached
@@ -651,3 +600,69 @@ expires_at, state (ok, no_token, failing, needs_authorization), last_error,
 next_attempt_at and last_refreshed_at.
 `
 )
+
+// credsSchema are the fields of creds/<name>.
+var credsSchema = map[string]*framework.FieldSchema{
+	"name": {
+		Type:        framework.TypeString,
+		Description: "Name of a client-credentials config, an authorized credential or a narrowed credential.",
+		Required:    true,
+	},
+	"config": {
+		Type:        framework.TypeString,
+		Description: "Create: an authorization_code config (import, with refresh_token), or a client_credentials config (a narrowed credential, with scopes).",
+	},
+	"refresh_token": {
+		Type:         framework.TypeString,
+		Description:  "Import: an existing refresh token of that app for one hotel account; write-only.",
+		DisplayAttrs: &framework.DisplayAttributes{Sensitive: true},
+	},
+	"scopes": {
+		Type:        framework.TypeCommaStringSlice,
+		Description: "Narrowed credential: the subset of the config's scopes its tokens carry (required). Import: the scopes consented to, recorded when the token response does not say.",
+	},
+}
+
+// credsListSchema describe what a list of creds/ answers.
+var credsListSchema = map[string]*framework.FieldSchema{
+	"keys":     {Type: framework.TypeStringSlice, Description: "Names creds/ can read."},
+	"key_info": {Type: framework.TypeMap, Description: "Per name: config, grant_type, account_code, scopes (of a narrowed credential), expires_at, state, last_error, next_attempt_at, last_refreshed_at, authorized_at."},
+}
+
+// credsOperations are what creds/<name> does: read a token, create (import or narrow), refuse an update, delete.
+func (b *backend) credsOperations() map[logical.Operation]framework.OperationHandler {
+	return map[logical.Operation]framework.OperationHandler{
+		logical.ReadOperation: &framework.PathOperation{
+			Callback: b.pathCredsRead,
+			Summary:  "Get an access token, reusing a cached one while it has enough time left.",
+			Responses: map[int][]framework.Response{
+				http.StatusOK: {{Description: "OK", Fields: secretAccessTokenFields}},
+			},
+		},
+		logical.CreateOperation: &framework.PathOperation{
+			Callback:                    b.pathCredsCreate,
+			Summary:                     "Import an existing refresh token as an authorized credential, or narrow a client_credentials config's scopes for a credential of its own.",
+			ForwardPerformanceStandby:   true,
+			ForwardPerformanceSecondary: true,
+			Responses: map[int][]framework.Response{
+				http.StatusOK: {{Description: "OK", Fields: createdFields}},
+			},
+		},
+		logical.UpdateOperation: &framework.PathOperation{
+			Callback: b.pathCredsUpdate,
+			Summary:  "Refused: an existing credential is not overwritten.",
+			Responses: map[int][]framework.Response{
+				http.StatusBadRequest: {{Description: "The credential exists."}},
+			},
+		},
+		logical.DeleteOperation: &framework.PathOperation{
+			Callback:                    b.pathCredsDelete,
+			Summary:                     "Revoke and delete an authorized credential, delete a narrowed one, or drop a client-credentials config's cached token.",
+			ForwardPerformanceStandby:   true,
+			ForwardPerformanceSecondary: true,
+			Responses: map[int][]framework.Response{
+				http.StatusNoContent: {{Description: "Deleted."}},
+			},
+		},
+	}
+}

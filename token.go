@@ -184,7 +184,6 @@ func (b *backend) rememberFailure(ctx context.Context, s logical.Storage, name s
 		return err
 	}
 	now := b.now()
-	prev := b.failureOf(name)
 	explained := explainUpstream(name, cred, cfg, err)
 	if ue.Status == http.StatusTooManyRequests {
 		b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", explained)
@@ -193,17 +192,35 @@ func (b *backend) rememberFailure(ctx context.Context, s logical.Storage, name s
 		}
 		return explained
 	}
+	f := b.newFailure(name, cred, cfg, ue, explained, b.failureOf(name), now)
+	b.setFailure(name, f)
+	if ue.Code == "invalid_client" || ue.Code == "unauthorized_client" {
+		// The app's client is refused: every name of the config would be too.
+		b.budgets.of(cred.Config, cfg.MaxTokenRequestsPerSecond).refuse(explained)
+	}
+	if f.kind == failUntilAuthorize {
+		b.storeRefusal(ctx, s, name, cred, f)
+	}
+	if !f.next.IsZero() {
+		// Failure memory's next attempt is refresh-ahead's too, while the credential is
+		// in use or kept alive (background decides when it comes).
+		b.refresher.plan(name, f.next)
+	}
+	b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", f.err, "next_attempt", f.nextAttemptText(name))
+	return f.answer(name)
+}
+
+// newFailure is the failure memory of a failed token request of name: what it waits for
+// (a backoff, a config write, a new authorization) and what a read answers meanwhile,
+// saying where an answer was lost.
+func (b *backend) newFailure(name string, cred *credential, cfg *apaleoConfig, ue *upstreamError, explained error, prev *failure, now time.Time) *failure {
 	f := &failure{config: cred.Config, err: explained, at: now, attempts: 1}
 	if prev != nil {
 		f.attempts = prev.attempts + 1
 	}
 	refresh := cred.Kind == kindAuthorized
 	switch {
-	case ue.Code == "invalid_client" || ue.Code == "unauthorized_client":
-		// The app's client is refused: every name of the config would be too.
-		f.kind = failUntilConfig
-		b.budgets.of(cred.Config, cfg.MaxTokenRequestsPerSecond).refuse(explained)
-	case ue.Code == "invalid_scope":
+	case ue.Code == "invalid_client" || ue.Code == "unauthorized_client" || ue.Code == "invalid_scope":
 		f.kind = failUntilConfig
 	case refresh && ue.refusedGrant():
 		f.kind = failUntilAuthorize
@@ -225,17 +242,7 @@ func (b *backend) rememberFailure(ctx context.Context, s logical.Storage, name s
 			"%v; the answer to this refresh was lost in transit, so apaleo may have used up the refresh token: the next attempt sends it once more, and if apaleo refuses it, run authorize/%s config=%s again",
 			explained, name, cred.Config))
 	}
-	b.setFailure(name, f)
-	if f.kind == failUntilAuthorize {
-		b.storeRefusal(ctx, s, name, cred, f)
-	}
-	if !f.next.IsZero() {
-		// Failure memory's next attempt is refresh-ahead's too, while the credential is
-		// in use or kept alive (background decides when it comes).
-		b.refresher.plan(name, f.next)
-	}
-	b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", f.err, "next_attempt", f.nextAttemptText(name))
-	return f.answer(name)
+	return f
 }
 
 // storeRefusal stores a refused refresh token with the credential, so that no node,
