@@ -1,0 +1,505 @@
+package apaleo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/helper/consts"
+	"github.com/hashicorp/vault/sdk/logical"
+)
+
+// sim_world_test.go is one running schedule of the simulator (sim_test.go): the Vault
+// nodes on shared storage, the readers at their cadences and what they check, the
+// operator's actions, and the end's checks.
+
+// simWorld is one running schedule: the server, the Vault nodes, the readers.
+type simWorld struct {
+	t     *testing.T
+	sc    *simSchedule
+	idp   *simIDP
+	store logical.Storage
+	start time.Time
+	rng   *rand.Rand
+
+	mu       sync.Mutex
+	active   *backend
+	standby  *backend
+	nodes    int
+	restarts []time.Time
+	dropped  map[string][]time.Time // token-dropping config writes (by app) and new authorizations (by credential)
+	secrets  map[string]int
+	scopes   map[string]int
+	reads    int
+	waited   int
+}
+
+// simStorage tells the standby of every write the active node makes (Vault's
+// invalidation of replicated keys).
+type simStorage struct {
+	logical.Storage
+	w *simWorld
+}
+
+func (s simStorage) Put(ctx context.Context, e *logical.StorageEntry) error {
+	err := s.Storage.Put(ctx, e)
+	s.w.invalidate(e.Key)
+	return err
+}
+
+func (s simStorage) Delete(ctx context.Context, key string) error {
+	err := s.Storage.Delete(ctx, key)
+	s.w.invalidate(key)
+	return err
+}
+
+func (w *simWorld) invalidate(key string) {
+	w.mu.Lock()
+	sb := w.standby
+	w.mu.Unlock()
+	if sb != nil {
+		sb.invalidate(context.Background(), key)
+	}
+}
+
+func (w *simWorld) newNode(standby bool) *backend {
+	w.nodes++
+	node := w.nodes
+	conf := logical.TestBackendConfig()
+	conf.Logger = hclog.NewNullLogger()
+	if standby {
+		conf.System = &logical.StaticSystemView{ReplicationStateVal: consts.ReplicationPerformanceStandby}
+		conf.StorageView = w.store
+		w.idp.mu.Lock()
+		w.idp.standbys[node] = true
+		w.idp.mu.Unlock()
+	} else {
+		conf.StorageView = simStorage{w.store, w}
+	}
+	b := newBackend()
+	var rmu sync.Mutex
+	rnd := rand.New(rand.NewPCG(w.sc.seed, uint64(node)))
+	b.random = func(n int64) int64 { rmu.Lock(); defer rmu.Unlock(); return rnd.Int64N(n) }
+	b.retry.random = b.random
+	rt := w.idp.transport(node)
+	b.newClient = func(s clientSettings, now func() time.Time) (identityServer, error) {
+		return &identityClient{settings: s, now: now, httpClient: &http.Client{Transport: rt,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}, nil
+	}
+	if err := b.Setup(context.Background(), conf); err != nil {
+		w.t.Fatal(err)
+	}
+	return b
+}
+
+func (w *simWorld) do(b *backend, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+	s := w.store
+	if b == w.active {
+		s = simStorage{w.store, w}
+	}
+	return b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, Storage: s})
+}
+
+func (w *simWorld) must(op logical.Operation, path string, data map[string]any) *logical.Response {
+	resp, err := w.do(w.active, op, path, data)
+	if err != nil || resp != nil && resp.IsError() {
+		w.t.Fatalf("%s %s: %v %v", op, path, err, respErr(resp))
+	}
+	return resp
+}
+
+func (w *simWorld) configData(a simAppSpec) map[string]any {
+	d := map[string]any{"client_id": a.name, "client_secret": fmt.Sprintf("secret-%s-%d", a.name, w.secrets[a.name]),
+		"grant_type": a.grant, "identity_url": "https://identity.sim", "max_token_requests_per_second": a.budget,
+		"idle_refresh_interval": a.idle.String(), "scopes": fmt.Sprintf("reservations.read,s%d", w.scopes[a.name])}
+	if a.grant == grantAuthorizationCode {
+		d["redirect_uri"] = "https://vault.sim/v1/apaleo/callback"
+	}
+	return d
+}
+
+// setup registers the apps at the server and in Vault, and imports the authorized
+// credentials (the server made their refresh tokens), with no faults yet.
+func (w *simWorld) setup() {
+	for _, a := range w.sc.apps {
+		w.idp.apps[a.name] = &simApp{id: a.name, secrets: map[string]bool{fmt.Sprintf("secret-%s-0", a.name): true},
+			limit: a.limit, budget: a.budget, lifetime: a.lifetime}
+		w.must(logical.CreateOperation, "config/"+a.name, w.configData(a))
+	}
+	for _, c := range w.sc.creds {
+		a := w.sc.app(c.app)
+		switch {
+		case a.grant == grantAuthorizationCode:
+			w.must(logical.CreateOperation, "creds/"+c.name, map[string]any{"config": a.name, "refresh_token": w.idp.issueRefresh(a.name, c.name)})
+		case c.name != a.name:
+			w.must(logical.CreateOperation, "creds/"+c.name, map[string]any{"config": a.name, "scopes": "reservations.read"})
+		}
+	}
+}
+
+func (w *simWorld) nodesNow() (*backend, *backend) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.active, w.standby
+}
+
+// periodic is Vault's rollback manager: the periodic function about once a minute.
+func (w *simWorld) periodic(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Minute):
+		}
+		a, _ := w.nodesNow()
+		_ = a.periodic(ctx, &logical.Request{Storage: simStorage{w.store, w}})
+	}
+}
+
+// simRead is what a reader saw.
+type simRead struct {
+	at, issued, expires time.Time
+	took                time.Duration
+	err                 error
+}
+
+// read reads creds/<name> as Vault routes it: on a standby when there is one (half the
+// time), forwarded to the active node when the standby says it cannot serve it.
+func (w *simWorld) read(name string, rng *rand.Rand) simRead {
+	active, standby := w.nodesNow()
+	node := active
+	if standby != nil && rng.IntN(2) == 0 {
+		node = standby
+	}
+	r := simRead{at: time.Now()}
+	resp, err := w.do(node, logical.ReadOperation, "creds/"+name, nil)
+	if errors.Is(err, logical.ErrReadOnly) {
+		resp, err = w.do(active, logical.ReadOperation, "creds/"+name, nil)
+	}
+	r.took = time.Since(r.at)
+	switch {
+	case err != nil:
+		r.err = err
+	case resp == nil:
+		r.err = errors.New("no response")
+	case resp.IsError():
+		r.err = resp.Error()
+	default:
+		exp, perr := time.Parse(time.RFC3339, resp.Data["expires_at"].(string))
+		if perr != nil {
+			r.err = perr
+		}
+		r.expires = exp
+	}
+	return r
+}
+
+func (w *simWorld) rngIntN(n int) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.rng.IntN(n)
+}
+
+// reader reads one credential at its consumer's cadence and checks that a consumer that
+// keeps it in use is served without waiting whenever apaleo was healthy.
+func (w *simWorld) reader(ctx context.Context, c simCredSpec) {
+	app := w.sc.app(c.app)
+	h := fnv.New64a()
+	h.Write([]byte(c.name))
+	rng := rand.New(rand.NewPCG(w.sc.seed, h.Sum64())) // the reader's own: replays match
+	sleep := func(d time.Duration) bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(max(d, time.Second)):
+			return true
+		}
+	}
+	if !sleep(c.start) {
+		return
+	}
+	var prev *simRead
+	for {
+		r := w.read(c.name, rng)
+		if !r.expires.IsZero() {
+			r.issued = r.expires.Add(-app.lifetime)
+		}
+		w.checkRead(c, app, prev, &r)
+		if r.err == nil {
+			prev = &r
+		}
+		var next time.Duration
+		switch c.reader {
+		case "loop", "eso", "human":
+			next = c.every
+		case "agent", "vso":
+			lo, hi := 0.80, 0.90
+			if c.reader == "vso" {
+				lo, hi = 0.67, 0.77
+			}
+			next = time.Minute
+			if r.err == nil {
+				// Agent renews the lease, then reads again at 80-90 % of the token's life;
+				// VSO re-reads at 67-77 % of the lease it got.
+				base, life := r.issued, app.lifetime
+				if c.reader == "vso" {
+					base, life = r.at, r.expires.Sub(r.at)
+				}
+				next = base.Add(time.Duration((lo + (hi-lo)*rng.Float64()) * float64(life))).Sub(time.Now())
+			}
+		}
+		if !sleep(next) {
+			return
+		}
+	}
+}
+
+// checkRead: a reader that read the credential's previous token re-reads before that
+// token expires; if apaleo was healthy meanwhile (transient trouble aside: at most two
+// short faults, over a minute before the token stopped being fresh), nothing restarted,
+// no config write dropped the tokens and apaleo never refused the credential, the read is
+// served at once.
+func (w *simWorld) checkRead(c simCredSpec, app simAppSpec, prev, r *simRead) {
+	if r.err != nil && strings.Contains(r.err.Error(), "max_token_requests_per_second") {
+		// A request the budget cut after apaleo failed it answers that failure.
+		w.idp.mu.Lock()
+		if at, ok := w.idp.failed[c.name]; ok && !at.Before(r.at) && !at.After(r.at.Add(r.took)) {
+			w.idp.violate("creds/%s: a read answered a bare budget error after apaleo failed its request: %v", c.name, r.err)
+		}
+		w.idp.mu.Unlock()
+	}
+	w.mu.Lock()
+	w.reads++
+	if r.took > 0 {
+		w.waited++
+	}
+	restarted := false
+	if prev != nil {
+		for _, at := range w.restarts {
+			restarted = restarted || !at.Before(prev.at) && !at.After(r.at)
+		}
+		for _, at := range append(w.dropped[app.name], w.dropped["creds/"+c.name]...) {
+			restarted = restarted || !at.Before(prev.issued) && !at.After(r.at)
+		}
+	}
+	w.mu.Unlock()
+	if prev == nil {
+		return
+	}
+	// What refresh-ahead guarantees: the token after prev's is fetched from the start of
+	// prev's refresh window on, and is fresh for as long as prev was.
+	fresh := app.lifetime - min(15*time.Minute, app.lifetime/2)
+	covered := prev.issued.Add(2*fresh - min(fresh/3, 5*time.Minute))
+	if restarted || c.reader == "human" || !r.at.Before(prev.expires.Add(-expirySkew)) || !r.at.Before(covered) {
+		return
+	}
+	if r.took == 0 && r.err == nil {
+		return
+	}
+	w.idp.mu.Lock()
+	refused := w.idp.refused[c.name]
+	var spans []simTrouble
+	for _, tr := range w.idp.trouble[app.name] {
+		if !tr.to.Before(prev.issued) && !tr.from.After(r.at) {
+			spans = append(spans, tr)
+		}
+	}
+	w.idp.mu.Unlock()
+	if refused {
+		return
+	}
+	cutoff := prev.expires.Add(-min(15*time.Minute, app.lifetime/2)) // the token stops being fresh
+	if r.at.Before(cutoff) {
+		cutoff = r.at
+	}
+	var total time.Duration
+	for _, tr := range spans {
+		total += tr.to.Sub(tr.from)
+		if tr.to.After(cutoff.Add(-time.Minute)) {
+			return
+		}
+	}
+	if len(spans) > 2 || total > 30*time.Second {
+		return
+	}
+	w.idp.mu.Lock()
+	var what []string
+	for _, tr := range spans {
+		what = append(what, tr.what)
+	}
+	w.idp.violate("creds/%s (%s reader): a read waited %s (error: %v) though its previous token (issued %s, read %s) was in use and apaleo healthy (short faults: %v)",
+		c.name, c.reader, r.took.Round(time.Millisecond), r.err, prev.issued.Sub(w.start).Round(time.Second), prev.at.Sub(w.start).Round(time.Second), what)
+	w.idp.mu.Unlock()
+}
+
+// apply carries out one event of the schedule.
+func (w *simWorld) apply(e simEvent) {
+	now := time.Now()
+	s := w.idp
+	switch e.kind {
+	case "outage":
+		s.mu.Lock()
+		s.outages[e.app] = simOutage{until: now.Add(e.dur), kind: e.mode}
+		if e.app == "" {
+			for _, a := range w.sc.apps {
+				s.addTrouble(a.name, "outage", now, now.Add(e.dur))
+			}
+		} else {
+			s.addTrouble(e.app, "outage", now, now.Add(e.dur))
+		}
+		s.mu.Unlock()
+	case "burst":
+		s.mu.Lock()
+		s.bursts[e.app] = simBurst{until: now.Add(e.dur), retryAfter: e.ra, delay: time.Duration(w.rngIntN(1000)) * time.Millisecond}
+		s.addTrouble(e.app, "429", now, now.Add(e.dur+e.ra))
+		s.mu.Unlock()
+	case "revoke":
+		s.revokeCred(e.cred)
+	case "reauthorize":
+		// The operator deletes the credential (its refresh token is revoked) and imports
+		// a new authorization of the hotel under the same name.
+		var app string
+		for _, c := range w.sc.creds {
+			if c.name == e.cred {
+				app = c.app
+			}
+		}
+		if resp, err := w.do(w.active, logical.DeleteOperation, "creds/"+e.cred, nil); err != nil || resp != nil && resp.IsError() {
+			w.t.Fatalf("delete creds/%s: %v %v", e.cred, err, respErr(resp))
+		}
+		// Its first token is nobody's yet: a reader of the old one may wait for the next.
+		w.mu.Lock()
+		w.dropped["creds/"+e.cred] = append(w.dropped["creds/"+e.cred], now)
+		w.mu.Unlock()
+		rt := s.issueRefresh(app, e.cred)
+		s.mu.Lock()
+		s.refused[e.cred] = false // a new authorization
+		s.mu.Unlock()
+		if resp, err := w.do(w.active, logical.CreateOperation, "creds/"+e.cred, map[string]any{"config": app, "refresh_token": rt}); err != nil || resp != nil && resp.IsError() {
+			// apaleo may fail the import (an outage, a 429): the credential is gone then.
+			s.mu.Lock()
+			s.refused[e.cred] = true
+			s.mu.Unlock()
+		}
+	case "rotate", "rotate-abrupt":
+		// A client-secret rotation: apaleo issues a new secret; the operator writes it to
+		// Vault, and apaleo drops the old one (at once, when abrupt, before Vault has it).
+		a := w.sc.app(e.app)
+		old := fmt.Sprintf("secret-%s-%d", a.name, w.secrets[a.name])
+		w.secrets[a.name]++
+		s.mu.Lock()
+		s.apps[a.name].secrets[fmt.Sprintf("secret-%s-%d", a.name, w.secrets[a.name])] = true
+		if e.kind == "rotate-abrupt" {
+			delete(s.apps[a.name].secrets, old)
+			s.addTrouble(a.name, "invalid_client", now, now.Add(e.dur))
+		}
+		s.mu.Unlock()
+		if e.kind == "rotate-abrupt" {
+			time.Sleep(e.dur)
+		}
+		w.must(logical.UpdateOperation, "config/"+a.name, map[string]any{"client_secret": fmt.Sprintf("secret-%s-%d", a.name, w.secrets[a.name])})
+		s.configWritten(a.name)
+		s.mu.Lock()
+		delete(s.apps[a.name].secrets, old)
+		s.mu.Unlock()
+	case "stampede":
+		w.apply(simEvent{kind: "scopes", app: e.app})
+		if e.ra > 0 {
+			s.mu.Lock()
+			s.bursts[e.app] = simBurst{until: now.Add(e.dur), retryAfter: e.ra, delay: 500 * time.Millisecond}
+			s.addTrouble(e.app, "429", now, now.Add(e.dur+e.ra))
+			s.mu.Unlock()
+		}
+		var wg sync.WaitGroup
+		for i, c := range w.sc.creds {
+			if c.app == e.app {
+				rng := rand.New(rand.NewPCG(w.sc.seed, uint64(i)))
+				wg.Go(func() { w.read(c.name, rng) })
+			}
+		}
+		wg.Wait()
+	case "scopes":
+		// A change of scopes drops the app's cached tokens (a new grant).
+		a := w.sc.app(e.app)
+		w.scopes[a.name]++
+		w.mu.Lock()
+		w.dropped[a.name] = append(w.dropped[a.name], now)
+		w.mu.Unlock()
+		w.must(logical.UpdateOperation, "config/"+a.name, map[string]any{"scopes": fmt.Sprintf("reservations.read,s%d", w.scopes[a.name])})
+		s.configWritten(a.name)
+	case "restart":
+		// Vault restarts the plugin: a new backend on the same storage, and the standby's too.
+		w.mu.Lock()
+		old, oldStandby := w.active, w.standby
+		w.restarts = append(w.restarts, now)
+		w.mu.Unlock()
+		old.Clean(context.Background())
+		if oldStandby != nil {
+			oldStandby.Clean(context.Background())
+		}
+		a := w.newNode(false)
+		var sb *backend
+		if oldStandby != nil {
+			sb = w.newNode(true)
+		}
+		w.mu.Lock()
+		w.active, w.standby = a, sb
+		w.restarts = append(w.restarts, time.Now())
+		w.mu.Unlock()
+	}
+}
+
+// finish lets apaleo heal, then checks every credential: none that apaleo never refused
+// is in needs_authorization, and each such one is readable, idle ones included (the
+// keep-alive kept their refresh tokens alive).
+func (w *simWorld) finish() {
+	s := w.idp
+	s.mu.Lock()
+	s.faultRate = 0
+	clear(s.outages)
+	clear(s.bursts)
+	for _, a := range s.apps {
+		a.limit = 0
+	}
+	s.mu.Unlock()
+	time.Sleep(time.Hour + 10*time.Minute) // holds and backoffs end
+	active, standby := w.nodesNow()
+	resp := w.must(logical.ListOperation, "creds/", nil)
+	infos, _ := resp.Data["key_info"].(map[string]any)
+	for _, c := range w.sc.creds {
+		s.mu.Lock()
+		refused := s.refused[c.name]
+		s.mu.Unlock()
+		if refused {
+			continue
+		}
+		info, _ := infos[c.name].(map[string]any)
+		if info["state"] == stateNeedsAuthorization {
+			s.mu.Lock()
+			s.violate("creds/%s ends in needs_authorization though apaleo never refused it: %v", c.name, info["last_error"])
+			s.mu.Unlock()
+			continue
+		}
+		r := w.read(c.name, w.rng)
+		s.mu.Lock()
+		refused = s.refused[c.name] // the read itself may have found the token spent by a lost answer
+		s.mu.Unlock()
+		if r.err != nil && !refused {
+			s.mu.Lock()
+			s.violate("creds/%s (%s reader) is not readable at the end, apaleo healthy: %v", c.name, c.reader, r.err)
+			s.mu.Unlock()
+		}
+	}
+	active.Clean(context.Background())
+	if standby != nil {
+		standby.Clean(context.Background())
+	}
+}
