@@ -220,7 +220,7 @@ func faultCases() []faultCase {
 			},
 		},
 		{
-			// Changing ca_certificate drops cached tokens, so there is no stale case.
+			// The trust roots are set before the first read: cold cases only.
 			name: "certificate the config does not trust",
 			arm:  (*faultEnv).distrust,
 			want: map[string]faultWant{

@@ -16,7 +16,7 @@ import (
 )
 
 // metricsContentType is the Prometheus text exposition format, version 0.0.4.
-const metricsContentType = "text/plain; version=0.0.4" // as SPEC.md names it; UTF-8 is the format's default
+const metricsContentType = "text/plain; version=0.0.4" // Prometheus text format 0.0.4 (docs/api.md); UTF-8 is its default
 
 // pathMetrics serves metrics: the mount's Prometheus metrics as text, for a scraper with a
 // Vault token allowed to read <mount>/metrics.
