@@ -331,7 +331,7 @@ func benchReportIdentity(b *testing.B, t *benchTimedHandler) {
 
 func benchFloor(tb testing.TB) logical.Backend {
 	tb.Helper()
-	be, err := floor.Factory(floor.Plugin{Secret: BenchSecretAccessToken(), Response: BenchCredsResponse})(context.Background(), logical.TestBackendConfig())
+	be, err := floor.Factory(floor.Apaleo())(context.Background(), logical.TestBackendConfig())
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/lease"
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sync/singleflight"
@@ -226,7 +227,7 @@ func (b *backend) credNotFound(ctx context.Context, s logical.Storage, name stri
 }
 
 func (b *backend) tokenResponse(name string, cred *credential, now time.Time) *logical.Response {
-	return accessTokenResponse(b.Secret(secretAccessTokenType), name, cred.Config, cred.Token, now)
+	return accessTokenResponse(b.Secret(lease.Type), name, cred.Config, cred.Token, now)
 }
 
 // pathCredsExists makes a write to an existing name an update, which is refused: import
@@ -636,7 +637,7 @@ func (b *backend) credsOperations() map[logical.Operation]framework.OperationHan
 			Callback: b.pathCredsRead,
 			Summary:  "Get an access token, reusing a cached one while it has enough time left.",
 			Responses: map[int][]framework.Response{
-				http.StatusOK: {{Description: "OK", Fields: secretAccessTokenFields}},
+				http.StatusOK: {{Description: "OK", Fields: lease.Fields}},
 			},
 		},
 		logical.CreateOperation: &framework.PathOperation{

@@ -5,25 +5,10 @@ import (
 	"errors"
 	"time"
 
+	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/lease"
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 )
-
-const secretAccessTokenType = "apaleo_access_token"
-
-var secretAccessTokenFields = map[string]*framework.FieldSchema{
-	"access_token": {Type: framework.TypeString, Description: "apaleo access token (a JWT)."},
-	"token_type":   {Type: framework.TypeString, Description: "Token type, Bearer."},
-	"expires_at":   {Type: framework.TypeString, Description: "When the token expires (RFC 3339)."},
-	"scopes":       {Type: framework.TypeStringSlice, Description: "Scopes the identity server granted."},
-	"account_code": {Type: framework.TypeString, Description: "apaleo account of the token, from its claims."},
-	"client_id":    {Type: framework.TypeString, Description: "apaleo client id, from the token's claims."},
-	"config":       {Type: framework.TypeString, Description: "Config the token was issued for."},
-}
-
-// internalExpiresAt is the lease's internal field holding its token's expiry, the limit
-// of every renewal.
-const internalExpiresAt = "expires_at"
 
 // secretAccessToken is the lease of a creds/ read. Its TTL is the token's remaining
 // lifetime, and it is renewable up to the token's own expiry and never beyond: Vault
@@ -34,8 +19,8 @@ const internalExpiresAt = "expires_at"
 // ends it in Vault and never calls apaleo.
 func secretAccessToken(b *backend) *framework.Secret {
 	return &framework.Secret{
-		Type:   secretAccessTokenType,
-		Fields: secretAccessTokenFields,
+		Type:   lease.Type,
+		Fields: lease.Fields,
 		Renew:  b.secretAccessTokenRenew,
 		Revoke: b.secretAccessTokenRevoke,
 	}
@@ -50,7 +35,7 @@ var errTokenExpired = errors.New("the lease's access token has expired or its ex
 // the lease's issue. It reads no storage and calls no identity server: the token the
 // lease holds is unchanged.
 func (b *backend) secretAccessTokenRenew(_ context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
-	exp, ok := leaseTokenExpiry(req.Secret.InternalData)
+	exp, ok := lease.Expiry(req.Secret.InternalData)
 	if !ok {
 		return nil, errTokenExpired
 	}
@@ -84,41 +69,13 @@ func (b *backend) secretAccessTokenRenew(_ context.Context, req *logical.Request
 	return resp, nil
 }
 
-// leaseTokenExpiry is the token expiry a lease was issued with.
-func leaseTokenExpiry(internal map[string]any) (time.Time, bool) {
-	s, _ := internal[internalExpiresAt].(string)
-	exp, err := time.Parse(time.RFC3339Nano, s)
-	return exp, err == nil
-}
-
 func (b *backend) secretAccessTokenRevoke(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
 	return nil, nil
 }
 
-// accessTokenResponse is the answer to a read of creds/<name> from its token t: a lease
-// of secret (this type) whose TTL is the token's remaining lifetime, renewable up to it.
+// accessTokenResponse is the answer to a read of creds/<name> from its token t
+// (internal/lease, which the benchmark's floor plugin answers with too).
 func accessTokenResponse(secret *framework.Secret, name, config string, t *cachedToken, now time.Time) *logical.Response {
-	data := map[string]any{
-		"access_token": t.AccessToken,
-		"token_type":   t.TokenType,
-		"expires_at":   t.ExpiresAt.UTC().Format(time.RFC3339),
-		"scopes":       nonNil(t.Scopes),
-		"config":       config,
-	}
-	if t.AccountCode != "" {
-		data["account_code"] = t.AccountCode
-	}
-	if t.ClientID != "" {
-		data["client_id"] = t.ClientID
-	}
-	resp := secret.Response(data, map[string]any{
-		"name":            name,
-		"config":          config,
-		internalExpiresAt: t.ExpiresAt.UTC().Format(time.RFC3339Nano),
-	})
-	ttl := max(t.ExpiresAt.Sub(now), time.Second)
-	resp.Secret.TTL = ttl
-	resp.Secret.MaxTTL = ttl
-	resp.Secret.Renewable = true
-	return resp
+	return lease.Response(secret, name, config, lease.Token{AccessToken: t.AccessToken, TokenType: t.TokenType, ExpiresAt: t.ExpiresAt,
+		Scopes: t.Scopes, AccountCode: t.AccountCode, ClientID: t.ClientID}, now)
 }

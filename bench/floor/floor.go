@@ -6,7 +6,7 @@
 // KV v2 read, so the apaleo plugin's own cost shows as the ratio creds/floor.
 //
 // The lease type and the response code are the apaleo plugin's own, handed in as a
-// Plugin (apaleo.BenchSecretAccessToken, apaleo.BenchCredsResponse; see
+// Plugin (Apaleo: internal/lease, the plugin's own lease code; see
 // bench/floorplugin): the floor cannot drift from what it is the floor of. (It does not
 // import the plugin package itself, whose in-process benchmarks run the floor too.)
 //
@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/internal/lease"
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -29,7 +30,7 @@ import (
 type Plugin struct {
 	Secret *framework.Secret
 	// Response returns the answer to reads of creds/<name> from a cached token with
-	// these fields (apaleo.BenchCredsResponse).
+	// these fields (Apaleo: internal/lease).
 	Response func(accessToken, tokenType string, expiresAt time.Time, scopes []string, accountCode, clientID, config string) Respond
 }
 
@@ -125,4 +126,27 @@ func (b *Backend) writeFixed(_ context.Context, _ *logical.Request, d *framework
 // fresh data map, a lease whose TTL is the token's remaining lifetime, renewable up to it.
 func (b *Backend) read(_ context.Context, _ *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	return (*b.fixed.Load())(b.Secret(b.plugin.Secret.Type), d.Get("name").(string), time.Now()), nil
+}
+
+// Apaleo is the apaleo plugin's lease type and creds/<name> response (internal/lease):
+// the floor answers exactly what the plugin answers a cached read with.
+func Apaleo() Plugin {
+	return Plugin{
+		Secret: &framework.Secret{
+			Type:   lease.Type,
+			Fields: lease.Fields,
+			Renew: func(_ context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+				return &logical.Response{Secret: req.Secret}, nil
+			},
+			Revoke: func(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
+				return nil, nil
+			},
+		},
+		Response: func(accessToken, tokenType string, expiresAt time.Time, scopes []string, accountCode, clientID, config string) Respond {
+			t := lease.Token{AccessToken: accessToken, TokenType: tokenType, ExpiresAt: expiresAt, Scopes: scopes, AccountCode: accountCode, ClientID: clientID}
+			return func(secret *framework.Secret, name string, now time.Time) *logical.Response {
+				return lease.Response(secret, name, config, t, now)
+			}
+		},
+	}
 }

@@ -9,14 +9,13 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/vault/sdk/plugin"
 
-	apaleo "github.com/apaleo-vault/vault-plugin-secrets-apaleo"
 	"github.com/apaleo-vault/vault-plugin-secrets-apaleo/bench/floor"
 )
 
 func main() {
 	logger := hclog.New(&hclog.LoggerOptions{})
 	if err := plugin.ServeMultiplex(&plugin.ServeOpts{
-		BackendFactoryFunc: floor.Factory(floor.Plugin{Secret: apaleo.BenchSecretAccessToken(), Response: apaleo.BenchCredsResponse}),
+		BackendFactoryFunc: floor.Factory(floor.Apaleo()),
 	}); err != nil {
 		logger.Error("plugin shutting down", "error", err)
 		os.Exit(1)
