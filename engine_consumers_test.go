@@ -317,7 +317,7 @@ func TestConsumers_ReplaceRevokesTheLiveToken(t *testing.T) {
 	cfg, _ := readConfig(context.Background(), e.storage, "connect")
 	p := &pendingAuthorization{Name: "hotel-ber", Config: "connect", RedirectURI: cfg.RedirectURI}
 	res := &tokenResult{AccessToken: "at-new", RefreshToken: "rt-new", IssuedAt: e.clock.Now(), Expiry: e.clock.Now().Add(time.Hour), AccountCode: "BER"}
-	if _, _, err := e.b.storeAuthorization(context.Background(), e.storage, p, cfg, res); err != nil {
+	if err := e.b.storeAuthorization(context.Background(), e.storage, e.b.exchanged(context.Background(), e.storage, e.idp, p, cfg, res)); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.idp.revoked; len(got) != 1 || got[0] != "rt-live" {

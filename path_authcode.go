@@ -295,10 +295,11 @@ func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, 
 	if err != nil {
 		return "", nil, err
 	}
-	name, cred, err := b.storeAuthorization(ctx, s, p, cfg, res)
-	if err != nil {
-		return "", nil, b.revokeNotStored(ctx, srv, p, res, err)
+	a := b.exchanged(ctx, s, srv, p, cfg, res)
+	if err := b.storeAuthorization(ctx, s, a); err != nil {
+		return "", nil, err
 	}
+	name, cred := p.Name, a.cred
 	return name, cred, nil
 }
 
@@ -374,54 +375,9 @@ func (b *backend) revokeNotStored(ctx context.Context, srv identityServer, p *pe
 	return err
 }
 
-// storeAuthorization stores the result of a code exchange as creds/<name>, under the
-// locks of the config and the name, after checking again what may have changed while
-// the code was exchanged. Any error means nothing was stored.
-func (b *backend) storeAuthorization(ctx context.Context, s logical.Storage, p *pendingAuthorization, exchangedWith *apaleoConfig, res *tokenResult) (string, *credential, error) {
-	cred, replaced, err := b.commitAuthorization(ctx, s, p, exchangedWith, res)
-	if err != nil {
-		return "", nil, err
-	}
-	if replaced != nil {
-		// The replaced refresh token would stay valid at apaleo: revoke it, best effort,
-		// with no lock held (a slow apaleo delays no other hotel's callback).
-		if err := b.revoke(ctx, s, replaced); err != nil {
-			b.Logger().Warn("revoking the replaced refresh token failed", "name", p.Name, "error", err)
-		}
-	}
-	return p.Name, cred, nil
-}
-
-// commitAuthorization stores the credential under the locks of its name and config; it
-// returns the credential it replaced, whose refresh token is to be revoked.
-func (b *backend) commitAuthorization(ctx context.Context, s logical.Storage, p *pendingAuthorization, exchangedWith *apaleoConfig, res *tokenResult) (*credential, *credential, error) {
-	for _, l := range b.locksFor(configPrefix+p.Config, credsPrefix+p.Name) {
-		l.Lock()
-		defer l.Unlock()
-	}
-	cfg, err := readConfig(ctx, s, p.Config)
-	if err != nil {
-		return nil, nil, err
-	}
-	if cfg == nil || cfg.GrantType != grantAuthorizationCode {
-		return nil, nil, conflictAuth("config %q was deleted or changed its grant_type while the code was exchanged. Nothing was stored", p.Config)
-	}
-	if cfg.ClientID != exchangedWith.ClientID || cfg.IdentityURL != exchangedWith.IdentityURL {
-		return nil, nil, conflictAuth("config %q changed its client_id or identity_url while the code was exchanged. Nothing was stored; start again with authorize/%s", p.Config, p.Name)
-	}
-	if resp, err := b.checkCredName(ctx, s, p.Name); err != nil {
-		return nil, nil, err
-	} else if resp != nil {
-		return nil, nil, conflictAuth("%s. Nothing was stored", resp.Error())
-	}
-	// The live credential: a rotated refresh token held in memory wins over storage.
-	old, err := b.credForUpdate(ctx, s, p.Name)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := checkAccount(p, old, res.AccountCode); err != nil {
-		return nil, nil, err
-	}
+// exchanged is the authorization a code exchange makes of p: stored if the config is
+// still the one the code was exchanged with and the token is for the expected account.
+func (b *backend) exchanged(ctx context.Context, s logical.Storage, srv identityServer, p *pendingAuthorization, exchangedWith *apaleoConfig, res *tokenResult) authorization {
 	cred := &credential{
 		Kind:         kindAuthorized,
 		Config:       p.Config,
@@ -432,17 +388,23 @@ func (b *backend) commitAuthorization(ctx context.Context, s logical.Storage, p 
 		CreatedAt:    b.now().UTC(),
 		Token:        newCachedToken(res, exchangedWith.Generation),
 	}
-	if err := b.putCred(ctx, s, p.Name, cred); err != nil {
-		return nil, nil, err
+	return authorization{name: p.Name, cred: cred,
+		check: func(cfg *apaleoConfig, old *credential) error {
+			if cfg == nil || cfg.GrantType != grantAuthorizationCode {
+				return conflictAuth("config %q was deleted or changed its grant_type while the code was exchanged. Nothing was stored", p.Config)
+			}
+			if cfg.ClientID != exchangedWith.ClientID || cfg.IdentityURL != exchangedWith.IdentityURL {
+				return conflictAuth("config %q changed its client_id or identity_url while the code was exchanged. Nothing was stored; start again with authorize/%s", p.Config, p.Name)
+			}
+			if resp, err := b.checkCredName(ctx, s, p.Name); err != nil {
+				return err
+			} else if resp != nil {
+				return conflictAuth("%s. Nothing was stored", resp.Error())
+			}
+			return checkAccount(p, old, res.AccountCode)
+		},
+		unstored: func(err error) error { return b.revokeNotStored(ctx, srv, p, res, err) },
 	}
-	// A new authorization is a new start: whatever failed before, refused tokens included.
-	b.clearFailure(p.Name)
-	b.planKeepAlive(p.Name, cred, cfg)
-	b.Logger().Info("credential authorized", "name", p.Name, "config", p.Config, "account_code", cred.AccountCode)
-	if old != nil && old.Kind == kindAuthorized && old.RefreshToken != "" && old.RefreshToken != cred.RefreshToken {
-		return cred, old, nil
-	}
-	return cred, nil, nil
 }
 
 // checkAccount refuses a token for another account than the authorization expects: the

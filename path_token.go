@@ -289,8 +289,8 @@ func (b *backend) pathCredsImport(ctx context.Context, req *logical.Request, d *
 		return resp, err
 	}
 	cred := b.importedCred(cfgName, cfg, res, refreshToken, scopes)
-	if resp, err := b.storeImport(ctx, req.Storage, name, cfg, cred); resp != nil || err != nil {
-		return resp, err
+	if err := b.storeAuthorization(ctx, req.Storage, b.imported(ctx, req.Storage, name, cfg, cred)); err != nil {
+		return nil, err
 	}
 	b.Logger().Info("credential imported", "name", name, "config", cfgName, "account_code", cred.AccountCode)
 	return &logical.Response{Data: authorizedData(name, cred)}, nil
@@ -370,49 +370,41 @@ func (b *backend) importedCred(cfgName string, cfg *apaleoConfig, res *tokenResu
 	return cred
 }
 
-// storeImport stores an imported credential under the locks of its config and name,
-// after checking again what may have changed while apaleo answered. What is not stored
-// is revoked: a live refresh token is never dropped unrevoked.
-func (b *backend) storeImport(ctx context.Context, s logical.Storage, name string, redeemedWith *apaleoConfig, cred *credential) (*logical.Response, error) {
-	status, why := b.commitImport(ctx, s, name, redeemedWith, cred)
-	if why == "" {
-		return nil, nil
+// imported is the authorization an import makes: stored if name is still free and the
+// config unchanged since the refresh token was redeemed with it; a token that is not
+// stored is revoked (apaleo may keep it valid for ever).
+func (b *backend) imported(ctx context.Context, s logical.Storage, name string, redeemedWith *apaleoConfig, cred *credential) authorization {
+	return authorization{name: name, cred: cred,
+		check: func(*apaleoConfig, *credential) error {
+			latest, resp, err := b.importTarget(ctx, s, name, cred.Config)
+			switch {
+			case err != nil:
+				return err
+			case resp != nil:
+				return logical.CodedError(http.StatusConflict, resp.Error().Error()+" (changed while apaleo redeemed the refresh token)")
+			case latest.Generation != redeemedWith.Generation:
+				return logical.CodedError(http.StatusConflict, fmt.Sprintf("config/%s changed while apaleo redeemed the refresh token; import again", cred.Config))
+			}
+			return nil
+		},
+		unstored: func(err error) error {
+			why := err.Error()
+			var coded logical.HTTPCodedError
+			if !errors.As(err, &coded) {
+				why = "storing the imported credential failed: " + why
+			}
+			if rerr := b.revoke(ctx, s, cred); rerr != nil {
+				b.Logger().Warn("revoking the imported refresh token failed", "name", name, "error", rerr)
+				why += "; revoking the new refresh token at apaleo failed too: " + rerr.Error()
+			} else {
+				why += "; the new refresh token was revoked at apaleo"
+			}
+			if coded == nil {
+				return fmt.Errorf("%s", why)
+			}
+			return logical.CodedError(coded.Code(), why)
+		},
 	}
-	// Revoked with no lock held: a slow apaleo delays no other hotel's import.
-	if rerr := b.revoke(ctx, s, cred); rerr != nil {
-		b.Logger().Warn("revoking the imported refresh token failed", "name", name, "error", rerr)
-		why += "; revoking the new refresh token at apaleo failed too: " + rerr.Error()
-	} else {
-		why += "; the new refresh token was revoked at apaleo"
-	}
-	if status == 0 {
-		return nil, fmt.Errorf("%s", why)
-	}
-	return nil, logical.CodedError(status, why)
-}
-
-// commitImport stores an imported credential under the locks of its name and config,
-// or says why not (and with which status: 0 for an internal error).
-func (b *backend) commitImport(ctx context.Context, s logical.Storage, name string, redeemedWith *apaleoConfig, cred *credential) (int, string) {
-	for _, l := range b.locksFor(configPrefix+cred.Config, credsPrefix+name) {
-		l.Lock()
-		defer l.Unlock()
-	}
-	latest, resp, err := b.importTarget(ctx, s, name, cred.Config)
-	switch {
-	case err != nil:
-		return 0, err.Error()
-	case resp != nil:
-		return http.StatusConflict, resp.Error().Error() + " (changed while apaleo redeemed the refresh token)"
-	case latest.Generation != redeemedWith.Generation:
-		return http.StatusConflict, fmt.Sprintf("config/%s changed while apaleo redeemed the refresh token; import again", cred.Config)
-	}
-	if err := b.putCred(ctx, s, name, cred); err != nil {
-		return 0, "storing the imported credential failed: " + err.Error()
-	}
-	b.clearFailure(name)
-	b.planKeepAlive(name, cred, latest)
-	return 0, ""
 }
 
 // importTarget checks that name may be imported for config cfgName: an

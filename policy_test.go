@@ -306,7 +306,7 @@ func TestPolicy_NoConfigLockAcrossTheNetwork(t *testing.T) {
 	res := &tokenResult{AccessToken: "at-new", RefreshToken: "rt-new", IssuedAt: e.clock.Now(), Expiry: e.clock.Now().Add(time.Hour), AccountCode: "BER"}
 	reauthorized := make(chan error, 1)
 	go func() {
-		_, _, err := e.b.storeAuthorization(context.Background(), e.storage, p, cfg, res)
+		err := e.b.storeAuthorization(context.Background(), e.storage, e.b.exchanged(context.Background(), e.storage, e.idp, p, cfg, res))
 		reauthorized <- err
 	}()
 	e.idp.waitRevoking(t)
