@@ -134,8 +134,9 @@ func runFleet(t *testing.T, hotels int) {
 	}
 
 	var report strings.Builder
-	fmt.Fprintf(&report, "%d hotels, budget 10/s, apaleo down %s after %s: %d token requests reached apaleo; at most %d in any one second\n",
-		hotels, outage, warm, len(arrivals), busiest)
+	phase := func(from, to time.Time) int { return countSince(arrivals, from) - countSince(arrivals, to) }
+	fmt.Fprintf(&report, "%d hotels, budget 10/s, apaleo down %s after %s: %d token requests reached apaleo (%d before the outage, %d during it, %d after); at most %d in any one second\n",
+		hotels, outage, warm, len(arrivals), phase(w.start.Add(-time.Nanosecond), outageStart), phase(outageStart, outageEnd), phase(outageEnd, outageEnd.Add(after)), busiest)
 	var curves []plotter.XYs
 	for c, cl := range fleetClasses {
 		var waits []time.Duration
