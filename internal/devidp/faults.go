@@ -2,6 +2,7 @@ package devidp
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -166,11 +167,19 @@ func (s *Server) ClearFaults() {
 }
 
 // takeFault counts a token request and pops the next fault, if any.
-func (s *Server) takeFault(grant, client, scope string) (Fault, bool) {
+func (s *Server) takeFault(grant, client, scope, refreshToken string) (Fault, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.TokenRequests++
 	s.stats.ByGrant[grant]++
+	if refreshToken != "" {
+		if s.refreshSent == nil {
+			s.refreshSent = map[[sha256.Size]byte]int{}
+		}
+		sum := sha256.Sum256([]byte(refreshToken))
+		s.refreshSent[sum]++
+		s.stats.RefreshTokenMostSent = max(s.stats.RefreshTokenMostSent, s.refreshSent[sum])
+	}
 	if _, ok := s.stats.ByClient[client]; ok || len(s.stats.ByClient) < maxClientsCounted {
 		s.stats.ByClient[client]++
 	}
