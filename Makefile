@@ -122,8 +122,12 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x . || exit 1; \
 	done
 
+# Every end-to-end test starts its own Vault and identity servers on free ports and
+# mostly waits on the clock, so they run side by side, E2E_PARALLEL at a time.
+E2E_PARALLEL ?= 8
+
 test-e2e: build dev-identity vault chromium
-	$(VAULT_ENV) $(GO) test -count=1 -tags e2e -timeout 50m -v ./e2e/ 2>&1 | tee $(BUILD_DIR)/e2e.log | grep -E '^\s*(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} -eq 0
+	$(VAULT_ENV) $(GO) test -count=1 -tags e2e -timeout 30m -parallel $(E2E_PARALLEL) -v ./e2e/ 2>&1 | tee $(BUILD_DIR)/e2e.log | grep -E '^\s*(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' ; test $${PIPESTATUS[0]} -eq 0
 
 demo: build dev-identity vault
 	@$(VAULT_ENV) VERSION='$(VERSION)' scripts/demo.sh start

@@ -198,6 +198,7 @@ func checkVaultPage(t *testing.T, p shownPage, callback string, status int64, ti
 }
 
 func TestBrowser_AdminConnectsHotel(t *testing.T) {
+	t.Parallel()
 	bin := chromiumBin(t)
 	start := time.Now()
 	// raw_storage_endpoint lets the test age a pending authorization past its 10 minutes.

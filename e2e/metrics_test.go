@@ -151,6 +151,7 @@ const (
 // the token requests it counts are those the identity server counted, per outcome and
 // grant; the reads add up; the body is Prometheus text; other tokens get 403.
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	v := startDevVault(t)
 	secMuc, secApp, secExt := randomSecret(t, "muc"), randomSecret(t, "app"), randomSecret(t, "ext")
 	callback := v.Addr + "/v1/" + mount + "/callback"

@@ -67,6 +67,7 @@ func fetchPage(t *testing.T, tr *transcript, c *http.Client, what, u string) htm
 // log for them: 0 hits. (Callback codes in the audit entries' request_uri are exempt
 // and counted apart, see requestURIRe.)
 func TestSecretScan(t *testing.T) {
+	t.Parallel()
 	start := time.Now()
 	tr := &transcript{}
 	v := startDevVaultWith(t, "vault-trace", "trace", tr)
