@@ -29,13 +29,17 @@ func TestFleet(t *testing.T) {
 	t.Parallel()
 	v := startDevVaultWith(t, "vault-fleet", "info", nil)
 	v.enablePlugin(t)
-	t.Run("refresh_ahead_with_slow_apaleo", func(t *testing.T) { testFleetRefreshAhead(t, v) })
-	t.Run("failure_memory", func(t *testing.T) { testFleetFailureMemory(t, v) })
-	t.Run("stale_window_outage", func(t *testing.T) { testFleetOutage(t, v) })
-	t.Run("hanging_app_isolated", func(t *testing.T) { testFleetIsolation(t, v) })
-	t.Run("budget", func(t *testing.T) { testFleetBudget(t, v) })
-	// Cases that mostly wait on the clock run side by side.
-	t.Run("waits", func(t *testing.T) {
+	// The cases that measure reads run one after another; those that mostly wait on the
+	// clock run beside them.
+	t.Run("cases", func(t *testing.T) {
+		t.Run("measured", func(t *testing.T) {
+			t.Parallel()
+			t.Run("refresh_ahead_with_slow_apaleo", func(t *testing.T) { testFleetRefreshAhead(t, v) })
+			t.Run("failure_memory", func(t *testing.T) { testFleetFailureMemory(t, v) })
+			t.Run("stale_window_outage", func(t *testing.T) { testFleetOutage(t, v) })
+			t.Run("hanging_app_isolated", func(t *testing.T) { testFleetIsolation(t, v) })
+			t.Run("budget", func(t *testing.T) { testFleetBudget(t, v) })
+		})
 		t.Run("lost_answer", func(t *testing.T) { t.Parallel(); testFleetLostAnswer(t, v) })
 		t.Run("app_429_holds_config", func(t *testing.T) { t.Parallel(); testFleetAppHold(t, v) })
 		t.Run("keep_alive", func(t *testing.T) { t.Parallel(); testFleetKeepAlive(t, v) })
