@@ -17,9 +17,9 @@ BENCH_BENCHTIME ?= 2000x
 
 .PHONY: bench bench-go bench-tools bench-profile
 
-# VAULT_BIN_PATH=/path/to/vault uses that binary instead of building one (`make vault`).
-bench: build dev-identity $(if $(VAULT_BIN_PATH),,vault) bench-tools
-	PLUGIN_VERSION=$(VERSION) BENCH_OUT=$(abspath $(BENCH_OUT)) bench/run.sh
+# VAULT_BIN=/path/to/vault uses that binary; without it `make vault` builds build/vault.
+bench: build dev-identity vault bench-tools
+	$(VAULT_ENV) PLUGIN_VERSION='$(VERSION)' BENCH_OUT=$(abspath $(BENCH_OUT)) bench/run.sh
 
 bench-tools: $(BENCH_OUT)/bin/load $(BENCH_OUT)/bin/floorplugin $(BENCH_OUT)/bin/charts
 
@@ -39,8 +39,8 @@ bench-go:
 # The same run with bench/profplugin (the plugin instrumented with pprof and counters of
 # its round trips to Vault) in place of the release binary: build/bench/profile.md and
 # build/bench/profiles/*.pprof.
-bench-profile: build dev-identity $(if $(VAULT_BIN_PATH),,vault) bench-tools $(BENCH_OUT)/bin/profplugin
-	BENCH_PROFILE=1 PLUGIN_VERSION=$(VERSION) BENCH_OUT=$(abspath $(BENCH_OUT)) bench/run.sh
+bench-profile: build dev-identity vault bench-tools $(BENCH_OUT)/bin/profplugin
+	$(VAULT_ENV) BENCH_PROFILE=1 PLUGIN_VERSION='$(VERSION)' BENCH_OUT=$(abspath $(BENCH_OUT)) bench/run.sh
 
-$(BENCH_OUT)/bin/profplugin: $(GO_SOURCES) go.mod go.sum
+$(BENCH_OUT)/bin/profplugin: $(GO_SOURCES) go.mod go.sum $(BUILD_DIR)/plugin-version
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-X $(MODULE).Version=$(VERSION)' -o $@ ./bench/profplugin

@@ -276,8 +276,10 @@ func TestEngine_PerNameIsolation(t *testing.T) {
 	go e.do(logical.ReadOperation, "creds/hotel-0", nil)
 	<-e.idp.started // hotel-0's refresh hangs at apaleo
 	e.idp.mu.Lock()
+	gate := e.idp.gate
 	e.idp.gate, e.idp.started = nil, nil
 	e.idp.mu.Unlock()
+	t.Cleanup(func() { close(gate) }) // before Clean, which would wait out the hang
 
 	started := time.Now()
 	for i := 1; i < 300; i++ {

@@ -702,16 +702,19 @@ func (s *countingStorage) Get(ctx context.Context, k string) (*logical.StorageEn
 	return s.Storage.Get(ctx, k)
 }
 
-// TestMetrics_ScrapeAtScale: with 10,000 client-credentials configs, each read once, a
-// scrape reads no storage, and its size and time stay within the budget of issue 18
-// (5 MiB, 250 ms; the time asserted with a wide margin for a busy machine). After a
-// restart the gauge fills in from storage once, in the background.
-// METRICS_SCALE_N sets the number of configs.
+// TestMetrics_ScrapeAtScale: with many client-credentials configs, each read once, a
+// scrape reads no storage, counts every credential, and stays within the size budget of
+// issue 18 (5 MiB at 10,000 configs: 524 bytes a config, the text growing by a config's
+// series each); gzipped it is a tenth or less. After a restart the gauge fills in from
+// storage once, in the background. What a scrape costs in time is measured by
+// BenchmarkMetricsScrape (bench_test.go), at 10,000 configs. METRICS_SCALE_N sets the
+// number of configs (default 2,000). Not parallel: its CPU would slow the timing-bound
+// fault and client tests beside it (TestClient_RetryPolicy failed so under -race).
 func TestMetrics_ScrapeAtScale(t *testing.T) {
 	if testing.Short() {
-		t.Skip("10,000 configs")
+		t.Skip("2,000 configs")
 	}
-	n := 10000
+	n := 2000
 	if v, err := strconv.Atoi(os.Getenv("METRICS_SCALE_N")); err == nil && v > 0 {
 		n = v
 	}
@@ -724,47 +727,39 @@ func TestMetrics_ScrapeAtScale(t *testing.T) {
 		e.simpleConfig(name, nil)
 		e.mustDo(logical.ReadOperation, "creds/"+name, nil)
 	}
-	scrape := func() ([]byte, time.Duration) {
-		start := time.Now()
-		body := []byte(e.mustDo(logical.ReadOperation, "metrics", nil).Data[logical.HTTPRawBody].([]byte))
-		return body, time.Since(start)
+	scrape := func() []byte {
+		return []byte(e.mustDo(logical.ReadOperation, "metrics", nil).Data[logical.HTTPRawBody].([]byte))
 	}
-	// The process's CPU time says what a scrape costs on a busy machine, where the wall
-	// time mostly says how long it waited for a core.
-	cpu := func() time.Duration {
-		var ru syscall.Rusage
-		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	// The one background load the first scrape starts, seen ending.
+	loaded := make(chan struct{})
+	e.b.metrics.credentialStates(e.b.credentialCounts, func() { e.b.loadCredentials(); close(loaded) })
+	scrape() // starts the load; memory already holds everything
+	select {
+	case <-loaded:
+	case <-time.After(hangGuard):
+		t.Fatal("the background load did not end")
 	}
-	scrape() // starts the one background load; memory already holds everything
-	waitUntil(t, func() bool { return store.calls.Load() > 0 })
-	time.Sleep(200 * time.Millisecond)
 
-	before, cpu0 := store.calls.Load(), cpu()
-	body, took := scrape()
-	cpuTook := cpu() - cpu0
+	before := store.calls.Load()
+	body := scrape()
 	if got := store.calls.Load() - before; got != 0 {
 		t.Errorf("a scrape made %d storage calls, want 0", got)
 	}
 	ok := sum(parseExposition(t, body), "vault_apaleo_credentials", map[string]string{"state": "ok"})
-	t.Logf("scrape figures | %d configs | %.2f MiB | %s wall, %s CPU (all cores)", n, float64(len(body))/(1<<20), took.Round(time.Millisecond), cpuTook.Round(time.Millisecond))
+	t.Logf("scrape figures | %d configs | %.2f MiB | %d bytes a config", n, float64(len(body))/(1<<20), len(body)/n)
 	if ok != float64(n) {
 		t.Errorf("credentials{state=ok} = %v, want %d", ok, n)
 	}
-	if n == 10000 && len(body) > 5<<20 {
-		t.Errorf("a scrape at %d configs is %.2f MiB, want under 5 MiB", n, float64(len(body))/(1<<20))
-	}
-	if took > 2*time.Second {
-		t.Errorf("a scrape took %s, want well under a second (250 ms on an idle machine)", took)
+	if len(body)*10000 > n*(5<<20) {
+		t.Errorf("a scrape at %d configs is %d bytes, %d a config: over 5 MiB at 10,000", n, len(body), len(body)/n)
 	}
 	// Gzipped, as a tuned mount answers Prometheus.
-	start, cpu0 := time.Now(), cpu()
 	resp, err := readMetricsAccepting(e.b, e.storage, "gzip")
 	if err != nil {
 		t.Fatal(err)
 	}
 	zipped := resp.Data[logical.HTTPRawBody].([]byte)
-	t.Logf("scrape figures | %d configs, gzip | %.2f MiB | %s wall, %s CPU (all cores)", n, float64(len(zipped))/(1<<20), time.Since(start).Round(time.Millisecond), (cpu() - cpu0).Round(time.Millisecond))
+	t.Logf("scrape figures | %d configs, gzip | %.2f MiB", n, float64(len(zipped))/(1<<20))
 	if len(zipped)*10 > len(body) {
 		t.Errorf("gzipped %d bytes to %d, want a tenth or less", len(body), len(zipped))
 	}
@@ -773,8 +768,7 @@ func TestMetrics_ScrapeAtScale(t *testing.T) {
 	e.b = e.newBackend(nil)
 	scrape()
 	waitUntil(t, func() bool {
-		body, _ := scrape()
-		return sum(parseExposition(t, body), "vault_apaleo_credentials", nil) == float64(n)
+		return sum(parseExposition(t, scrape()), "vault_apaleo_credentials", nil) == float64(n)
 	})
 }
 

@@ -18,7 +18,7 @@
 # it started.
 #
 # Environment (defaults in brackets):
-#   VAULT_BIN_PATH     vault binary [build/vault]
+#   VAULT_BIN          vault binary [build/vault]
 #   BENCH_OUT          output directory [build/bench]
 #   BENCH_READERS      reader levels [1,8,64]
 #   BENCH_ROUNDS       rounds per level [10]
@@ -45,11 +45,12 @@
 #                      of the release binary; write profile.md and profiles/ instead [0]
 #   BENCH_PLUGIN_ENV   more environment for the plugin process, K=V separated by spaces
 #                      (e.g. GOGC=100, GOMEMLIMIT=96MiB) [none]
-#   PLUGIN_VERSION     version the plugin was built with [v0.1.0]
+#   PLUGIN_VERSION     version the plugin was built with [build/plugin-version, which
+#                      make build writes]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-VAULT=${VAULT_BIN_PATH:-$ROOT/build/vault}
+VAULT=${VAULT_BIN:-$ROOT/build/vault}
 OUT=${BENCH_OUT:-$ROOT/build/bench}
 PLUGIN_BIN=$ROOT/bin/vault-plugin-secrets-apaleo
 IDP_BIN=$ROOT/bin/apaleo-dev-identity
@@ -81,7 +82,8 @@ FLEET_ONLY=${BENCH_FLEET_ONLY:-0}
 FLEET_TTL=${BENCH_FLEET_TTL:-30s}
 OUTAGE=${BENCH_OUTAGE:-60s}
 CHARTS_DIR=${BENCH_CHARTS_DIR:-$OUT/charts}
-PLUGIN_VERSION=${PLUGIN_VERSION:-v0.1.0}
+PLUGIN_VERSION=${PLUGIN_VERSION:-$(cat "$ROOT/build/plugin-version" 2>/dev/null || true)}
+[[ -n $PLUGIN_VERSION ]] || { echo "bench: no PLUGIN_VERSION and no build/plugin-version: run 'make bench'" >&2; exit 1; }
 
 for f in "$VAULT" "$PLUGIN_BIN" "$IDP_BIN" "$LOAD" "$FLOOR_BIN" "$CHARTS"; do
 	[[ -x $f ]] || { echo "bench: $f missing: run 'make bench'" >&2; exit 1; }

@@ -16,13 +16,16 @@ import (
 // audit log, not from the plugin.
 
 // TestAgentConsumers: a real `vault agent` renders an authorized credential and a
-// client-credentials config (at max_token_requests_per_second=1) for over five minutes:
-// 120 s tokens, min_ttl 30 s, every token request answered after 1.2 s, one 500 half-way.
-// No read of creds/ after each name's first takes 600 ms or more in Vault's audit log.
+// client-credentials config (at max_token_requests_per_second=1) for over 2.5 token
+// lives: 60 s tokens, min_ttl 15 s, every token request answered after 1.2 s, one 500
+// half-way. No read of creds/ after each name's first takes 600 ms or more in Vault's
+// audit log.
 func TestAgentConsumers(t *testing.T) {
+	t.Parallel()
 	const (
-		ttl    = 120 * time.Second
-		run    = 5*time.Minute + 20*time.Second
+		ttl    = 60 * time.Second
+		run    = 2*ttl + 40*time.Second
+		minTTL = ttl / 4
 		apaleo = 1200 * time.Millisecond
 		waited = 600 * time.Millisecond
 	)
@@ -36,9 +39,9 @@ func TestAgentConsumers(t *testing.T) {
 		"agent-app:"+secApp+":AGT:reservations.read:"+callback,
 		"agent-cc:"+secCC+":AGC:reservations.read")
 	v.writeConfig(t, appConfig{name: "agent-app", clientID: "agent-app", secret: secApp, idp: idp,
-		grant: "authorization_code", redirect: callback, scopes: "reservations.read", minTTL: "30s"})
+		grant: "authorization_code", redirect: callback, scopes: "reservations.read", minTTL: minTTL.String()})
 	v.writeConfig(t, appConfig{name: "agent-cc", clientID: "agent-cc", secret: secCC, idp: idp,
-		scopes: "reservations.read", minTTL: "30s"})
+		scopes: "reservations.read", minTTL: minTTL.String()})
 	v.must(t, "write", mount+"/config/agent-cc", "max_token_requests_per_second=1")
 	authorizeAll(t, v, idp, "agent-app", []string{"agent-hotel"})
 

@@ -22,6 +22,7 @@ import (
 // VAULT_BIN, so the test does not build Vault for minutes). Vault's port is chosen free
 // (DEMO_VAULT_PORT), so the demo cannot collide with other tests' servers.
 func TestDemo(t *testing.T) {
+	t.Parallel()
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)

@@ -32,6 +32,7 @@ type devEnv struct {
 // TestDev runs the cases that share one Vault dev server, in order: later cases use
 // configs and credentials made by earlier ones.
 func TestDev(t *testing.T) {
+	t.Parallel()
 	e := &devEnv{vault: startDevVault(t)}
 	e.secMuc, e.secApp, e.secExt = randomSecret(t, "muc"), randomSecret(t, "app"), randomSecret(t, "ext")
 	callback := e.vault.Addr + "/v1/" + mount + "/callback"

@@ -26,15 +26,20 @@ import (
 // TestFleet shares one Vault dev server among its cases; each has identity servers of
 // its own, so their request counts are their own.
 func TestFleet(t *testing.T) {
+	t.Parallel()
 	v := startDevVaultWith(t, "vault-fleet", "info", nil)
 	v.enablePlugin(t)
-	t.Run("refresh_ahead_with_slow_apaleo", func(t *testing.T) { testFleetRefreshAhead(t, v) })
-	t.Run("failure_memory", func(t *testing.T) { testFleetFailureMemory(t, v) })
-	t.Run("stale_window_outage", func(t *testing.T) { testFleetOutage(t, v) })
-	t.Run("hanging_app_isolated", func(t *testing.T) { testFleetIsolation(t, v) })
-	t.Run("budget", func(t *testing.T) { testFleetBudget(t, v) })
-	// Cases that mostly wait on the clock run side by side.
-	t.Run("waits", func(t *testing.T) {
+	// The cases that measure reads run one after another; those that mostly wait on the
+	// clock run beside them.
+	t.Run("cases", func(t *testing.T) {
+		t.Run("measured", func(t *testing.T) {
+			t.Parallel()
+			t.Run("refresh_ahead_with_slow_apaleo", func(t *testing.T) { testFleetRefreshAhead(t, v) })
+			t.Run("failure_memory", func(t *testing.T) { testFleetFailureMemory(t, v) })
+			t.Run("stale_window_outage", func(t *testing.T) { testFleetOutage(t, v) })
+			t.Run("hanging_app_isolated", func(t *testing.T) { testFleetIsolation(t, v) })
+			t.Run("budget", func(t *testing.T) { testFleetBudget(t, v) })
+		})
 		t.Run("lost_answer", func(t *testing.T) { t.Parallel(); testFleetLostAnswer(t, v) })
 		t.Run("app_429_holds_config", func(t *testing.T) { t.Parallel(); testFleetAppHold(t, v) })
 		t.Run("keep_alive", func(t *testing.T) { t.Parallel(); testFleetKeepAlive(t, v) })
@@ -565,8 +570,11 @@ func testFleetAppHold(t *testing.T, v *vault) {
 // testFleetLostAnswer: apaleo rotates the refresh token and the connection dies before
 // the answer arrives. The plugin sends the same refresh token once more, apaleo refuses
 // it, and the credential needs a new authorization with a message that says the first
-// answer was lost, not that apaleo refused the token.
+// answer was lost, not that apaleo refused the token. Counted at the identity server:
+// within one read a refresh token goes out at most twice (SPEC), here exactly twice (lost,
+// then refused), and a refused one never again (a second read, and a while after it).
 func testFleetLostAnswer(t *testing.T, v *vault) {
+	const quiet = 5 * time.Second // watched after the second read for a background send
 	callback := v.Addr + "/v1/" + mount + "/callback"
 	secret := randomSecret(t, "lost")
 	idp := startIdentity(t, "identity-lost", time.Hour, "lost-app:"+secret+":LST:reservations.read,account.read:"+callback)
@@ -581,10 +589,17 @@ func testFleetLostAnswer(t *testing.T, v *vault) {
 	after := idp.stats(t)
 	info := v.listDetailed(t)["hotel-lost"]
 	sent := after.ByGrant["refresh_token"] - before.ByGrant["refresh_token"]
-	t.Logf("answer lost: read %d %q; %d refresh requests (%d handled, %d invalid_grant); state %v: %v",
-		status, text, sent, after.Issued-before.Issued, after.Errors["invalid_grant"]-before.Errors["invalid_grant"], info["state"], info["last_error"])
+	t.Logf("answer lost: read %d %q; %d refresh requests (%d handled, %d invalid_grant), one refresh token sent at most %d times; state %v: %v",
+		status, text, sent, after.Issued-before.Issued, after.Errors["invalid_grant"]-before.Errors["invalid_grant"],
+		after.RefreshTokenMostSent, info["state"], info["last_error"])
 	if status == http.StatusOK {
 		t.Errorf("the read got a token, though apaleo spent the refresh token")
+	}
+	if before.RefreshTokenMostSent != 0 {
+		t.Fatalf("a refresh token was sent %d times before the read", before.RefreshTokenMostSent)
+	}
+	if after.RefreshTokenMostSent != 2 {
+		t.Errorf("the identity server saw one refresh token %d times in one read, want 2 (lost, then once more; SPEC: at most twice)", after.RefreshTokenMostSent)
 	}
 	if sent != 2 || after.Issued-before.Issued != 1 || after.Errors["invalid_grant"]-before.Errors["invalid_grant"] != 1 {
 		t.Errorf("want the refresh token sent twice: handled once (answer lost), refused once")
@@ -592,14 +607,28 @@ func testFleetLostAnswer(t *testing.T, v *vault) {
 	if info["state"] != "needs_authorization" || !strings.Contains(strings.ToLower(fmt.Sprint(info["last_error"])), "lost") {
 		t.Errorf("list -detailed: state %v, last_error %v; want needs_authorization saying the answer was lost", info["state"], info["last_error"])
 	}
+	// Refused: the next read answers from failure memory, and nothing sends it again.
+	if status, text, _ := v.readCred("hotel-lost"); status == http.StatusOK {
+		t.Errorf("a second read got a token: %q", text)
+	}
+	time.Sleep(quiet)
+	if later := idp.stats(t); later.TokenRequests != after.TokenRequests || later.RefreshTokenMostSent != after.RefreshTokenMostSent {
+		t.Errorf("after the refusal, a second read and %v: %d more token requests, one refresh token sent %d times", quiet,
+			later.TokenRequests-after.TokenRequests, later.RefreshTokenMostSent)
+	}
 }
 
 // testFleetKeepAlive: refresh tokens die after 40 s unused at the identity server.
 // With idle_refresh_interval=15s a credential nobody reads for 100 s still reads; one of
 // a config with keep-alive off (same identity server, an app of its own) needs a new
-// authorization by then.
+// authorization by then. The keep-alive refreshes once per interval, at a moment in the
+// interval's last tenth after the refresh token's last use: never sooner than 13.5 s
+// apart, so the identity server's count is bounded from above too.
 func testFleetKeepAlive(t *testing.T, v *vault) {
-	const idle = 100 * time.Second
+	const (
+		idle     = 100 * time.Second
+		interval = 15 * time.Second
+	)
 	callback := v.Addr + "/v1/" + mount + "/callback"
 	secret := randomSecret(t, "alive")
 	idp := startIdentityWith(t, "identity-alive", 20*time.Second, 40*time.Second,
@@ -609,13 +638,17 @@ func testFleetKeepAlive(t *testing.T, v *vault) {
 		v.writeConfig(t, appConfig{name: app, clientID: app, secret: secret, idp: idp,
 			grant: "authorization_code", redirect: callback, scopes: "reservations.read"})
 	}
-	v.must(t, "write", mount+"/config/alive-app", "idle_refresh_interval=15s")
+	v.must(t, "write", mount+"/config/alive-app", "idle_refresh_interval="+interval.String())
 	v.must(t, "write", mount+"/config/lapse-app", "idle_refresh_interval=0")
+	authorized := time.Now() // hotel-alive's refresh token is first used after this
 	authorizeAll(t, v, idp, "alive-app", []string{"hotel-alive"})
 	authorizeAll(t, v, idp, "lapse-app", []string{"hotel-lapse"})
 	before := idp.stats(t)
 	time.Sleep(idle)
 	during := idp.stats(t)
+	// Keep-alives at least 0.9 intervals apart, the first 0.9 intervals after the code's
+	// exchange: no more than this many fit between the authorization and now.
+	most := int(time.Since(authorized) / (interval * 9 / 10))
 	keepAlives := during.ByClient["alive-app"] - before.ByClient["alive-app"]
 	info := v.listDetailed(t)
 	status, text, _ := v.readCred("hotel-alive")
@@ -626,8 +659,8 @@ func testFleetKeepAlive(t *testing.T, v *vault) {
 		t.Errorf("hotel-alive after %v unread: %d %s", idle, status, text)
 	}
 	// A refresh token lives 40 s unused: 100 s need at least two keep-alives.
-	if keepAlives < 2 {
-		t.Errorf("the identity server saw %d keep-alive refreshes in %v, want 2 or more", keepAlives, idle)
+	if keepAlives < 2 || keepAlives > most {
+		t.Errorf("the identity server saw %d keep-alive refreshes in %v, want 2 to %d (one per %v interval, in its last tenth)", keepAlives, idle, most, interval)
 	}
 	if n := during.ByClient["lapse-app"] - before.ByClient["lapse-app"]; n != 0 {
 		t.Errorf("with keep-alive off, lapse-app sent %d token requests", n)

@@ -18,6 +18,7 @@ import (
 // its output and the committed testdata/golden/<version>/ differ by a file or a byte: the
 // entries storage_compat_test.go reads are what that release writes, not a hand edit.
 func TestGoldenGenerator(t *testing.T) {
+	t.Parallel()
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)

@@ -32,6 +32,7 @@ const (
 // plugin's PeriodicFunc) runs only on the active node, and no node logs a write to
 // read-only storage.
 func TestHA(t *testing.T) {
+	t.Parallel()
 	start := time.Now()
 	nodes := startRaftCluster(t, 3)
 	t.Logf("cluster of %d raft nodes up in %s", len(nodes), time.Since(start).Round(100*time.Millisecond))

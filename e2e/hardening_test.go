@@ -46,6 +46,7 @@ func (i *identity) injectFaults(t *testing.T, faults ...map[string]any) {
 // answered `error converting input for field "client_secret": ... value: '[...]'` and
 // logged the existence check's error with the value.
 func TestHardeningNonStringSecrets(t *testing.T) {
+	t.Parallel()
 	tr := &transcript{}
 	v := startDevVaultWith(t, "vault-hardening", "trace", tr)
 	const redirect = "https://app.example/cb"
@@ -145,6 +146,7 @@ func TestHardeningNonStringSecrets(t *testing.T) {
 // services must read through Vault Agent or cache the token, not read per request.
 // E2E_LEASE_SECONDS sets the time (default 15).
 func TestHardeningLeasePileUp(t *testing.T) {
+	t.Parallel()
 	seconds := 15
 	if s, err := strconv.Atoi(os.Getenv("E2E_LEASE_SECONDS")); err == nil && s > 0 {
 		seconds = s

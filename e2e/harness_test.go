@@ -13,9 +13,11 @@
 //
 // Environment:
 //
-//	VAULT_BIN_PATH  the vault binary (default ../build/vault)
-//	E2E_LOG_DIR     keep every process log under this directory (default: a temp dir,
-//	                removed after the test; the tail of each log is printed on failure)
+//	VAULT_BIN         the vault binary (default ../build/vault)
+//	E2E_LOG_DIR       keep every process log under this directory (default: a temp dir,
+//	                  removed after the test; the tail of each log is printed on failure)
+//	E2E_SKIP_BROWSER  1: skip the browser test (TestBrowser_AdminConnectsHotel) where no
+//	                  Chromium is installed; without it a missing browser fails the test
 package e2e
 
 import (
@@ -31,11 +33,10 @@ import (
 )
 
 const (
-	pluginName    = "vault-plugin-secrets-apaleo"
-	pluginVersion = "v0.1.0"
-	mount         = "apaleo"
-	rootToken     = "root"
-	module        = "github.com/apaleo-vault/vault-plugin-secrets-apaleo"
+	pluginName = "vault-plugin-secrets-apaleo"
+	mount      = "apaleo"
+	rootToken  = "root"
+	module     = "github.com/apaleo-vault/vault-plugin-secrets-apaleo"
 
 	cliTimeout = 60 * time.Second
 )
@@ -44,6 +45,13 @@ const (
 var bins struct {
 	vault, plugin, identity string
 }
+
+// pluginVersion is the version bins.plugin reports, under which the tests register it:
+// what `make build` wrote to build/plugin-version for bin/, else e2eVersion.
+var pluginVersion string
+
+// e2eVersion is what a plugin the tests build themselves reports.
+const e2eVersion = "v0.0.0-dev+e2e"
 
 func TestMain(m *testing.M) {
 	os.Exit(func() int {
@@ -61,19 +69,19 @@ func TestMain(m *testing.M) {
 	}())
 }
 
-// findBinaries locates vault (VAULT_BIN_PATH or ../build/vault), the plugin and the dev
+// findBinaries locates vault (VAULT_BIN or ../build/vault), the plugin and the dev
 // identity server (../bin/, as `make build dev-identity` leaves them, else built into tmp).
 func findBinaries(tmp string) error {
 	root, err := filepath.Abs("..")
 	if err != nil {
 		return err
 	}
-	bins.vault = os.Getenv("VAULT_BIN_PATH")
+	bins.vault = os.Getenv("VAULT_BIN")
 	if bins.vault == "" {
 		bins.vault = filepath.Join(root, "build", "vault")
 	}
 	if _, err := os.Stat(bins.vault); err != nil {
-		return fmt.Errorf("no vault binary at %s (run `make vault`, or set VAULT_BIN_PATH): %w", bins.vault, err)
+		return fmt.Errorf("no vault binary at %s (run `make vault`, or set VAULT_BIN): %w", bins.vault, err)
 	}
 	build := func(name, pkg string, ldflags string) (string, error) {
 		if p := filepath.Join(root, "bin", name); fileExists(p) {
@@ -87,6 +95,14 @@ func findBinaries(tmp string) error {
 			return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
 		}
 		return out, nil
+	}
+	pluginVersion = e2eVersion
+	if fileExists(filepath.Join(root, "bin", pluginName)) {
+		b, err := os.ReadFile(filepath.Join(root, "build", "plugin-version"))
+		if err != nil {
+			return fmt.Errorf("bin/%s has no build/plugin-version beside it to say its version (run `make build`): %w", pluginName, err)
+		}
+		pluginVersion = strings.TrimSpace(string(b))
 	}
 	if bins.plugin, err = build(pluginName, "./cmd/"+pluginName, "-X "+module+".Version="+pluginVersion); err != nil {
 		return err

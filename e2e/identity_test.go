@@ -40,6 +40,8 @@ type idpStats struct {
 	Authorizations int            `json:"authorizations"`
 	PendingFaults  int            `json:"pending_faults"`
 	RequestTimes   []int64        `json:"request_times_ms"` // when each token request arrived
+	// RefreshTokenMostSent: the most times one refresh token value was sent.
+	RefreshTokenMostSent int `json:"refresh_token_most_sent"`
 }
 
 // startIdentity runs the dev identity server over TLS with the admin API, tokens valid

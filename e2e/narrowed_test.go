@@ -23,6 +23,7 @@ const narrowedLoad = 10 * time.Second
 // 1 h tokens), the scopes it granted, and the spacing of the requests under the config's
 // budget of one a second, which the config's own token and both narrowed ones share.
 func TestNarrowed(t *testing.T) {
+	t.Parallel()
 	v := startDevVault(t)
 	v.enablePlugin(t)
 	secret := randomSecret(t, "muc")

@@ -39,6 +39,7 @@ var secretFields = []string{"client_secret", "refresh_token", "code"}
 // a description, secret fields are marked; and docs/api.md documents exactly its paths
 // and fields.
 func TestOpenAPI(t *testing.T) {
+	t.Parallel()
 	v := startDevVault(t)
 	v.enablePlugin(t)
 

@@ -12,6 +12,7 @@ import (
 // TestPersistence runs one Vault node with integrated storage (raft): configs, authorized
 // credentials and cached tokens survive a plugin reload and a Vault restart.
 func TestPersistence(t *testing.T) {
+	t.Parallel()
 	var watch secretWatch
 	secMuc, secApp, secFra := randomSecret(t, "muc"), randomSecret(t, "app"), randomSecret(t, "fra")
 	watch.add("client secret of hotel-muc", secMuc)

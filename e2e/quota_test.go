@@ -18,6 +18,7 @@ import (
 // apaleo/config/ and a reader of another mount's creds/ get none; and the leases the
 // runaway made stay within the quota's rate.
 func TestQuotaRunawayReader(t *testing.T) {
+	t.Parallel()
 	const (
 		rate    = 20
 		seconds = 10

@@ -32,6 +32,7 @@ const (
 //   - hotel-fra (authorized, 10 s tokens) refreshes on each side, and each side's rotated
 //     refresh token is accepted when the other version sends it (0 invalid_grant).
 func TestUpgrade(t *testing.T) {
+	t.Parallel()
 	secMuc, secBer, secFra := randomSecret(t, "muc"), randomSecret(t, "ber"), randomSecret(t, "fra")
 	const redirect = "https://app.example/cb"
 	long := startIdentity(t, "identity-long", time.Hour,

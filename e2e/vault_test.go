@@ -430,11 +430,15 @@ func (v *vault) list(t *testing.T, path string) []string {
 }
 
 // enablePlugin registers the plugin binary with its sha256 and version and mounts it at
-// apaleo/ pinned to that version.
-func (v *vault) enablePlugin(t *testing.T) {
+// apaleo/ pinned to that version. env (K=V) is the plugin process's environment, passed
+// with `vault plugin register -env`.
+func (v *vault) enablePlugin(t *testing.T, env ...string) {
 	t.Helper()
-	v.must(t, "plugin", "register", "-sha256="+sha256File(t, filepath.Join(v.pluginDir, pluginName)),
-		"-version="+pluginVersion, "secret", pluginName)
+	args := []string{"plugin", "register", "-sha256=" + sha256File(t, filepath.Join(v.pluginDir, pluginName)), "-version=" + pluginVersion}
+	for _, kv := range env {
+		args = append(args, "-env="+kv)
+	}
+	v.must(t, append(args, "secret", pluginName)...)
 	v.must(t, "secrets", "enable", "-path="+mount, "-plugin-version="+pluginVersion, pluginName)
 }
 

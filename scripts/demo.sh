@@ -14,19 +14,20 @@
 # Everything lives in .demo/ (git-ignored): logs, pid files, Vault's HOME (Vault keeps
 # ~/.vault-token there) and the plugin directory with a copy of the plugin binary.
 #
-# Environment: VAULT_BIN_PATH (the vault binary, default build/vault), VERSION (the
-# plugin version to register, default v0.1.0), DEMO_VAULT_PORT (Vault's port; its cluster
+# Environment: VAULT_BIN (the vault binary, default build/vault), VERSION (the plugin
+# version to register, default the one make build wrote to build/plugin-version, which
+# bin/ reports), DEMO_VAULT_PORT (Vault's port; its cluster
 # port is the next one; default: the first free port from 8200 on). The dev identity
 # server always takes a free port of its own.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEMO=$ROOT/.demo
-VAULT=${VAULT_BIN_PATH:-$ROOT/build/vault}
+VAULT=${VAULT_BIN:-$ROOT/build/vault}
 PLUGIN=vault-plugin-secrets-apaleo
 PLUGIN_BIN=$ROOT/bin/$PLUGIN
 IDP_BIN=$ROOT/bin/apaleo-dev-identity
-VERSION=${VERSION:-v0.1.0}
+VERSION=${VERSION:-$(cat "$ROOT/build/plugin-version" 2>/dev/null || true)}
 MOUNT=apaleo
 NAME=hotel-muc
 ROOT_TOKEN=root
@@ -165,6 +166,7 @@ start() {
 	for b in "$VAULT" "$PLUGIN_BIN"; do
 		[[ -x $b ]] || die "$b is missing: run 'make demo' (it builds bin/ and build/vault first)"
 	done
+	[[ -n $VERSION ]] || die "no VERSION and no build/plugin-version: run 'make demo' (make build writes it)"
 	local real=""
 	if [[ -n ${APALEO_CLIENT_ID:-} || -n ${APALEO_CLIENT_SECRET:-} ]]; then
 		[[ -n ${APALEO_CLIENT_ID:-} && -n ${APALEO_CLIENT_SECRET:-} ]] ||

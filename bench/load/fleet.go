@@ -16,11 +16,15 @@ import (
 )
 
 type fleetMode struct {
-	Mode          string             `json:"mode"`
-	Window        time.Duration      `json:"window_ns"`
-	Reads         int                `json:"reads"`
-	Errors        int                `json:"errors"`
-	Waited        int                `json:"waited"` // took longer than delay/2
+	Mode   string        `json:"mode"`
+	Window time.Duration `json:"window_ns"`
+	Reads  int           `json:"reads"`
+	Errors int           `json:"errors"`
+	Waited int           `json:"waited"` // took longer than delay/2
+	// AsSlowAsToken: reads that took at least the identity server's delay by the reader's
+	// own clock. A read that waited on a token request took that long at least, so this
+	// bounds the reads that waited from above, with no word from the plugin.
+	AsSlowAsToken int                `json:"reads_at_least_the_delay"`
 	P50           time.Duration      `json:"p50_ns"`
 	P99           time.Duration      `json:"p99_ns"`
 	Max           time.Duration      `json:"max_ns"`
@@ -186,7 +190,7 @@ func runFleet(args []string) error {
 		_, err := c.api.Must(http.MethodPost, *mount+"/config/fleet", map[string]any{"refresh_ahead": on}, http.StatusOK, http.StatusNoContent)
 		return err
 	}
-	fm := &fleetMeasure{sc: sc, threshold: *delay / 2, ttl: *ttl, pluginPath: *pluginPath}
+	fm := &fleetMeasure{sc: sc, threshold: *delay / 2, delay: *delay, ttl: *ttl, pluginPath: *pluginPath}
 	window := time.Duration(*lifetimes) * *ttl
 	// Delay faults: enough for every token request of a mode (at most a few per credential
 	// per lifetime); the stats at the end say whether any went undelayed.

@@ -103,6 +103,7 @@ func pacedPass(c *common, mount string, names []string, d time.Duration, readers
 type fleetMeasure struct {
 	sc         *scraper
 	threshold  time.Duration // a read that took longer waited on a token request
+	delay      time.Duration // the identity server's delay of every token request
 	ttl        time.Duration
 	pluginPath string
 }
@@ -118,6 +119,9 @@ func (f *fleetMeasure) summarize(m *fleetMode, recs []readRec) {
 		lat = append(lat, rr.lat)
 		if rr.lat > f.threshold {
 			m.Waited++
+		}
+		if rr.lat >= f.delay {
+			m.AsSlowAsToken++
 		}
 	}
 	m.Reads = len(recs)

@@ -62,7 +62,10 @@ func printFleet(r *fleetResult) {
 		return "**" + pctOf(m.Reads-m.Waited-m.Errors, m.Reads) + "**"
 	})
 	row("waited (> delay/2)", func(m *fleetMode) string { return fmt.Sprintf("%d (%s)", m.Waited, pctOf(m.Waited, m.Reads)) })
-	row("reads that waited on a token request (metrics: fetched + stale)", func(m *fleetMode) string {
+	row("**reads as slow as a token request** (readers' clock: at least the delay; the most that can have waited on one)", func(m *fleetMode) string {
+		return fmt.Sprintf("**%d (%s)**", m.AsSlowAsToken, pctOf(m.AsSlowAsToken, m.Reads))
+	})
+	row("reads that waited on a token request (the plugin's own metrics: fetched + stale)", func(m *fleetMode) string {
 		w := int(m.ReadsByResult["fetched"] + m.ReadsByResult["stale"])
 		return fmt.Sprintf("%d (%s)", w, pctOf(w, m.Reads))
 	})

@@ -75,13 +75,14 @@ Admin API (-admin, no authentication, test use only):
                                        refresh token seen (a test aid for secret scans)
 `
 
-// clientFlags collects -client specs; they are parsed after flag parsing so
-// that the flag package never echoes a spec (with its secret) in an error.
-type clientFlags []string
+// repeatedFlag collects the values of a repeatable flag (-client, -tls-host). -client
+// specs are parsed after flag parsing, so that the flag package never echoes a spec
+// (with its secret) in an error.
+type repeatedFlag []string
 
-func (c *clientFlags) String() string { return fmt.Sprintf("%d clients", len(*c)) }
+func (c *repeatedFlag) String() string { return fmt.Sprintf("%d values", len(*c)) }
 
-func (c *clientFlags) Set(v string) error {
+func (c *repeatedFlag) Set(v string) error {
 	*c = append(*c, v)
 	return nil
 }
@@ -98,7 +99,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var (
 		addr        = fs.String("addr", "127.0.0.1:0", "listen address (port 0 picks a free port; the URL is printed)")
-		specs       clientFlags
+		specs       repeatedFlag
 		clientsFile = fs.String("clients-file", "", "JSON file with a list of clients (see below)")
 		tokenTTL    = fs.Duration("token-ttl", time.Hour, "access token lifetime (expires_in)")
 		refreshTTL  = fs.Duration("refresh-ttl", 30*24*time.Hour, "refresh token lifetime")
@@ -109,8 +110,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		duende      = fs.Bool("duende-errors", false, "answer every 4xx token error with 400 like Duende IdentityServer (default: fosite's 401 for invalid_client)")
 		quiet       = fs.Bool("quiet", false, "no request log on stderr")
 		login       = fs.Bool("login", false, "show a login page and a consent page (Allow, Deny) at /connect/authorize instead of consenting at once")
+		tlsHosts    repeatedFlag
 	)
 	fs.Var(&specs, "client", "client spec id:secret[:account_code[:scopes[:redirect_uri]]] (repeatable)")
+	fs.Var(&tlsHosts, "tls-host", "with -tls-dir, one more name or IP the certificate covers, e.g. one reached through a proxy (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), usageHeader, devidp.TestUser, devidp.DefaultAccountCode)
 		fs.PrintDefaults()
@@ -181,7 +184,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	scheme := "http"
 	if *tlsDir != "" {
-		cfg, _, err := devidp.GenerateDevTLS(*tlsDir)
+		cfg, _, err := devidp.GenerateDevTLS(*tlsDir, tlsHosts...)
 		if err != nil {
 			ln.Close()
 			return fmt.Errorf("tls: %w", err)

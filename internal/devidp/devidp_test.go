@@ -352,6 +352,10 @@ func TestRefreshRotation(t *testing.T) {
 	}
 	_, err := refresh(f.ctx, f.connect(connectID, oauth2.AuthStyleInParams), "garbage")
 	wantOAuthError(t, err, "invalid_grant", http.StatusBadRequest)
+	// Each style sent its first refresh token twice, every other one once.
+	if n := f.idp.Stats().RefreshTokenMostSent; n != 2 {
+		t.Errorf("RefreshTokenMostSent = %d, want 2", n)
+	}
 }
 
 func revoke(t *testing.T, f *fixture, id, secret, token, hint string) (int, string) {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -168,13 +167,21 @@ func (s *Server) ClearFaults() {
 	s.faults = nil
 }
 
-// takeFault counts a token request, adds it to the timeline (entry: nil when the
-// timeline is full) and pops the next fault, if any.
-func (s *Server) takeFault(grant, client, scope, refreshID string) (f Fault, faulted bool, entry *TokenRequest) {
+// takeFault counts a token request (per refresh token too), adds it to the timeline
+// (entry: nil when the timeline is full) and pops the next fault, if any.
+func (s *Server) takeFault(grant, client, scope, refreshToken string) (f Fault, faulted bool, entry *TokenRequest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stats.TokenRequests++
 	s.stats.ByGrant[grant]++
+	if refreshToken != "" {
+		if s.refreshSent == nil {
+			s.refreshSent = map[[sha256.Size]byte]int{}
+		}
+		sum := sha256.Sum256([]byte(refreshToken))
+		s.refreshSent[sum]++
+		s.stats.RefreshTokenMostSent = max(s.stats.RefreshTokenMostSent, s.refreshSent[sum])
+	}
 	if _, ok := s.stats.ByClient[client]; ok || len(s.stats.ByClient) < maxClientsCounted {
 		s.stats.ByClient[client]++
 	}
@@ -188,7 +195,7 @@ func (s *Server) takeFault(grant, client, scope, refreshID string) (f Fault, fau
 		s.stats.RequestTimes = append(s.stats.RequestTimes, now)
 	}
 	if len(s.timeline) < maxRequestTimes {
-		entry = &TokenRequest{Arrived: now, Grant: grant, Client: client, RefreshToken: refreshID}
+		entry = &TokenRequest{Arrived: now, Grant: grant, Client: client, RefreshToken: refreshTokenID(grant, refreshToken)}
 		s.timeline = append(s.timeline, entry)
 	}
 	if len(s.faults) == 0 {
@@ -222,8 +229,7 @@ func (s *Server) answered(entry *TokenRequest, w http.ResponseWriter) {
 
 // refreshTokenID is the fingerprint of the refresh token a refresh_token grant
 // presents (TokenRequest.RefreshToken), "" for other grants.
-func refreshTokenID(grant string, form url.Values) string {
-	rt := form.Get("refresh_token")
+func refreshTokenID(grant, rt string) string {
 	if grant != GrantRefreshToken || rt == "" {
 		return ""
 	}

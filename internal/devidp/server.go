@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -74,6 +75,10 @@ type Stats struct {
 	FaultsApplied  int            `json:"faults_applied"`  // faults consumed by token requests
 	PendingFaults  int            `json:"pending_faults"`  // faults still queued
 	RefreshRevoked int            `json:"refresh_revoked"` // active refresh tokens removed by RevokeRefreshTokens
+	// RefreshTokenMostSent is the most times any one refresh token value came to the
+	// token endpoint (faulted requests included): a client that sends a token again after
+	// a lost answer shows here, whatever it reports of itself.
+	RefreshTokenMostSent int `json:"refresh_token_most_sent"`
 	// RequestTimes holds when each token request arrived (Unix milliseconds), the first
 	// maxRequestTimes of them: tests measure request rates with it.
 	RequestTimes []int64 `json:"request_times_ms"`
@@ -114,10 +119,12 @@ type Server struct {
 	// requests do not take it.
 	grantMu sync.Mutex
 
-	mu       sync.Mutex // guards stats, timeline and faults
-	stats    Stats
-	timeline []*TokenRequest // see Timeline; entries are completed when answered
-	faults   []Fault
+	mu    sync.Mutex // guards stats, refreshSent, timeline and faults
+	stats Stats
+	// refreshSent counts the token requests per refresh token, by its SHA-256.
+	refreshSent map[[sha256.Size]byte]int
+	timeline    []*TokenRequest // see Timeline; entries are completed when answered
+	faults      []Fault
 
 	secrets secretLog // for GET /_admin/secrets only (a test aid)
 
@@ -250,6 +257,7 @@ func (s *Server) ResetStats() {
 	defer s.mu.Unlock()
 	s.stats = newStats()
 	s.timeline = nil
+	s.refreshSent = nil
 }
 
 // RevokeRefreshTokens removes every refresh token of clientID, as an apaleo
@@ -394,7 +402,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, info *reqLo
 	grant := r.PostForm.Get("grant_type")
 	info.grant, info.client = grant, requestClientID(r)
 
-	fault, faulted, entry := s.takeFault(grant, info.client, r.PostForm.Get("scope"), refreshTokenID(grant, r.PostForm))
+	fault, faulted, entry := s.takeFault(grant, info.client, r.PostForm.Get("scope"), r.PostForm.Get("refresh_token"))
 	defer s.answered(entry, w)
 	if !faulted {
 		s.token(r.Context(), w, r, grant)
