@@ -2,21 +2,17 @@ package apaleo
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -237,112 +233,6 @@ func TestMetrics_Read(t *testing.T) {
 	}
 }
 
-// TestMetrics_Path: metrics is authenticated (a scraper needs a token with read on it)
-// and read-only.
-func TestMetrics_Path(t *testing.T) {
-	e := newTestEnv(t)
-	if slices.ContainsFunc(e.b.PathsSpecial.Unauthenticated, func(p string) bool { return strings.HasPrefix("metrics", strings.TrimSuffix(p, "*")) }) {
-		t.Errorf("metrics is unauthenticated: %v", e.b.PathsSpecial.Unauthenticated)
-	}
-	if _, err := e.do(logical.UpdateOperation, "metrics", nil); !errors.Is(err, logical.ErrUnsupportedOperation) {
-		t.Errorf("write to metrics: %v, want unsupported operation", err)
-	}
-	// A fresh mount has no series: it still answers 200 with an empty exposition, which
-	// must reach Vault as an empty body, not as null.
-	if got := e.scrape(); len(got) != 0 {
-		t.Errorf("fresh mount: %d samples, want none", len(got))
-	}
-}
-
-// TestMetrics_Gzip: a scrape whose Accept-Encoding Vault passes through and that takes
-// gzip gets the same text gzipped, as bytes that survive the crossing to Vault, with
-// Content-Encoding set; one that does not take gzip gets the plain text.
-func TestMetrics_Gzip(t *testing.T) {
-	e := newTestEnv(t)
-	for i := range 50 {
-		e.b.metrics.tokenRequest(fmt.Sprintf("hotel-%02d", i), grantClientCredentials, triggerRead, nil, time.Millisecond)
-		e.b.metrics.credsRead(fmt.Sprintf("hotel-%02d", i), readFetched)
-	}
-	plain := string(e.mustDo(logical.ReadOperation, "metrics", nil).Data[logical.HTTPRawBody].([]byte))
-	if !strings.Contains(plain, `vault_apaleo_token_requests_total{config="hotel-49"`) {
-		t.Fatalf("plain scrape without the series:\n%s", plain)
-	}
-	scrape := func(acceptEncoding ...string) *logical.Response {
-		t.Helper()
-		resp, err := readMetricsAccepting(e.b, e.storage, acceptEncoding...)
-		e.record(resp, err)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp
-	}
-
-	resp := scrape("br;q=1.0, gzip;q=0.8, *;q=0.1")
-	if got := resp.Headers["Content-Encoding"]; !slices.Equal(got, []string{"gzip"}) {
-		t.Fatalf("Content-Encoding %v, want gzip", got)
-	}
-	if _, ok := resp.Data[logical.HTTPRawBody].([]byte); !ok {
-		t.Fatalf("gzipped body is %T, want []byte (a string of binary crosses JSON mangled)", resp.Data[logical.HTTPRawBody])
-	}
-	_, ct, wire := overGRPC(t, resp)
-	if ct != metricsContentType {
-		t.Errorf("content type %v", ct)
-	}
-	zr, err := gzip.NewReader(bytes.NewReader(wire))
-	if err != nil {
-		t.Fatalf("the body that reaches Vault is not gzip: %v", err)
-	}
-	text, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(text) != plain {
-		t.Errorf("gunzipped scrape differs from the plain one:\n%s\n---\n%s", text, plain)
-	}
-	if len(wire)*4 > len(plain) {
-		t.Errorf("gzipped %d bytes of text to %d, want a quarter or less", len(plain), len(wire))
-	}
-
-	for _, ae := range [][]string{nil, {"identity"}, {"gzip;q=0"}, {"gzip;q=0, *"}, {"br"}, {"*;q=0"}} {
-		resp := scrape(ae...)
-		if body, _ := resp.Data[logical.HTTPRawBody].([]byte); resp.Headers != nil || string(body) != plain {
-			t.Errorf("Accept-Encoding %q: headers %v, body %T; want the plain text", ae, resp.Headers, resp.Data[logical.HTTPRawBody])
-		}
-	}
-}
-
-// readMetricsAccepting reads metrics as Vault hands the plugin a request whose
-// Accept-Encoding the mount passes through.
-func readMetricsAccepting(b *backend, s logical.Storage, acceptEncoding ...string) (*logical.Response, error) {
-	return b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "metrics",
-		Storage: s, Headers: map[string][]string{"Accept-Encoding": acceptEncoding}})
-}
-
-func TestAcceptsGzip(t *testing.T) {
-	for _, c := range []struct {
-		headers map[string][]string
-		want    bool
-	}{
-		{nil, false},
-		{map[string][]string{"Accept-Encoding": {"gzip"}}, true},
-		{map[string][]string{"accept-encoding": {"GZIP"}}, true},            // names and codings are case-insensitive
-		{map[string][]string{"Accept-Encoding": {"x-gzip"}}, true},          // RFC 9110 8.4.1.3
-		{map[string][]string{"Accept-Encoding": {"deflate", "gzip"}}, true}, // two header lines
-		{map[string][]string{"Accept-Encoding": {"gzip; q=0.5"}}, true},
-		{map[string][]string{"Accept-Encoding": {"gzip;q=0"}}, false},
-		{map[string][]string{"Accept-Encoding": {"gzip;q=0.0, *"}}, false}, // named refusal wins over *
-		{map[string][]string{"Accept-Encoding": {"*"}}, true},
-		{map[string][]string{"Accept-Encoding": {"*;q=0"}}, false},
-		{map[string][]string{"Accept-Encoding": {"identity, deflate, br"}}, false},
-		{map[string][]string{"Accept-Encoding": {""}}, false},
-		{map[string][]string{"X-Accept-Encoding": {"gzip"}}, false},
-	} {
-		if got := acceptsGzip(c.headers); got != c.want {
-			t.Errorf("acceptsGzip(%v) = %v, want %v", c.headers, got, c.want)
-		}
-	}
-}
-
 // TestMetrics_CredentialsGauge: the gauge is the callback's answer at scrape time: ok
 // for every config (zero too), other states only where they hold credentials, and
 // nothing left from before.
@@ -491,73 +381,6 @@ func TestMetrics_EachAttemptCounted(t *testing.T) {
 	}
 }
 
-// dashboardQueries returns every PromQL expression of a Grafana dashboard: panel targets
-// (rows' nested panels too) and templating queries, each with where it was found.
-func dashboardQueries(t *testing.T, raw []byte) map[string]string {
-	t.Helper()
-	type target struct {
-		Expr  string `json:"expr"`
-		RefID string `json:"refId"`
-	}
-	type panel struct {
-		Title   string   `json:"title"`
-		Type    string   `json:"type"`
-		Targets []target `json:"targets"`
-		Panels  []panel  `json:"panels"`
-	}
-	var d struct {
-		SchemaVersion int     `json:"schemaVersion"`
-		Panels        []panel `json:"panels"`
-		Templating    struct {
-			List []struct {
-				Name  string          `json:"name"`
-				Type  string          `json:"type"`
-				Query json.RawMessage `json:"query"`
-			} `json:"list"`
-		} `json:"templating"`
-	}
-	if err := json.Unmarshal(raw, &d); err != nil {
-		t.Fatalf("dashboard JSON: %v", err)
-	}
-	if d.SchemaVersion < 36 {
-		t.Errorf("schemaVersion %d, want a current one (39)", d.SchemaVersion)
-	}
-	out := map[string]string{}
-	var walk func([]panel)
-	walk = func(ps []panel) {
-		for _, p := range ps {
-			if p.Type != "row" && len(p.Targets) == 0 {
-				t.Errorf("panel %q has no query", p.Title)
-			}
-			for _, tg := range p.Targets {
-				if strings.TrimSpace(tg.Expr) == "" {
-					t.Errorf("panel %q target %s has no expr", p.Title, tg.RefID)
-				}
-				out[tg.Expr] = fmt.Sprintf("panel %q", p.Title)
-			}
-			walk(p.Panels)
-		}
-	}
-	walk(d.Panels)
-	for _, v := range d.Templating.List {
-		if v.Type != "query" {
-			continue
-		}
-		var q struct {
-			Query string `json:"query"`
-		}
-		var s string
-		if err := json.Unmarshal(v.Query, &s); err != nil {
-			if err := json.Unmarshal(v.Query, &q); err != nil {
-				t.Fatalf("variable %s: query %s", v.Name, v.Query)
-			}
-			s = q.Query
-		}
-		out[s] = "variable " + v.Name
-	}
-	return out
-}
-
 var (
 	promStringRe   = regexp.MustCompile(`"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|` + "`[^`]*`")
 	promMatcherRe  = regexp.MustCompile(`\{[^}]*\}`)
@@ -568,123 +391,6 @@ var (
 	labelValuesRe  = regexp.MustCompile(`^\s*label_values\s*\((.*)\)\s*$`)
 	promKeywords   = []string{"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset", "atan2", "inf", "nan", "Inf", "NaN"}
 )
-
-// promMetricNames finds the metric names a PromQL expression (or a Grafana
-// label_values(...) query) selects: identifiers that are not functions, keywords, label
-// names or parts of strings, ranges or Grafana variables.
-func promMetricNames(expr string) []string {
-	if m := labelValuesRe.FindStringSubmatch(expr); m != nil {
-		// label_values(selector, label) or label_values(label): only a selector names metrics.
-		expr = ""
-		if i := strings.LastIndex(m[1], ","); i >= 0 {
-			expr = m[1][:i]
-		}
-	}
-	expr = promStringRe.ReplaceAllString(expr, `""`)
-	expr = promMatcherRe.ReplaceAllString(expr, " ")
-	expr = promRangeRe.ReplaceAllString(expr, " ")
-	expr = promGroupingRe.ReplaceAllString(expr, " ")
-	expr = promVariableRe.ReplaceAllString(expr, " ")
-	var names []string
-	for _, m := range promIdentRe.FindAllStringSubmatch(expr, -1) {
-		if m[1] != "" { // a function call
-			continue
-		}
-		if name := m[0]; !slices.Contains(promKeywords, name) && !slices.Contains(names, name) {
-			names = append(names, name)
-		}
-	}
-	sort.Strings(names)
-	return names
-}
-
-func TestPromMetricNames(t *testing.T) {
-	cases := map[string][]string{
-		`sum by (config, outcome) (rate(vault_apaleo_token_requests_total{config=~"$config", outcome!="success"}[$__rate_interval]))`:             {"vault_apaleo_token_requests_total"},
-		`histogram_quantile(0.99, sum by (le, config) (rate(vault_apaleo_token_request_duration_seconds_bucket{config=~"${config:regex}"}[5m])))`: {"vault_apaleo_token_request_duration_seconds_bucket"},
-		`sum(rate(a_sum[5m])) / sum(rate(a_count[5m])) > bool 0`:                                                                                  {"a_count", "a_sum"},
-		`max by (config, state) (vault_apaleo_credentials) or on (config) vault_apaleo_nope`:                                                      {"vault_apaleo_credentials", "vault_apaleo_nope"},
-		`label_values(vault_apaleo_credentials, config)`:                                                                                          {"vault_apaleo_credentials"},
-		`label_values(vault_apaleo_creds_reads_total{result="error"},config)`:                                                                     {"vault_apaleo_creds_reads_total"},
-		`label_values(config)`: nil,
-		`up`:                   {"up"},
-	}
-	for expr, want := range cases {
-		if got := promMetricNames(expr); !slices.Equal(got, want) {
-			t.Errorf("promMetricNames(%s) = %v, want %v", expr, got, want)
-		}
-	}
-}
-
-// servedMetricNames are the series names a scrape can hold: the families written, each
-// with a sample, histograms as their _bucket, _sum and _count.
-func servedMetricNames(t *testing.T) []string {
-	t.Helper()
-	m := newMetrics()
-	m.tokenRequest("c", "client_credentials", triggerRead, nil, time.Millisecond)
-	m.credsRead("c", readCached)
-	m.credentialStates(func() map[string]*stateCounts { return countsOf(map[string]map[string]int{"c": {"ok": 1}}) }, nil)
-	var body bytes.Buffer
-	if err := m.writeText(&body); err != nil {
-		t.Fatal(err)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(&body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, mf := range families {
-		if len(mf.GetMetric()) == 0 {
-			t.Errorf("%s has no sample", mf.GetName())
-		}
-		if mf.GetType().String() == "HISTOGRAM" {
-			names = append(names, mf.GetName()+"_bucket", mf.GetName()+"_sum", mf.GetName()+"_count")
-		} else {
-			names = append(names, mf.GetName())
-		}
-	}
-	slices.Sort(names)
-	if len(families) != 4 {
-		t.Errorf("%d metric families, want 4: %v", len(families), names)
-	}
-	return names
-}
-
-// TestGrafanaDashboard: every metric the shipped dashboard queries is one the plugin
-// serves, and it queries each of them.
-func TestGrafanaDashboard(t *testing.T) {
-	raw, err := os.ReadFile("docs/grafana-dashboard.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := servedMetricNames(t)
-	used := map[string]bool{}
-	queries := dashboardQueries(t, raw)
-	if len(queries) == 0 {
-		t.Fatal("the dashboard has no queries")
-	}
-	for expr, where := range queries {
-		names := promMetricNames(expr)
-		if len(names) == 0 {
-			t.Errorf("%s: no metric in %q", where, expr)
-		}
-		for _, n := range names {
-			used[n] = true
-			if !slices.Contains(served, n) {
-				t.Errorf("%s queries %s, which the plugin does not serve (it serves %v): %s", where, n, served, expr)
-			}
-		}
-	}
-	for _, n := range served {
-		if !used[n] {
-			t.Errorf("the dashboard never queries %s", n)
-		}
-	}
-	if !bytes.Contains(raw, []byte(`"${datasource}"`)) {
-		t.Error("panels should use the ${datasource} variable")
-	}
-}
 
 // countingStorage counts the storage calls made through it.
 type countingStorage struct {
