@@ -2,6 +2,8 @@ package apaleo
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
 )
@@ -70,4 +72,21 @@ func (b *backend) commitAuthorization(ctx context.Context, s logical.Storage, a 
 		return old, nil
 	}
 	return nil, nil
+}
+
+func (b *backend) revoke(ctx context.Context, s logical.Storage, cred *credential) error {
+	cfg, err := readConfig(ctx, s, cred.Config)
+	if err != nil {
+		return err
+	}
+	if cfg == nil {
+		return fmt.Errorf("config %q is gone", cred.Config)
+	}
+	srv, err := b.identity(cfg)
+	if err != nil {
+		return err
+	}
+	policy := b.retry
+	policy.Total = min(policy.Total, 10*time.Second)
+	return srv.Revoke(ctx, cred.RefreshToken, policy)
 }

@@ -21,12 +21,6 @@ import (
 // -ldflags "-X github.com/apaleo-vault/vault-plugin-secrets-apaleo.Version=v1.2.3".
 var Version = "v0.0.0-dev"
 
-const (
-	configPrefix  = "config/"
-	credsPrefix   = "creds/"
-	pendingPrefix = "pending/"
-)
-
 type backend struct {
 	*framework.Backend
 

@@ -206,15 +206,6 @@ func (b *backend) answerError(ctx context.Context, s logical.Storage, name strin
 	return nil, err
 }
 
-// statusOf is the HTTP status of an error a read answers.
-func errStatus(err error) int {
-	var coded logical.HTTPCodedError
-	if errors.As(err, &coded) {
-		return coded.Code()
-	}
-	return http.StatusInternalServerError
-}
-
 func (b *backend) credNotFound(ctx context.Context, s logical.Storage, name string) (*logical.Response, error) {
 	cfg, err := b.config(ctx, s, name)
 	if err != nil {
@@ -544,23 +535,6 @@ func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	return resp, nil
-}
-
-func (b *backend) revoke(ctx context.Context, s logical.Storage, cred *credential) error {
-	cfg, err := readConfig(ctx, s, cred.Config)
-	if err != nil {
-		return err
-	}
-	if cfg == nil {
-		return fmt.Errorf("config %q is gone", cred.Config)
-	}
-	srv, err := b.identity(cfg)
-	if err != nil {
-		return err
-	}
-	policy := b.retry
-	policy.Total = min(policy.Total, 10*time.Second)
-	return srv.Revoke(ctx, cred.RefreshToken, policy)
 }
 
 const (

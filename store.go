@@ -2,7 +2,9 @@ package apaleo
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +18,13 @@ import (
 // storage entries, per-name locks, and what the engine knows of each credential that is
 // not stored (when it was last read, its failure memory, a rotated refresh token that
 // storage refused). Path handlers go through it and never juggle cache coherence.
+
+// Storage prefixes: config/<name>, creds/<name>, pending/<sha256(state)>.
+const (
+	configPrefix  = "config/"
+	credsPrefix   = "creds/"
+	pendingPrefix = "pending/"
+)
 
 // entryCache holds in-memory copies of one kind of storage entry. Values are never
 // mutated after they are cached: writers cache a new value.
@@ -486,4 +495,13 @@ func (b *backend) credsUsing(ctx context.Context, s logical.Storage, config stri
 	}
 	slices.Sort(users)
 	return users, nil
+}
+
+// errStatus is the HTTP status of an error a read answers.
+func errStatus(err error) int {
+	var coded logical.HTTPCodedError
+	if errors.As(err, &coded) {
+		return coded.Code()
+	}
+	return http.StatusInternalServerError
 }
