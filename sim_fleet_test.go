@@ -202,7 +202,7 @@ func fleetNext(c int, r simRead, rng *rand.Rand) time.Duration {
 	if c == 2 {
 		lo, base, life = 0.67, r.at, r.expires.Sub(r.at)
 	}
-	return max(base.Add(time.Duration((lo+0.1*rng.Float64())*float64(life))).Sub(time.Now()), time.Second)
+	return max(time.Until(base.Add(time.Duration((lo+0.1*rng.Float64())*float64(life)))), time.Second)
 }
 
 // fleetPlot draws the share of each class served again against the minutes since the

@@ -426,16 +426,4 @@ func (s *simIDP) configWritten(app string) {
 	s.apps[app].refusedClient = nil
 }
 
-// troubled reports whether app's server misbehaved between from and to.
-func (s *simIDP) troubled(app string, from, to time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, tr := range s.trouble[app] {
-		if !tr.to.Before(from) && !tr.from.After(to) {
-			return true
-		}
-	}
-	return false
-}
-
 var _ = context.Background

@@ -253,7 +253,7 @@ func (w *simWorld) reader(ctx context.Context, c simCredSpec) {
 				if c.reader == "vso" {
 					base, life = r.at, r.expires.Sub(r.at)
 				}
-				next = base.Add(time.Duration((lo + (hi-lo)*rng.Float64()) * float64(life))).Sub(time.Now())
+				next = time.Until(base.Add(time.Duration((lo + (hi-lo)*rng.Float64()) * float64(life))))
 			}
 		}
 		if !sleep(next) {
