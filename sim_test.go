@@ -57,12 +57,13 @@ func TestSim(t *testing.T) {
 	// One P: goroutines that wake at the same virtual instant run in the same order in
 	// every replay.
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
 	failed := 0
 	for _, seed := range seeds {
 		ok := t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) { runSim(t, seed, *simSeed != 0) })
 		})
+		runtime.GC() // between schedules only: a collection inside one would reorder it
 		if !ok {
 			if failed++; failed >= *simFails && *simSeed == 0 {
 				t.Fatalf("stopping after %d failing schedules", failed)
@@ -291,13 +292,21 @@ func (sc *simSchedule) app(name string) simAppSpec {
 }
 
 // TestSimReplay: a seed replays exactly: two runs of it send the same requests at the
-// same virtual moments, with the same faults.
+// same virtual moments, with the same faults. Not every seed does: where goroutines of
+// the plugin are ready at one virtual moment, Go's select and scheduler may pick among
+// them in another order (seeds 27 and 10208 vary so); their schedule, faults and readers
+// replay all the same, and so did every failure the simulator found.
 func TestSimReplay(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector randomizes the order of goroutines that wake together: replays are exact without -race (go test, make sim)")
+	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	for _, seed := range []uint64{3, 7} {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	for _, seed := range []uint64{3, 7, 12, 1170} {
 		var digests []uint64
 		for range 2 {
 			synctest.Test(t, func(t *testing.T) { digests = append(digests, runSim(t, seed, false)) })
+			runtime.GC()
 		}
 		if digests[0] != digests[1] {
 			t.Errorf("seed %d: two runs differ (trace %x, %x)", seed, digests[0], digests[1])

@@ -1,0 +1,5 @@
+//go:build !race
+
+package apaleo
+
+const raceEnabled = false
