@@ -57,13 +57,12 @@ func TestSim(t *testing.T) {
 	// One P: goroutines that wake at the same virtual instant run in the same order in
 	// every replay.
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	failed := 0
 	for _, seed := range seeds {
 		ok := t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) { runSim(t, seed, *simSeed != 0) })
 		})
-		runtime.GC() // between schedules only: a collection inside one would reorder it
 		if !ok {
 			if failed++; failed >= *simFails && *simSeed == 0 {
 				t.Fatalf("stopping after %d failing schedules", failed)
