@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -266,7 +267,15 @@ func TestTimeline(t *testing.T) {
 	_, err = refresh(f.ctx, cfg, tok.RefreshToken) // spent by the dropped request
 	wantOAuthError(t, err, "invalid_grant", http.StatusBadRequest)
 
+	// A dropped connection reaches the client before its handler has returned and
+	// completed the entry: wait for every entry to be answered.
 	tl := f.idp.Timeline()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); tl = f.idp.Timeline() {
+		if !slices.ContainsFunc(tl, func(e devidp.TokenRequest) bool { return e.Answered == 0 }) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if len(tl) != 3 {
 		t.Fatalf("timeline has %d entries, want 3: %+v", len(tl), tl)
 	}
