@@ -94,7 +94,7 @@ COVERAGE_MIN ?= 89
 
 test-unit:
 	@mkdir -p $(BUILD_DIR)
-	$(GO) test -race -count=1 -coverprofile=$(BUILD_DIR)/cover.all.out ./...
+	FAULT_MATRIX=all $(GO) test -race -count=1 -coverprofile=$(BUILD_DIR)/cover.all.out ./...
 	@grep -E '^(mode:|$(MODULE)/[^/]+:)' $(BUILD_DIR)/cover.all.out >$(BUILD_DIR)/cover.out
 	@pct=$$($(GO) tool cover -func=$(BUILD_DIR)/cover.out | tail -1 | awk '{print $$NF}'); \
 	echo "coverage of the plugin package ($(MODULE)): $$pct (at least $(COVERAGE_MIN)% required)"; \
