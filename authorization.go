@@ -2,7 +2,9 @@ package apaleo
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -89,4 +91,35 @@ func (b *backend) revoke(ctx context.Context, s logical.Storage, cred *credentia
 	policy := b.retry
 	policy.Total = min(policy.Total, 10*time.Second)
 	return srv.Revoke(ctx, cred.RefreshToken, policy)
+}
+
+// redeemed is what became of a failed redemption of a one-time secret (an authorization
+// code, or a refresh token being imported): the one mapper from upstream errors to the
+// answers of callback, exchange and import.
+type redeemed int
+
+const (
+	redeemNotSent     redeemed = iota // the budget or the app's hold let nothing go
+	redeemRefused                     // apaleo refused the secret
+	redeemRefusedLost                 // apaleo refused it after the answer to a first send was lost
+	redeemFailed                      // no usable answer: the secret may be spent
+)
+
+// redeemFailure classifies err and gives the HTTP status the flows answer with.
+func redeemFailure(err error) (redeemed, int) {
+	var ue *upstreamError
+	var be *budgetError
+	switch {
+	case errors.As(err, &be) && !errors.As(err, &ue):
+		return redeemNotSent, http.StatusTooManyRequests
+	case errors.As(err, &ue) && ue.lostBefore != "":
+		return redeemRefusedLost, http.StatusBadRequest
+	case errors.As(err, &ue) && ue.Status >= 400 && ue.Status < 500 && ue.Status != http.StatusTooManyRequests:
+		return redeemRefused, http.StatusBadRequest
+	case errors.As(err, &ue) && ue.Status == http.StatusTooManyRequests:
+		return redeemFailed, http.StatusTooManyRequests
+	case errors.As(err, &ue) && ue.Timeout:
+		return redeemFailed, http.StatusGatewayTimeout
+	}
+	return redeemFailed, http.StatusBadGateway
 }

@@ -339,17 +339,14 @@ func (b *backend) exchange(ctx context.Context, srv identityServer, p *pendingAu
 	sendCtx := b.sendContext(ctx, p.Config, cfg, grantAuthorizationCode, trigger)
 	res, err := srv.Exchange(sendCtx, code, p.Verifier, p.Scopes, b.retry)
 	if err != nil {
-		var ue *upstreamError
-		var be *budgetError
-		switch {
-		case errors.As(err, &be) && !errors.As(err, &ue):
-			return nil, &authError{status: http.StatusTooManyRequests, msg: fmt.Sprintf("%v. The code was not sent and nothing was stored; start again with authorize/%s", be, p.Name)}
-		case errors.As(err, &ue) && ue.Status >= 400 && ue.Status < 500 && ue.Status != http.StatusTooManyRequests:
+		switch what, status := redeemFailure(err); what {
+		case redeemNotSent:
+			return nil, &authError{status: status, msg: fmt.Sprintf("%v. The code was not sent and nothing was stored; start again with authorize/%s", err, p.Name)}
+		case redeemRefused, redeemRefusedLost:
 			return nil, badAuth("apaleo refused the authorization code: %v. Nothing was stored; start again with authorize/%s", err, p.Name)
-		case errors.As(err, &ue) && ue.Timeout:
-			return nil, &authError{status: http.StatusGatewayTimeout, msg: fmt.Sprintf("exchanging the code failed: %v. Nothing was stored; start again with authorize/%s", err, p.Name)}
+		default:
+			return nil, &authError{status: status, msg: fmt.Sprintf("exchanging the code failed: %v. Nothing was stored; start again with authorize/%s", err, p.Name)}
 		}
-		return nil, &authError{status: http.StatusBadGateway, msg: fmt.Sprintf("exchanging the code failed: %v. Nothing was stored; start again with authorize/%s", err, p.Name)}
 	}
 	if res.RefreshToken == "" {
 		return nil, badAuth("apaleo returned no refresh token: the app needs the offline_access scope and offline access enabled by apaleo. Nothing was stored")

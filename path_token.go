@@ -325,17 +325,17 @@ func (b *backend) redeemImport(ctx context.Context, name, cfgName string, cfg *a
 		return res, nil, nil
 	}
 	var ue *upstreamError
-	var be *budgetError
-	switch {
-	case errors.As(err, &be) && !errors.As(err, &ue):
-		return nil, nil, logical.CodedError(http.StatusTooManyRequests, fmt.Sprintf("%v. The refresh token was not sent and nothing was stored", be))
-	case errors.As(err, &ue) && ue.lostBefore != "":
+	switch what, status := redeemFailure(err); what {
+	case redeemNotSent:
+		return nil, nil, logical.CodedError(status, fmt.Sprintf("%v. The refresh token was not sent and nothing was stored", err))
+	case redeemRefusedLost:
+		errors.As(err, &ue)
 		return nil, logical.ErrorResponse("apaleo refused the refresh token after the answer to the first send was lost in transit (%s): apaleo most likely used the token up then. Nothing was stored; authorize the hotel with authorize/%s config=%s instead", ue.lostBefore, name, cfgName), nil
-	case errors.As(err, &ue) && ue.Status >= 400 && ue.Status < 500 && ue.Status != http.StatusTooManyRequests:
+	case redeemRefused:
 		return nil, logical.ErrorResponse("apaleo refused the refresh token: %v. Nothing was stored", err), nil
+	default:
+		return nil, nil, logical.CodedError(status, fmt.Sprintf("redeeming the refresh token failed: %v. Nothing was stored; the refresh token may be spent", err))
 	}
-	return nil, nil, logical.CodedError(errStatus(explainUpstream(name, &credential{Kind: kindAuthorized, Config: cfgName, GrantType: grantAuthorizationCode}, cfg, err)),
-		fmt.Sprintf("redeeming the refresh token failed: %v. Nothing was stored; the refresh token may be spent", err))
 }
 
 // importedCred is the credential an import stores: the scopes apaleo says it granted,
