@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
+	"golang.org/x/sync/singleflight"
 )
 
 // token.go is the token request of one credential, in named steps: load what it needs
@@ -314,4 +315,26 @@ func explainUpstream(name string, cred *credential, cfg *apaleoConfig, err error
 		return logical.CodedError(http.StatusBadRequest, msg)
 	}
 	return logical.CodedError(http.StatusBadGateway, msg)
+}
+
+// readFlight joins name's token request under way, or starts one. The request is shared
+// by every reader of name and outlives them all: once sent, its answer (a rotated refresh
+// token above all) is stored whoever still waits. A reader that joined background work
+// the budget turned away (background never waits for it) starts a read's own request.
+func (b *backend) readFlight(ctx context.Context, s logical.Storage, name string) <-chan singleflight.Result {
+	start := func() <-chan singleflight.Result {
+		return b.flights.DoChan(name, func() (any, error) {
+			return b.fetchToken(context.WithoutCancel(ctx), s, name, triggerRead)
+		})
+	}
+	out := make(chan singleflight.Result, 1)
+	go func() {
+		r := <-start()
+		var be *budgetError
+		if errors.As(r.Err, &be) && be.background && be.held == nil {
+			r = <-start()
+		}
+		out <- r
+	}()
+	return out
 }
