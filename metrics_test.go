@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -391,22 +390,6 @@ var (
 	labelValuesRe  = regexp.MustCompile(`^\s*label_values\s*\((.*)\)\s*$`)
 	promKeywords   = []string{"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset", "atan2", "inf", "nan", "Inf", "NaN"}
 )
-
-// countingStorage counts the storage calls made through it.
-type countingStorage struct {
-	logical.Storage
-	calls atomic.Int64
-}
-
-func (s *countingStorage) List(ctx context.Context, p string) ([]string, error) {
-	s.calls.Add(1)
-	return s.Storage.List(ctx, p)
-}
-
-func (s *countingStorage) Get(ctx context.Context, k string) (*logical.StorageEntry, error) {
-	s.calls.Add(1)
-	return s.Storage.Get(ctx, k)
-}
 
 // TestMetrics_ScrapeAtScale: with many client-credentials configs, each read once, a
 // scrape reads no storage, counts every credential, and stays within the size budget of
