@@ -52,6 +52,8 @@ type backend struct {
 	backgroundRunning atomic.Int64
 	// swept is when periodic last planned the keep-alive of every authorized credential.
 	swept time.Time
+	// upgrade binds credentials stored before bindings were (authorization.go).
+	upgrade bindPass
 
 	transports transportPool
 
@@ -189,6 +191,9 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 		return nil
 	}
 	b.saveUnsaved(ctx, req.Storage)
+	if err := b.bindUnbound(ctx, req.Storage); err != nil {
+		b.Logger().Warn("binding credentials stored by an earlier version to their app failed; retried at the next run", "error", err)
+	}
 	if now := b.now(); now.Sub(b.swept) >= sweepEvery {
 		if err := b.planKeepAlives(ctx, req.Storage); err != nil {
 			b.Logger().Warn("planning the keep-alive of authorized credentials failed", "error", err)

@@ -345,7 +345,7 @@ func (b *backend) exchange(ctx context.Context, srv identityServer, p *pendingAu
 		case redeemRefused, redeemRefusedLost:
 			return nil, badAuth("apaleo refused the authorization code: %v. Nothing was stored; start again with authorize/%s", err, p.Name)
 		default:
-			return nil, &authError{status: status, msg: fmt.Sprintf("exchanging the code failed: %v. Nothing was stored; start again with authorize/%s", err, p.Name)}
+			return nil, &authError{status: status, msg: fmt.Sprintf("exchanging the code failed: %v. Nothing was stored; start again with authorize/%s.%s", err, p.Name, b.revokeRefusedAnswer(ctx, srv, err))}
 		}
 	}
 	if res.RefreshToken == "" {

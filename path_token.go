@@ -186,7 +186,7 @@ func (b *backend) redeemImport(ctx context.Context, name, cfgName string, cfg *a
 	case redeemRefused:
 		return nil, logical.ErrorResponse("apaleo refused the refresh token: %v. Nothing was stored", err), nil
 	default:
-		return nil, nil, logical.CodedError(status, fmt.Sprintf("redeeming the refresh token failed: %v. Nothing was stored; the refresh token may be spent", err))
+		return nil, nil, logical.CodedError(status, fmt.Sprintf("redeeming the refresh token failed: %v. Nothing was stored; the refresh token may be spent.%s", err, b.revokeRefusedAnswer(ctx, srv, err)))
 	}
 }
 
@@ -203,6 +203,7 @@ func (b *backend) importedCred(cfgName string, cfg *apaleoConfig, res *tokenResu
 		CreatedAt:    b.now().UTC(),
 		Token:        newCachedToken(res, cfg.Generation),
 	}
+	cred.bindTo(cfg) // the app that redeemed it: a failed store revokes it there only
 	if len(cred.Scopes) == 0 {
 		cred.Scopes = scopes
 		if len(scopes) == 0 {
