@@ -110,6 +110,7 @@ func newBackend() *backend {
 		},
 		Paths: framework.PathAppend(
 			pathConfig(b),
+			pathNarrowed(b),
 			pathCreds(b),
 			pathAuthCode(b),
 			pathMetrics(b),
