@@ -52,6 +52,12 @@ type backend struct {
 	// swept is when periodic last planned the keep-alive of every authorized credential.
 	swept time.Time
 
+	// Pending authorizations (pending.go): the mount's count of live ones, the code
+	// exchanges on the wire, and whether entries of earlier versions were indexed.
+	pendingCount    pendingCount
+	exchanges       exchangesUnderway
+	pendingMigrated atomic.Bool
+
 	transports transportPool
 
 	metrics *metrics
@@ -152,7 +158,7 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 			b.swept = now
 		}
 	}
-	return b.cleanPending(ctx, req)
+	return b.cleanPending(ctx, req.Storage)
 }
 
 // sweepEvery is how often periodic plans the keep-alive of every authorized credential:

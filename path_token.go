@@ -297,6 +297,10 @@ func authorizedData(name string, cred *credential) map[string]any {
 func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	defer b.lockName(name)()
+	// Its authorizations end with it, one whose code is being exchanged included.
+	if err := b.endPending(ctx, req.Storage, name); err != nil {
+		return nil, err
+	}
 
 	cred, err := b.credForUpdate(ctx, req.Storage, name)
 	if err != nil || cred == nil {
