@@ -318,3 +318,43 @@ func TestStorageCompat_Narrowed(t *testing.T) {
 		})
 	}
 }
+
+// TestStorageCompat_PendingIndexed: pending entries stored before the index existed
+// (v0.1.0's golden one, and a live one written the same way) are indexed once by the
+// first cleanup: the expired one is deleted, the live one still completes once, and
+// after its expiry the cleanup removes it from the listing alone.
+func TestStorageCompat_PendingIndexed(t *testing.T) {
+	e := newEngineEnv(t)
+	var legacy string
+	for _, g := range readGolden(t, "v0.1.0") {
+		if err := e.storage.Put(t.Context(), &logical.StorageEntry{Key: g.key, Value: g.value}); err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(g.key, pendingPrefix) {
+			legacy = g.key
+		}
+	}
+	live := &pendingAuthorization{Name: "hotel-live", Config: "connect", Verifier: "v", RedirectURI: "https://vault.example/v1/apaleo/callback", ExpiresAt: e.clock.Now().Add(pendingTTL)}
+	if err := writeJSON(t.Context(), e.storage, pendingKey("old-state"), live); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.b.cleanPending(t.Context(), e.storage); err != nil {
+		t.Fatal(err)
+	}
+	if entry, _ := e.storage.Get(t.Context(), legacy); entry != nil {
+		t.Fatalf("the expired v0.1.0 pending entry %s was kept", legacy)
+	}
+	p, err := e.b.takePending(t.Context(), e.storage, "old-state")
+	if err != nil || p.Name != "hotel-live" {
+		t.Fatalf("the live entry stored without an index: %v %v", p, err)
+	}
+	e.b.exchanges.done(p.Name, p.exchange)
+	e.clock.Add(pendingTTL + time.Second)
+	reads := &getCounter{Storage: e.storage}
+	if err := e.b.cleanPending(t.Context(), reads); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := logical.CollectKeys(t.Context(), e.storage); countPrefix(keys, "pending") != 0 || reads.gets(pendingPrefix) != 0 {
+		t.Fatalf("after the cleanup: %q, %d pending entries read", keys, reads.gets(pendingPrefix))
+	}
+}
