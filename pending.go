@@ -215,15 +215,18 @@ func (b *backend) putPending(ctx context.Context, s logical.Storage, hash string
 	if err != nil {
 		return err
 	}
-	if old != nil && b.now().Before(old.ExpiresAt) {
-		if err := b.supersede(ctx, s, p.Name, old); err != nil {
-			return err
-		}
-	} else if err := b.reservePending(ctx, s); err != nil {
+	superseding := old != nil && b.now().Before(old.ExpiresAt)
+	if superseding {
+		err = b.supersede(ctx, s, p.Name, old)
+	} else {
+		err = b.reservePending(ctx, s)
+	}
+	if err != nil {
 		return err
 	}
-	err = b.writePending(ctx, s, hash, p)
-	if err != nil {
+	// A failed write gives its slot back; a superseding one took none (the old one's
+	// slot is gone with it, which the next cleanup's count settles).
+	if err = b.writePending(ctx, s, hash, p); err != nil && !superseding {
 		b.releasePending()
 	}
 	return err
