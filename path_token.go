@@ -16,8 +16,9 @@ import (
 
 // path_token.go serves creds/: reading a token (creds/<name>), importing a refresh token
 // (write), revoking and deleting (delete), and listing with each credential's status
-// (creds/). Narrowed credentials are made at config/<config>/narrowed/ (path_narrowed.go). The entry types live in credential.go, the status in
-// creds_status.go, the token request itself in token.go.
+// (creds/). Narrowed credentials are made at config/<config>/narrowed/ (path_narrowed.go).
+// The entry types live in credential.go, the status in creds_status.go, the token
+// request itself in token.go.
 
 func pathCreds(b *backend) []*framework.Path {
 	return []*framework.Path{
