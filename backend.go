@@ -55,6 +55,12 @@ type backend struct {
 	// upgrade binds credentials stored before bindings were (authorization.go).
 	upgrade bindPass
 
+	// Pending authorizations (pending.go): the mount's count of live ones, the code
+	// exchanges on the wire, and whether entries of earlier versions were indexed.
+	pendingCount    pendingCount
+	exchanges       exchangesUnderway
+	pendingMigrated atomic.Bool
+
 	transports transportPool
 
 	// learned is the node's SystemView with what the node may do learned once (Setup,
@@ -156,6 +162,7 @@ func newBackend() *backend {
 		},
 		Paths: framework.PathAppend(
 			pathConfig(b),
+			pathNarrowed(b),
 			pathCreds(b),
 			pathAuthCode(b),
 			pathMetrics(b),
@@ -201,7 +208,7 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 			b.swept = now
 		}
 	}
-	return b.cleanPending(ctx, req)
+	return b.cleanPending(ctx, req.Storage)
 }
 
 // sweepEvery is how often periodic plans the keep-alive of every authorized credential:
