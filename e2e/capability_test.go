@@ -69,7 +69,7 @@ func matrixRows() []matrixRow {
 		{path: "config/<name>", caps: []string{"delete"}, grant: []string{"config/hotel-muc", "config/connect", "config/spare"}, probe: probeConfigDelete},
 		{path: "config/", caps: []string{"list"}, grant: []string{"config/"}, probe: probeConfigList},
 		{path: "config/<config>/narrowed/<name>", caps: []string{"create"}, probe: probeNarrowCreate,
-			grant: []string{"config/hotel-muc/narrowed/team-x", "config/hotel-nsc/narrowed/team-x", "config/hotel-muc/narrowed/team-a"}},
+			grant: []string{"config/hotel-muc/narrowed/team-x", "config/hotel-nsc/narrowed/team-x", "config/hotel-muc/narrowed/team-a", "config/connect/narrowed/team-x"}},
 		{path: "config/<config>/narrowed/<name>", caps: []string{"read"}, grant: []string{"config/hotel-muc/narrowed/muc-reports"}, probe: probeNarrowRead},
 		{path: "config/<config>/narrowed/<name>", caps: []string{"delete"}, grant: []string{"config/hotel-muc/narrowed/spare-n"}, probe: probeNarrowDelete},
 		{path: "config/<config>/narrowed/", caps: []string{"list"}, grant: []string{"config/hotel-muc/narrowed/"}, probe: probeNarrowList},
@@ -138,7 +138,7 @@ func TestCapabilityMatrix(t *testing.T) {
 
 func newMatrix(t *testing.T) *matrix {
 	m := &matrix{t: t, sec: map[string]string{}}
-	for _, k := range []string{"muc", "ber", "nsc", "app", "other", "evil"} {
+	for _, k := range []string{"muc", "ber", "nsc", "app", "other", "evil", "nothing"} {
 		m.sec[k] = randomSecret(t, k)
 	}
 	m.v = startDevVaultWith(t, "vault-matrix", "info", nil)
@@ -387,7 +387,7 @@ func (m *matrix) scan(c *cell) {
 func probeNothing(c *cell, r matrixRow) {
 	method := map[string]string{"read": http.MethodGet, "create": http.MethodPost, "update": http.MethodPut,
 		"delete": http.MethodDelete, "list": "LIST"}[r.caps[0]]
-	body := map[string]any{"config": "hotel-muc", "scopes": "reservations.read", "client_id": "x", "client_secret": "matrix-nothing-secret"}
+	body := map[string]any{"config": "hotel-muc", "scopes": "reservations.read", "client_id": "x", "client_secret": c.m.sec["nothing"]}
 	if method == http.MethodGet || method == http.MethodDelete || method == "LIST" {
 		body = nil
 	}
@@ -506,6 +506,7 @@ func probeNarrowCreate(c *cell) {
 	c.want(any4xx, http.MethodPost, "config/hotel-muc/narrowed/team-x", map[string]any{"scopes": "reservations.read rateplans.manage"})
 	c.want(any4xx, http.MethodPost, "config/hotel-nsc/narrowed/team-x", map[string]any{"scopes": "account.read"}) // lists no scopes
 	c.want(any4xx, http.MethodPost, "config/hotel-muc/narrowed/team-a", map[string]any{"scopes": "reservations.read"})
+	c.want(any4xx, http.MethodPost, "config/connect/narrowed/team-x", map[string]any{"scopes": "reservations.read"}) // not client credentials
 	c.want(ok2xx, http.MethodPost, "config/hotel-muc/narrowed/team-x", map[string]any{"scopes": "reservations.read"})
 	c.want(http.StatusForbidden, http.MethodGet, "creds/team-x", nil)
 	c.quiet(before, "narrowing")
