@@ -51,6 +51,14 @@ type backend struct {
 	backgroundRunning atomic.Int64
 	// swept is when periodic last planned the keep-alive of every authorized credential.
 	swept time.Time
+	// upgrade binds credentials stored before bindings were (authorization.go).
+	upgrade bindPass
+
+	// Pending authorizations (pending.go): the mount's count of live ones, the code
+	// exchanges on the wire, and whether entries of earlier versions were indexed.
+	pendingCount    pendingCount
+	exchanges       exchangesUnderway
+	pendingMigrated atomic.Bool
 
 	transports transportPool
 
@@ -110,6 +118,7 @@ func newBackend() *backend {
 		},
 		Paths: framework.PathAppend(
 			pathConfig(b),
+			pathNarrowed(b),
 			pathCreds(b),
 			pathAuthCode(b),
 			pathMetrics(b),
@@ -144,6 +153,9 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 		return nil
 	}
 	b.saveUnsaved(ctx, req.Storage)
+	if err := b.bindUnbound(ctx, req.Storage); err != nil {
+		b.Logger().Warn("binding credentials stored by an earlier version to their app failed; retried at the next run", "error", err)
+	}
 	if now := b.now(); now.Sub(b.swept) >= sweepEvery {
 		if err := b.planKeepAlives(ctx, req.Storage); err != nil {
 			b.Logger().Warn("planning the keep-alive of authorized credentials failed", "error", err)
@@ -151,7 +163,7 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 			b.swept = now
 		}
 	}
-	return b.cleanPending(ctx, req)
+	return b.cleanPending(ctx, req.Storage)
 }
 
 // sweepEvery is how often periodic plans the keep-alive of every authorized credential:

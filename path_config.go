@@ -107,6 +107,10 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := checkNameLength("name", name); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	// Credentials stored by earlier versions learn their app before any write can change it.
+	if err := b.bindUnbound(ctx, req.Storage); err != nil {
+		return nil, err
+	}
 	for _, l := range b.locksFor(configPrefix+name, credsPrefix+name) {
 		l.Lock()
 		defer l.Unlock()
