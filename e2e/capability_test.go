@@ -76,7 +76,7 @@ func matrixRows() []matrixRow {
 		{path: "creds/<name>", caps: []string{"read"}, grant: []string{"creds/team-a"}, probe: probeCredsRead},
 		{path: "creds/<name>", caps: []string{"create"}, grant: []string{"creds/team-x", "creds/team-a"}, probe: probeCredsCreate},
 		{path: "creds/<name>", caps: []string{"update"}, grant: []string{"creds/team-x", "creds/team-a"}, probe: probeCredsUpdate, nothing: true},
-		{path: "creds/<name>", caps: []string{"delete"}, grant: []string{"creds/victim-del", "creds/hotel-ber"}, probe: probeCredsDelete},
+		{path: "creds/<name>", caps: []string{"delete"}, grant: []string{"creds/victim-del", "creds/hotel-ber", "creds/spare-nd"}, probe: probeCredsDelete},
 		{path: "creds/", caps: []string{"list"}, grant: []string{"creds/"}, probe: probeCredsList},
 		{path: "authorize/<name>", caps: []string{"update"}, grant: []string{"authorize/team-x"}, probe: probeAuthorize},
 		{path: "callback", caps: []string{"unauthenticated"}, probe: probeCallback},
@@ -611,6 +611,16 @@ func probeCredsDelete(c *cell) {
 	c.want(http.StatusForbidden, http.MethodDelete, "creds/team-a", nil)
 	if st, b := m.root(http.MethodGet, "creds/hotel-ber", nil); st != http.StatusOK {
 		t.Errorf("creds/hotel-ber after its delete: %d %s", st, excerpt(string(b), 300))
+	}
+	// A narrowed name: it goes, and nothing is sent anywhere.
+	if st, b := m.root(http.MethodPost, "config/hotel-muc/narrowed/spare-nd", map[string]any{"scopes": "reservations.read"}); st/100 != 2 {
+		t.Errorf("root narrowing spare-nd: %d %s", st, b)
+	}
+	before = m.idp.counts(t)
+	c.want(ok2xx, http.MethodDelete, "creds/spare-nd", nil)
+	c.quiet(before, "deleting a narrowed name at creds/")
+	if st, _ := m.root(http.MethodGet, "config/hotel-muc/narrowed/spare-nd", nil); st == http.StatusOK {
+		t.Errorf("config/hotel-muc/narrowed/spare-nd still there after creds/spare-nd was deleted")
 	}
 }
 
