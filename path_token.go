@@ -404,11 +404,9 @@ Writing creds/<name> (create only) imports an existing refresh token of an
 authorization_code config: config=<name> refresh_token=... [scopes=...]. It is
 redeemed at once; the rotated refresh token and first access token are stored.
 
-With a client_credentials config, config=<name> scopes=<subset> creates a narrowed
-credential: its tokens are asked with only those scopes, through the config's
-client (whose secret is not copied), budget and 429 hold. It is a path of its own,
-so a policy can grant it without the config's full-scope token. Deleting it drops
-it; a config is not deleted while narrowed credentials use it.
+Narrowed credentials of a client_credentials config are made at
+config/<config>/narrowed/<name> and read here; a create here naming a
+client_credentials config is refused.
 `
 	pathCredsListHelpSyn  = "List the names creds/ can read."
 	pathCredsListHelpDesc = `
@@ -416,7 +414,7 @@ Lists client-credentials configs, authorized and narrowed credentials. With
 -detailed, each name's key_info says its config, grant_type, account_code, scopes
 (of a narrowed credential), the cached token's
 expires_at, state (ok, no_token, failing, needs_authorization), last_error,
-next_attempt_at and last_refreshed_at.
+next_attempt_at, last_refreshed_at and (authorized credentials) authorized_at.
 `
 )
 
