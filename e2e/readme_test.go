@@ -112,13 +112,14 @@ func TestREADME(t *testing.T) {
 	if page := readmeConsent(t, idp, out); page.status != http.StatusOK {
 		t.Fatalf("callback: %d %s", page.status, page.body)
 	}
-	must("apaleo-onboard", "read", mount+"/creds/hotel-ber")
+	must("apaleo-admin", "read", mount+"/creds/hotel-ber")
+	refused("apaleo-onboard", "read", mount+"/creds/hotel-ber")
 	out = must("apaleo-onboard", "write", "-format=json", mount+"/authorize/hotel-ber-2", "config=connect")
 	loc := redirectFromIdentity(t, idp, authURLOf(t, out))
 	must("apaleo-onboard", "write", mount+"/exchange", "state="+loc.Query().Get("state"), "code="+loc.Query().Get("code"))
 	rt := writeFile(t, filepath.Join(v.dir, "hotel-ham.rt"), readmeRefreshToken(t, idp, "MY-CONNECT-APP", secApp, callback))
 	must("apaleo-onboard", "write", mount+"/creds/hotel-ham", "config=connect", "refresh_token=@"+rt)
-	must("apaleo-onboard", "list", mount+"/creds")
+	must("apaleo-onboard", "list", "-detailed", mount+"/creds")
 	refused("apaleo-onboard", "write", mount+"/config/connect", "min_ttl=10m")
 	refused("apaleo-onboard", "delete", mount+"/creds/hotel-ham")
 
