@@ -84,14 +84,14 @@ func TestREADME(t *testing.T) {
 		t.Helper()
 		r := as(role, args...)
 		if r.Err != nil {
-			t.Fatalf("%s: vault %s: %s", role, strings.Join(redactArgs(args), " "), r)
+			t.Fatalf("%s: %s: %s", role, cliLabel(args), r)
 		}
 		return r.Stdout
 	}
 	refused := func(role string, args ...string) {
 		t.Helper()
 		if r := as(role, args...); r.Err == nil || !strings.Contains(r.Stderr, "Code: 403") {
-			t.Errorf("%s: vault %s: want 403, got %s", role, strings.Join(redactArgs(args), " "), r)
+			t.Errorf("%s: %s: want 403, got %s", role, cliLabel(args), r)
 		}
 	}
 	idpArgs := []string{"identity_url=" + idp.URL, "ca_certificate=@" + idp.CAFile}
