@@ -215,3 +215,101 @@ func readmeRefreshToken(t *testing.T, idp *identity, clientID, secret, redirect 
 	}
 	return tr.RefreshToken
 }
+
+// TestOperationsMetricsToken runs docs/operations.md's metrics token recipe: its AppRole
+// commands and its Vault Agent configuration, with the recipe's paths moved into the
+// test's directory and the token's lifetimes shortened (5 s, at most 10 s) so that the
+// test sees Agent log in again. The file Agent writes must read apaleo/metrics, and only
+// it, before and after the first token's max TTL: the recipe keeps working where a token
+// made once stops.
+func TestOperationsMetricsToken(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(raw)
+	sh := fencedAfter(t, doc, "```sh\nvault auth enable approle")
+	hcl := fencedAfter(t, doc, "```hcl\n# /etc/vault-agent/prometheus.hcl")
+	policies, _ := readmeSetup(t)
+	v := startDevVault(t)
+	v.enablePlugin(t)
+	dir := filepath.Join(v.dir, "recipe")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	moved := strings.NewReplacer("/etc/vault-agent/", dir+"/", "/etc/prometheus/", dir+"/",
+		"https://vault.example.com:8200", v.Addr, "token_ttl=1h", "token_ttl=5s", "token_max_ttl=24h", "token_max_ttl=10s")
+	v.must(t, "policy", "write", "apaleo-metrics", writeFile(t, filepath.Join(dir, "policy.hcl"), policies["apaleo-metrics"]+"\n"))
+	for _, line := range strings.Split(strings.ReplaceAll(moved.Replace(sh), "\\\n", " "), "\n") {
+		cmd, out, _ := strings.Cut(line, ">")
+		args := strings.Fields(cmd)
+		if len(args) == 0 || args[0] != "vault" {
+			t.Fatalf("operations.md: %q is not a vault command", line)
+		}
+		stdout := v.must(t, args[1:]...)
+		if out = strings.TrimSpace(out); out != "" {
+			writeFile(t, out, stdout)
+		}
+	}
+	cfg := writeFile(t, filepath.Join(dir, "agent.hcl"), moved.Replace(hcl))
+	startProc(t, "agent-recipe", filepath.Join(dir, "agent.log"), baseEnv(v.home), bins.vault, "agent", "-config="+cfg)
+	sink := filepath.Join(dir, "vault-apaleo-token")
+	first := waitSink(t, sink, "")
+	checkScrapeToken(t, v, first)
+	second := waitSink(t, sink, first)
+	checkScrapeToken(t, v, second)
+	time.Sleep(11 * time.Second) // past the first token's max TTL
+	if code, _, _ := v.apiAs(first, "GET", mount+"/metrics", nil); code != http.StatusForbidden {
+		t.Errorf("the first token after its max TTL: status %d, want 403 (it has expired)", code)
+	}
+	checkScrapeToken(t, v, strings.TrimSpace(readFile(t, sink)))
+}
+
+// fencedAfter is the body of the fenced block that starts with start.
+func fencedAfter(t *testing.T, doc, start string) string {
+	t.Helper()
+	i := strings.Index(doc, start)
+	if i < 0 {
+		t.Fatalf("docs/operations.md has no block starting %q", start)
+	}
+	body := doc[i+strings.Index(start, "\n")+1:]
+	return strings.TrimSpace(body[:strings.Index(body, "```")])
+}
+
+// waitSink waits until Agent's sink file holds a token other than prev.
+func waitSink(t *testing.T, sink, prev string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(sink); err == nil {
+			if tok := strings.TrimSpace(string(b)); tok != "" && tok != prev {
+				return tok
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("Vault Agent wrote no new token to %s within 30 s", sink)
+	return ""
+}
+
+// checkScrapeToken: tok reads apaleo/metrics and nothing else of the mount.
+func checkScrapeToken(t *testing.T, v *vault, tok string) {
+	t.Helper()
+	// A mount without configs has no series yet: the status is the check.
+	if code, body, err := v.apiAs(tok, "GET", mount+"/metrics", nil); err != nil || code != http.StatusOK {
+		t.Errorf("metrics with the recipe's token: status %d, %v: %.200s", code, err, body)
+	}
+	if code, _, _ := v.apiAs(tok, "LIST", mount+"/creds", nil); code != http.StatusForbidden {
+		t.Errorf("creds/ list with the recipe's token: status %d, want 403", code)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
