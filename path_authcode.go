@@ -516,7 +516,8 @@ Creates a pending authorization for credential <name> from an authorization_code
 config and returns auth_url: the hotel account admin opens it, consents, and apaleo
 redirects to the config's redirect_uri (callback, or your own app that calls
 exchange). The authorization uses state and PKCE (S256), expires after 10 minutes
-and can be used once. Afterwards creds/<name> returns access tokens.
+and can be used once; a new authorize/<name> supersedes the earlier one, and the
+mount holds at most 10,000. Afterwards creds/<name> returns access tokens.
 
 With account_code, the authorization must be for that apaleo account. Without it,
 re-authorizing an existing credential must yield the account it already holds,

@@ -354,7 +354,7 @@ Lists client-credentials configs, authorized and narrowed credentials. With
 -detailed, each name's key_info says its config, grant_type, account_code, scopes
 (of a narrowed credential), the cached token's
 expires_at, state (ok, no_token, failing, needs_authorization), last_error,
-next_attempt_at and last_refreshed_at.
+next_attempt_at, last_refreshed_at and (authorized credentials) authorized_at.
 `
 )
 
