@@ -27,7 +27,7 @@ func TestPersistence(t *testing.T) {
 	v := startRaftVault(t)
 	v.enablePlugin(t)
 	auditLog := filepath.Join(v.dir, "audit.log")
-	v.must(t, "audit", "enable", "file", "file_path="+auditLog)
+	v.enableFileAudit(t, auditLog)
 
 	v.writeConfig(t, appConfig{name: "hotel-muc", clientID: "hotel-muc", secret: secMuc, idp: long, scopes: "account.read"})
 	v.writeConfig(t, appConfig{name: "connect", clientID: "connect-app", secret: secApp, idp: long,

@@ -81,7 +81,7 @@ func TestSecretScan(t *testing.T) {
 		"connect-app:"+secApp+":BER:reservations.read,account.read:"+callback,
 		"connect-ext:"+secExt+":EXT:reservations.read:"+extRedirect)
 	auditLog := v.dir + "/audit.log"
-	v.must(t, "audit", "enable", "file", "file_path="+auditLog)
+	v.enableFileAudit(t, auditLog)
 	v.enablePlugin(t)
 
 	var watch secretWatch
