@@ -80,7 +80,7 @@ func TestPersistence(t *testing.T) {
 	}
 
 	if !t.Run("plugin_reload", func(t *testing.T) {
-		v.must(t, "plugin", "reload", "-type=secret", "-plugin="+pluginName)
+		v.reloadPlugin(t)
 		check(t, 1)
 		// `vault plugin reload -mounts` of Vault 1.21.1 sends no mounts in the root
 		// namespace (it asks for /sys/plugins/reload/unknown): use the API.

@@ -455,6 +455,18 @@ func (v *vault) enablePlugin(t *testing.T, env ...string) {
 	v.must(t, "secrets", "enable", "-path="+mount, "-plugin-version="+pluginVersion, pluginName)
 }
 
+// reloadPlugin restarts the plugin's processes on every mount of it, by plugin name.
+// Vault 1.21 wants the plugin type with the name; bao's reload command has no -type flag
+// (a name is unique across types there).
+func (v *vault) reloadPlugin(t *testing.T) {
+	t.Helper()
+	if server.flavour == flavourOpenBao {
+		v.must(t, "plugin", "reload", "-plugin="+pluginName)
+		return
+	}
+	v.must(t, "plugin", "reload", "-type=secret", "-plugin="+pluginName)
+}
+
 // enableFileAudit enables a file audit device at file/ writing to path, as
 // `vault audit enable file` does. OpenBao 2.x refuses audit devices created through the
 // API; it takes them from an audit stanza of the server's config file, read at start and
