@@ -194,7 +194,7 @@ func (g *attemptGate) before(ctx context.Context) error {
 			}
 			var ok bool
 			if slot, ok = g.bu.take(now, latest); !ok {
-				return &budgetError{config: g.config, perSecond: g.bu.perSecond, at: slot, wait: slot.Sub(now), background: !g.wait}
+				return &budgetError{config: g.config, perSecond: g.bu.rate(), at: slot, wait: slot.Sub(now), background: !g.wait}
 			}
 		}
 		if err := g.b.sleepUntil(ctx, slot); err != nil {
