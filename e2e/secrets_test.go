@@ -131,6 +131,10 @@ func TestSecretScan(t *testing.T) {
 	}
 	v.must(t, "delete", mount+"/config/hotel-echo")
 
+	// The identity server's faults below are its next answers, whoever asks: hotel-muc's
+	// refresh-ahead (10 s tokens, read above) took the truncated one once.
+	v.must(t, "write", mount+"/config/hotel-muc", "refresh_ahead=false")
+
 	// Exchange (the operator's own redirect URI), a replay and a bogus code.
 	v.writeConfig(t, appConfig{name: "connect-ext", clientID: "connect-ext", secret: secExt, idp: idp,
 		grant: "authorization_code", redirect: extRedirect, scopes: "reservations.read", minTTL: "5s"})

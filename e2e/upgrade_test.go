@@ -12,27 +12,65 @@ import (
 	"time"
 )
 
-// The version the current tree reports in TestUpgrade: a pre-release of the next one, so
-// the catalog holds it beside the released v0.1.0.
+// releasedVersion is the first release (its storage is the oldest TestGoldenGenerator
+// regenerates); currentVersion is what this tree reports in the upgrade tests: a
+// pre-release of the next version, so the catalog holds it beside the released ones.
 const (
 	releasedVersion = "v0.1.0"
 	currentVersion  = "v0.2.0-dev"
 )
 
 // TestUpgrade upgrades the mounted plugin in place on a one-node Raft Vault, as an
-// operator would, from the release built from the project's history (RELEASES records
-// v0.1.0's commit; scripts/build-released builds it with that commit's own Makefile) to
-// this tree, restarts Vault, and downgrades back.
+// operator would, from each release built from the project's history (RELEASES records
+// each release's commit; scripts/build-released builds it with that commit's own
+// Makefile) to the next release, and from the last release to this tree; each step
+// restarts Vault and downgrades back.
 //
-// What it proves, each against the identity servers' own counts:
+// What each step proves, against the identity servers' own counts:
 //   - tokens kept: hotel-muc (client credentials) and hotel-ber (authorized), both on
 //     1-hour tokens, answer the access token cached before the upgrade in every phase,
 //     and the upgrade, restart and downgrade cause 0 token requests;
-//   - the config v0.1.0 wrote reads back with the fields added since at their defaults;
+//   - the config the older version wrote reads back with the fields added since at their
+//     defaults;
 //   - hotel-fra (authorized, 10 s tokens) refreshes on each side, and each side's rotated
 //     refresh token is accepted when the other version sends it (0 invalid_grant).
 func TestUpgrade(t *testing.T) {
 	t.Parallel()
+	rels := releases(t)
+	for i, from := range rels {
+		to, toBin := currentVersion, func(t *testing.T) string { return buildCurrent(t, currentVersion) }
+		if i+1 < len(rels) {
+			next := rels[i+1]
+			to, toBin = next, func(t *testing.T) string { return buildReleased(t, next) }
+		}
+		// One step after the other: two steps build the release between them, in one
+		// directory of build/released/.
+		t.Run(from+"_to_"+to, func(t *testing.T) { upgradeStep(t, from, to, toBin) })
+	}
+}
+
+// releases returns the versions RELEASES records, oldest first.
+func releases(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "RELEASES"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && strings.HasPrefix(f[0], "v") {
+			out = append(out, f[0])
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("RELEASES records no version")
+	}
+	return out
+}
+
+// upgradeStep is one step of TestUpgrade: from, a release built from history, to to
+// (toBin builds it), and back.
+func upgradeStep(t *testing.T, from, to string, toBin func(*testing.T) string) {
 	secMuc, secBer, secFra := randomSecret(t, "muc"), randomSecret(t, "ber"), randomSecret(t, "fra")
 	const redirect = "https://app.example/cb"
 	long := startIdentity(t, "identity-long", time.Hour,
@@ -43,17 +81,17 @@ func TestUpgrade(t *testing.T) {
 	v := startRaftVault(t)
 
 	cmds := map[string]string{
-		releasedVersion: installPlugin(t, v, releasedVersion, buildReleased(t, releasedVersion)),
-		currentVersion:  installPlugin(t, v, currentVersion, buildCurrent(t, currentVersion)),
+		from: installPlugin(t, v, from, buildReleased(t, from)),
+		to:   installPlugin(t, v, to, toBin(t)),
 	}
-	for _, version := range []string{releasedVersion, currentVersion} {
+	for _, version := range []string{from, to} {
 		v.must(t, "plugin", "register", "-sha256="+sha256File(t, filepath.Join(v.pluginDir, cmds[version])),
 			"-version="+version, "-command="+cmds[version], "secret", pluginName)
 	}
-	v.must(t, "secrets", "enable", "-path="+mount, "-plugin-version="+releasedVersion, pluginName)
-	checkRunning(t, v, releasedVersion, cmds)
+	v.must(t, "secrets", "enable", "-path="+mount, "-plugin-version="+from, pluginName)
+	checkRunning(t, v, from, cmds)
 
-	// Everything v0.1.0 writes: a config without the fields added later (min_ttl left at
+	// Everything the older version writes: a config without the fields added later (min_ttl left at
 	// its default), two connect configs, two authorized credentials, three cached tokens.
 	v.writeConfig(t, appConfig{name: "hotel-muc", clientID: "hotel-muc", secret: secMuc, idp: long, scopes: "account.read"})
 	v.writeConfig(t, appConfig{name: "connect-ber", clientID: "connect-ber", secret: secBer, idp: long,
@@ -65,7 +103,7 @@ func TestUpgrade(t *testing.T) {
 	kept := map[string]string{}
 	for _, name := range []string{"hotel-muc", "hotel-ber"} {
 		if kept[name] = v.read(t, mount+"/creds/"+name).str("access_token"); kept[name] == "" {
-			t.Fatalf("creds/%s: no access token under %s", name, releasedVersion)
+			t.Fatalf("creds/%s: no access token under %s", name, from)
 		}
 	}
 	fra := v.read(t, mount+"/creds/hotel-fra").str("access_token")
@@ -94,7 +132,7 @@ func TestUpgrade(t *testing.T) {
 		// Read before anything else so a request the new process sent on loading shows.
 		for name, tok := range kept {
 			if got := v.read(t, mount+"/creds/"+name).str("access_token"); got != tok {
-				t.Errorf("%s: creds/%s answered a new access token, want the one cached under %s", version, name, releasedVersion)
+				t.Errorf("%s: creds/%s answered a new access token, want the one cached under %s", version, name, from)
 			}
 		}
 		nLong, nShort := long.stats(t).TokenRequests-longBefore, short.stats(t).TokenRequests-shortBefore
@@ -113,16 +151,16 @@ func TestUpgrade(t *testing.T) {
 		}
 	}
 
-	if !t.Run("released", func(t *testing.T) { rotate(t, releasedVersion) }) {
+	if !t.Run("released", func(t *testing.T) { rotate(t, from) }) {
 		t.FailNow()
 	}
 	if !t.Run("upgrade", func(t *testing.T) {
-		swap(t, currentVersion, tuneTo(currentVersion))
-		// The config v0.1.0 wrote, with the fields added since at their defaults.
+		swap(t, to, tuneTo(to))
+		// The config the older version wrote, with the fields added since at their defaults.
 		c := v.read(t, mount+"/config/hotel-muc")
 		for field, want := range map[string]string{"client_id": "hotel-muc", "min_ttl": "900", "refresh_ahead": "true", "max_token_requests_per_second": "10", "idle_refresh_interval": "604800"} {
 			if got := fmt.Sprint(c.Data[field]); got != want {
-				t.Errorf("config/hotel-muc written by %s reads %s = %s, want %s", releasedVersion, field, got, want)
+				t.Errorf("config/hotel-muc written by %s reads %s = %s, want %s", from, field, got, want)
 			}
 		}
 		// From here on hotel-fra is refreshed only when read: a refresh-ahead due while the
@@ -134,18 +172,18 @@ func TestUpgrade(t *testing.T) {
 	}) {
 		t.FailNow()
 	}
-	if !t.Run("vault_restart", func(t *testing.T) { swap(t, currentVersion, v.restart) }) {
+	if !t.Run("vault_restart", func(t *testing.T) { swap(t, to, v.restart) }) {
 		t.FailNow()
 	}
 	t.Run("downgrade", func(t *testing.T) {
-		swap(t, releasedVersion, tuneTo(releasedVersion))
+		swap(t, from, tuneTo(from))
 		if c := v.read(t, mount+"/config/hotel-ham"); c.str("client_id") != "hotel-muc" || fmt.Sprint(c.Data["min_ttl"]) != "1200" {
-			t.Errorf("%s reads config/hotel-ham that %s wrote as %v", releasedVersion, currentVersion, c.Data)
+			t.Errorf("%s reads config/hotel-ham that %s wrote as %v", from, to, c.Data)
 		}
 	})
 	st := short.stats(t)
 	t.Logf("in all: %d token requests at the 1-hour identity server (the first read of hotel-muc and hotel-ber's code exchange, all under %s); %d at the 10 s one (%d refresh_token)",
-		long.stats(t).TokenRequests, releasedVersion, st.TokenRequests, st.ByGrant["refresh_token"])
+		long.stats(t).TokenRequests, from, st.TokenRequests, st.ByGrant["refresh_token"])
 }
 
 // buildReleased builds version from the commit RELEASES records for it, with that commit's
