@@ -34,7 +34,7 @@ func main() {
 	flag.IntVar(&o.workers, "j", 2, "mutants tested side by side, each in its own scratch copy")
 	flag.IntVar(&o.simN, "sim.n", 300, "simulator schedules per mutant (make sim-short's count)")
 	flag.Uint64Var(&o.simFirst, "sim.first", 1, "the first seed (1 also runs the seeds that once failed)")
-	flag.DurationVar(&o.timeout, "timeout", 5*time.Minute, "the longest one test run may take")
+	flag.DurationVar(&o.timeout, "timeout", 3*time.Minute, "the longest one test run may take")
 	flag.BoolVar(&o.unit, "unit", false, "run the unit tests (all but TestSim*) on the mutants the simulator missed")
 	flag.BoolVar(&o.check, "check", false, "only check that every mutant applies and compiles nothing")
 	flag.BoolVar(&o.failMissed, "fail-missed", false, "exit 1 when the simulator misses a mutant")
