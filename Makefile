@@ -10,6 +10,8 @@
 #   make test-unit      unit tests with -race and the plugin package's coverage (COVERAGE_MIN)
 #   make sim-short      300 simulator schedules (SIM_SHORT); make sim: 2,000 (SIM_N, SIM_FIRST)
 #   make sim-fleet      10,000 hotels of one app through a 2-hour outage, in the simulator
+#   make mutants        plant each bug of scripts/mutants/mutants.txt, one at a time, and say
+#                       which the simulator catches alone (MUTANTS_FLAGS: -unit, -check, -run)
 #   make fuzz           a short coverage-guided run of each fuzz target (FUZZTIME)
 #   make alert-rules    docs/prometheus-alerts.yml against Prometheus's rule parser and the
 #                       plugin's metrics (tools/promrules)
@@ -46,7 +48,7 @@ VAULT_BIN   ?= $(BUILD_DIR)/vault
 VAULT_ENV   := VAULT_BIN='$(abspath $(VAULT_BIN))'
 GO_SOURCES  := $(shell find . -name '*.go' -not -path './tools/*' -not -path './$(BUILD_DIR)/*')
 
-.PHONY: all build dev-identity vault chromium test test-unit test-e2e fuzz alert-rules lint demo demo-stop release golden bench fmt vet clean sim sim-short sim-fleet help FORCE
+.PHONY: all build dev-identity vault chromium test test-unit test-e2e fuzz alert-rules lint demo demo-stop release golden bench fmt vet clean sim sim-short sim-fleet mutants help FORCE
 
 all: build
 
@@ -217,3 +219,11 @@ sim-short:
 
 sim-fleet:
 	$(GO) test -count=1 -run '^TestSimFleetRecovery$$' -timeout 30m -v -sim.fleet=10000 -sim.fleet.plot=$(abspath docs/img/sim-fleet-recovery.png) .
+
+# Mutation testing (scripts/mutants/README.md): each planted bug in a scratch copy of the
+# module, the simulator's short count of schedules on it; fails where the list no longer
+# fits the code (a snippet gone or doubled, a mutant that does not compile).
+MUTANTS_FLAGS ?=
+
+mutants:
+	$(GO) run ./scripts/mutants $(MUTANTS_FLAGS)
