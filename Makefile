@@ -193,7 +193,7 @@ include bench.mk
 
 # The deterministic simulation of apaleo and its consumers (sim_test.go): SIM_N schedules
 # from seed SIM_FIRST on, split over two processes (each runs its schedules one at a time
-# on one P, so that a seed replays exactly: go test -run 'TestSim$$' -seed=N -v).
+# on one P, so that a seed replays its schedule and faults: go test -run 'TestSim$$' -seed=N -v).
 SIM_N     ?= 2000
 SIM_FIRST ?= 1
 

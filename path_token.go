@@ -334,12 +334,14 @@ const (
 	pathCredsHelpSyn  = "Get an apaleo access token."
 	pathCredsHelpDesc = `
 Reading creds/<name> returns an access token for a client-credentials config
-<name> (client credentials grant) or for an authorized credential <name> (refresh
-token grant). A cached token is reused while it has more than the config's
-min_ttl left to live (or more than half its lifetime, where that is shorter).
-The response is a lease whose TTL is the token's remaining lifetime, renewable up
-to the token's expiry and never beyond (a renewal keeps the same token). Deleting an authorized credential revokes its refresh token at apaleo;
-deleting a client-credentials name drops its cached token.
+<name> or a narrowed credential <name> (client credentials grant), or for an
+authorized credential <name> (refresh token grant). A cached token is reused while
+it has more than the config's min_ttl left to live (or more than half its lifetime,
+where that is shorter). The response is a lease whose TTL is the token's remaining
+lifetime, renewable up to the token's expiry and never beyond (a renewal keeps the
+same token). Deleting an authorized credential revokes its refresh token at apaleo
+(a failure is a warning) and deletes it; deleting a client-credentials name drops
+its cached token.
 
 Writing creds/<name> (create only) imports an existing refresh token of an
 authorization_code config: config=<name> refresh_token=... [scopes=...]. It is
