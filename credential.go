@@ -172,8 +172,8 @@ func outsideConfig(name string, cred *credential, cfg *apaleoConfig) error {
 		return nil
 	}
 	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf(
-		"creds/%s is narrowed to scopes %q, but config/%s no longer lists %q (its scopes are %q): add them to config/%s, or delete creds/%s and create it with a subset",
-		name, strings.Join(cred.Scopes, " "), cred.Config, strings.Join(wider, " "), strings.Join(cfg.Scopes, " "), cred.Config, name))
+		"creds/%s is narrowed to scopes %q, but config/%s no longer lists %q (its scopes are %q): add them to config/%s, or write config/%s/narrowed/%s with a subset of them",
+		name, strings.Join(cred.Scopes, " "), cred.Config, strings.Join(wider, " "), strings.Join(cfg.Scopes, " "), cred.Config, cred.Config, name))
 }
 
 // notIn lists the scopes of asked that have does not.
