@@ -81,6 +81,7 @@ func runFleet(t *testing.T, hotels int) {
 
 	outageStart, outageEnd := w.start.Add(warm), w.start.Add(warm+outage)
 	served := make([]time.Time, hotels) // first good read after the outage
+	waiting := make([]time.Time, hotels) // the last read before apaleo came back, if it failed
 	var mu sync.Mutex
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -98,6 +99,15 @@ func runFleet(t *testing.T, hotels int) {
 				case <-time.After(next):
 				}
 				r := w.read(name, rng)
+				if r.err != nil && r.at.Before(outageEnd) {
+					mu.Lock()
+					waiting[i] = r.at
+					mu.Unlock()
+				} else if r.err == nil && r.at.Before(outageEnd) {
+					mu.Lock()
+					waiting[i] = time.Time{}
+					mu.Unlock()
+				}
 				// Served again: a good answer that came after apaleo did (a read that began
 				// in the outage's last seconds and waited for the new token included).
 				if r.err == nil && !r.at.Add(r.took).Before(outageEnd) {
@@ -131,6 +141,14 @@ func runFleet(t *testing.T, hotels int) {
 	}
 	if len(violations) > 0 {
 		t.Errorf("invariants broken:\n%s", strings.Join(violations[:min(len(violations), 10)], "\n"))
+	}
+	if bad := probeSchedule(arrivals, outageStart, outageEnd); len(bad) > 0 {
+		t.Errorf("while apaleo was down for the whole app its token requests did not follow the probe schedule (%d breaches), e.g.:\n%s",
+			len(bad), strings.Join(bad[:min(len(bad), 10)], "\n"))
+	}
+	if bad := recoveryOrder(arrivals, waiting, served, outageEnd, 10); len(bad) > 0 {
+		t.Errorf("after apaleo came back, %d names with waiting readers were served later than the ramp and the budget allow for the names ahead of them, e.g.:\n%s",
+			len(bad), strings.Join(bad[:min(len(bad), 10)], "\n"))
 	}
 
 	var report strings.Builder
@@ -171,6 +189,109 @@ func runFleet(t *testing.T, hotels int) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// The probe schedule of an app that is down (outage.go): 5 failures in a row take it
+// down, then one probe at a time, 5 s, 10 s, 20 s, then every 30 s ±20 % after the one
+// before.
+func probeGap(k int) (lo, hi time.Duration) {
+	if k < len(probeDelays) {
+		return probeDelays[k], probeDelays[k]
+	}
+	return probeSteady - probeSteady/5, probeSteady + probeSteady/5
+}
+
+// probeSchedule checks, from the arrivals at apaleo alone, that while apaleo was down for
+// the whole app (from to) its token requests followed the probe schedule: after the
+// fifth (and the requests already on their way when its answer came, which takes at
+// most simMaxLatency), each arrival at least the schedule's gap after the one before
+// (measured from the arrival, which precedes the answer the schedule counts from), and
+// at most the gap plus a second and an answer's latency later: probes keep coming.
+func probeSchedule(arrivals []time.Time, from, to time.Time) []string {
+	var a []time.Time
+	for _, t := range arrivals {
+		if !t.Before(from) && t.Before(to) {
+			a = append(a, t)
+		}
+	}
+	if len(a) <= outageAfter {
+		return nil
+	}
+	var bad []string
+	prev := a[outageAfter-1]
+	free := prev.Add(simMaxLatency)
+	k := 0
+	for _, t := range a[outageAfter:] {
+		if !t.After(free) {
+			continue // sent before the fifth failure's answer came back
+		}
+		lo, hi := probeGap(k)
+		if gap := t.Sub(prev); gap < lo {
+			bad = append(bad, fmt.Sprintf("%s into the outage: a token request %s after the one before, the probe schedule's gap is %s",
+				t.Sub(from).Round(time.Millisecond), gap.Round(time.Millisecond), lo))
+		}
+		if gap := t.Sub(prev); gap > hi+time.Second+simMaxLatency {
+			bad = append(bad, fmt.Sprintf("%s into the outage: no probe for %s, the probe schedule's gap is at most %s",
+				t.Sub(from).Round(time.Millisecond), gap.Round(time.Millisecond), hi))
+		}
+		prev, k = t, k+1
+	}
+	// Probes keep coming: the last gap before apaleo's return is no longer than the
+	// schedule allows (plus a second and an answer's latency).
+	if _, hi := probeGap(max(k, len(probeDelays))); to.Sub(prev) > hi+time.Second+simMaxLatency {
+		bad = append(bad, fmt.Sprintf("no token request in the last %s of the outage: the probes stopped", to.Sub(prev).Round(time.Second)))
+	}
+	return bad
+}
+
+// simMaxLatency is the longest the simulated apaleo takes to answer (sim_idp_test.go).
+const simMaxLatency = 210 * time.Millisecond
+
+// rampCarries is how long the budget, ramping from 1 request a second and doubling
+// every second up to perSecond, takes to carry n requests.
+func rampCarries(n int, perSecond float64) time.Duration {
+	var d time.Duration
+	for rate := 1.0; n > 0; rate = min(rate*2, perSecond) {
+		if float64(n) <= rate {
+			return d + time.Duration(float64(n)/rate*float64(time.Second))
+		}
+		n -= int(rate)
+		d += time.Second
+		if rate >= perSecond {
+			return d + time.Duration(float64(n)/perSecond*float64(time.Second))
+		}
+	}
+	return d
+}
+
+// recoveryOrder checks that after apaleo came back (end) every name whose reader was
+// waiting without a token (its last read before end failed) is served in order of need:
+// ranked most recently read first, the name of rank r is served no later than the first
+// request apaleo answered after end, plus what the ramp takes to carry the r+1 names up
+// to it, plus its reader's cadence (a minute: the reader must come back to see it) and a
+// second.
+func recoveryOrder(arrivals []time.Time, waiting, served []time.Time, end time.Time, perSecond float64) []string {
+	first := countSince(arrivals, end.Add(-time.Nanosecond))
+	if first == 0 {
+		return []string{"no token request reached apaleo after it came back"}
+	}
+	back := arrivals[len(arrivals)-first]
+	var ranked []int
+	for i, t := range waiting {
+		if !t.IsZero() {
+			ranked = append(ranked, i)
+		}
+	}
+	slices.SortStableFunc(ranked, func(x, y int) int { return waiting[y].Compare(waiting[x]) })
+	var bad []string
+	for r, i := range ranked {
+		bound := back.Add(rampCarries(r+1, perSecond) + time.Minute + time.Second)
+		if served[i].IsZero() || served[i].After(bound) {
+			bad = append(bad, fmt.Sprintf("hotel-%05d (rank %d, last read %s before the return): served %s after the return, bound %s",
+				i, r, end.Sub(waiting[i]).Round(time.Millisecond), served[i].Sub(end).Round(time.Second), bound.Sub(end).Round(time.Second)))
+		}
+	}
+	return bad
 }
 
 func stopCtx(stop chan struct{}) context.Context {
