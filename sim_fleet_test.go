@@ -80,7 +80,7 @@ func runFleet(t *testing.T, hotels int) {
 	}
 
 	outageStart, outageEnd := w.start.Add(warm), w.start.Add(warm+outage)
-	served := make([]time.Time, hotels) // first good read after the outage
+	served := make([]time.Time, hotels)  // first good read after the outage
 	waiting := make([]time.Time, hotels) // the last read before apaleo came back, if it failed
 	var mu sync.Mutex
 	stop := make(chan struct{})

@@ -225,6 +225,7 @@ const (
 	failRetryAfter                        // 429: the server's Retry-After
 	failUntilConfig                       // refused client or scopes: until config/<name> is written
 	failUntilAuthorize                    // refused refresh token: until authorize/<name>
+	failOutage                            // apaleo down for the app: until a probe is answered (outage.go)
 )
 
 const (
@@ -261,6 +262,8 @@ func (f *failure) nextAttemptText(name string) string {
 		return fmt.Sprintf("no new token request until config/%s is written again", f.config)
 	case failUntilAuthorize:
 		return fmt.Sprintf("no new token request until the credential is authorized again with authorize/%s", name)
+	case failOutage:
+		return "next probe at " + f.next.UTC().Format(time.RFC3339)
 	}
 	return "next attempt at " + f.next.UTC().Format(time.RFC3339)
 }

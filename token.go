@@ -174,7 +174,7 @@ func (b *backend) refresh(ctx context.Context, srv identityServer, refreshToken 
 func (b *backend) rememberFailure(ctx context.Context, s logical.Storage, name string, cred *credential, cfg *apaleoConfig, err error) error {
 	var be *budgetError
 	if errors.As(err, &be) {
-		if f := b.blocking(name, cred, b.now()); be.held != nil && f != nil {
+		if f := b.blocking(name, cred, b.now()); (be.held != nil || be.outage != nil) && f != nil {
 			return f.answer(name) // the app's hold, said the way every read of it says it
 		}
 		return be
@@ -331,7 +331,7 @@ func (b *backend) readFlight(ctx context.Context, s logical.Storage, name string
 	go func() {
 		r := <-start()
 		var be *budgetError
-		if errors.As(r.Err, &be) && be.background && be.held == nil {
+		if errors.As(r.Err, &be) && be.background && be.held == nil && be.outage == nil {
 			r = <-start()
 		}
 		out <- r
