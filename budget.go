@@ -37,6 +37,12 @@ type budget struct {
 // maxRampDoublings ends a ramp without a cap (perSecond 0): 2^30 a second is no limit.
 const maxRampDoublings = 30
 
+func (bu *budget) rateOf() float64 {
+	bu.mu.Lock()
+	defer bu.mu.Unlock()
+	return bu.perSecond
+}
+
 // rampUp starts the ramp after an outage at now, the probe that ended it the first
 // request of its first second.
 func (bu *budget) rampUp(now time.Time) {

@@ -46,7 +46,13 @@ type outage struct {
 	probing  string    // the name whose probe is under way
 	count    int       // outages so far
 	wants    map[string]want
-	queue    []want // after an outage: the names it held back, in order of need
+	// After an outage: the names it held back, in order of need; queued holds each one's
+	// place (popped counts those served), so a read of one knows how many are ahead.
+	queue  []want
+	queued map[string]int
+	popped int
+	back   time.Time // when apaleo answered again
+	rate   float64   // the budget's, for the wait a read is told
 }
 
 // wantKind is what a name held back by an outage needs, most urgent first.
@@ -119,8 +125,12 @@ func (o *outage) observe(now time.Time, err error) (wentDown, cameBack bool) {
 	case answered:
 		o.failures = 0
 		if o.down {
-			o.down = false
+			o.down, o.back = false, now
 			o.queue = o.needOrder()
+			o.queued, o.popped = make(map[string]int, len(o.queue)), 0
+			for i, w := range o.queue {
+				o.queued[w.name] = i
+			}
 			o.wants = nil
 			return false, true
 		}
@@ -140,7 +150,10 @@ func (o *outage) state() (down bool, since, next time.Time) {
 func (o *outage) failure(config, name string, now time.Time) *failure {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if !o.down || (name != "" && name == o.probing) {
+	if !o.down {
+		return o.queuedFailure(config, name, now)
+	}
+	if name != "" && name == o.probing {
 		return nil
 	}
 	next := o.next
@@ -151,6 +164,26 @@ func (o *outage) failure(config, name string, now time.Time) *failure {
 		err: logical.CodedError(http.StatusServiceUnavailable, fmt.Sprintf(
 			"apaleo's identity server is down for config/%s since %s (%d token requests of the app failed in a row, the last: %v): none of the app's token requests goes out but one probe at a time",
 			config, o.since.UTC().Format(time.RFC3339), o.failures, o.last))}
+}
+
+// queuedFailure answers a request of a name the last outage held back and the recovery
+// has not served yet: it waits its turn in order of need, so that the readers who read
+// later do not push it back; nil for any other name. The lock is held.
+func (o *outage) queuedFailure(config, name string, now time.Time) *failure {
+	i, ok := o.queued[name]
+	if name == "" || !ok {
+		return nil
+	}
+	ahead := i - o.popped
+	rate := o.rate
+	if rate <= 0 {
+		rate = 1000
+	}
+	next := now.Add(time.Second + time.Duration(float64(ahead)/rate*float64(time.Second)))
+	return &failure{config: config, kind: failOutage, at: o.back, next: next,
+		err: logical.CodedError(http.StatusServiceUnavailable, fmt.Sprintf(
+			"apaleo's identity server answers config/%s again since %s after an outage: the %d names it held back get their tokens in order of need (readers waiting without a valid token first), and %d are ahead of creds/%s",
+			config, o.back.UTC().Format(time.RFC3339), len(o.queue)+o.popped, ahead, name))}
 }
 
 // admit is the outage's answer at the moment an attempt is sent: nil where it may go (the
@@ -256,6 +289,12 @@ func (o *outage) probed(now time.Time, jitter func(time.Duration) time.Duration)
 	o.next = now.Add(d)
 }
 
+func (o *outage) setRate(r float64) {
+	o.mu.Lock()
+	o.rate = r
+	o.mu.Unlock()
+}
+
 // nextInQueue returns the name next in need after an outage, if any.
 func (o *outage) nextInQueue() (want, bool) {
 	o.mu.Lock()
@@ -270,7 +309,12 @@ func (o *outage) popQueue() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if len(o.queue) > 0 {
+		delete(o.queued, o.queue[0].name)
 		o.queue = o.queue[1:]
+		o.popped++
+	}
+	if len(o.queue) == 0 {
+		o.queue, o.queued = nil, nil
 	}
 }
 
@@ -365,7 +409,9 @@ func (b *backend) probeTurn(config string, o *outage, now time.Time) (time.Time,
 		b.Logger().Info("apaleo is down for the config: probing", "config", config, "name", w.name)
 		b.backgroundRunning.Add(1)
 		done := b.flights.DoChan(w.name, func() (any, error) {
-			return b.fetchToken(withProbe(ctx), b.storage, w.name, w.trigger())
+			out, err := b.fetchToken(withProbe(ctx), b.storage, w.name, w.trigger())
+			b.probeFailed(w.name)
+			return out, err
 		})
 		go func() {
 			<-done
@@ -379,6 +425,23 @@ func (b *backend) probeTurn(config string, o *outage, now time.Time) (time.Time,
 	o.probed(now, b.jitter)
 	_, at = o.probeDue(now)
 	return at, true
+}
+
+// probeFailed keeps a failed probe's failure memory at the first backoff: the failure is
+// the app's, which the probes' schedule paces, not the name's, and the name in most need
+// may then be probed again (its refresh token at most once a probe, never faster than
+// failure memory's next attempt) and served as soon as apaleo is back.
+func (b *backend) probeFailed(name string) {
+	f := b.failureOf(name)
+	if f == nil || f.kind != failBackoff || f.attempts <= 1 {
+		return
+	}
+	capped := *f
+	capped.attempts = 1
+	if first := f.at.Add(b.backoffAfter(1)); first.Before(f.next) {
+		capped.next = first
+	}
+	b.setFailure(name, &capped)
 }
 
 // recoveryTurn serves the names an outage held back, in order of need, each at a moment
@@ -400,7 +463,7 @@ func (b *backend) recoveryTurn(config string, o *outage, now time.Time) (time.Ti
 		if err != nil || cfg == nil {
 			return time.Time{}, false
 		}
-		if !b.needsToken(cred, cfg, w.trigger(), now) || b.blocking(w.name, cred, now) != nil {
+		if !b.needsToken(cred, cfg, w.trigger(), now) || b.blockingName(w.name, cred, now) != nil {
 			o.popQueue() // served meanwhile, or its own failure memory plans it
 			continue
 		}
@@ -426,6 +489,7 @@ func (b *backend) observeOutage(config string, bu *budget, err error) {
 		b.refresher.kick()
 	case back:
 		bu.rampUp(now)
+		bu.outage.setRate(bu.rateOf())
 		b.Logger().Info("apaleo answers the config again: the names the outage held back are served in order of need", "config", config)
 		b.refresher.kick()
 	}

@@ -30,8 +30,14 @@ import (
 // the config).
 func (b *backend) blocking(name string, cred *credential, now time.Time) *failure {
 	if f := b.outageFailure(name, cred.Config, now); f != nil {
-		return f // apaleo is down for the app (outage.go): only the probe's name may ask
+		return f // apaleo is down for the app, or a name it held back waits its turn (outage.go)
 	}
+	return b.blockingName(name, cred, now)
+}
+
+// blockingName is what forbids a token request for name beside an outage: its failure
+// memory, else its config's 429 hold or refused client.
+func (b *backend) blockingName(name string, cred *credential, now time.Time) *failure {
 	if f := b.nameFailure(name, cred); f != nil && f.blocks(now) {
 		return f
 	}

@@ -46,15 +46,29 @@ func TestSimFleetRecovery(t *testing.T) {
 		t.Skip("make sim-fleet (-sim.fleet=10000)")
 	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	synctest.Test(t, func(t *testing.T) { runFleet(t, *simFleet) })
+	synctest.Test(t, func(t *testing.T) { runFleet(t, *simFleet, false) })
 }
 
-func runFleet(t *testing.T, hotels int) {
-	const (
-		warm   = 2 * time.Hour
-		outage = 2 * time.Hour
-		after  = 2 * time.Hour
-	)
+// TestSimFleetFlaky: the same fleet behind a flaky gateway, 30 % of token requests
+// answered 502 (before apaleo saw them) for an hour, otherwise healthy: readers of the
+// credentials in use keep being answered a valid token, the token requests grow by at
+// most 1.6x the healthy hour's, and the breaker never opens into starvation.
+func TestSimFleetFlaky(t *testing.T) {
+	if *simFleet == 0 {
+		t.Skip("make sim-fleet (-sim.fleet=10000)")
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	synctest.Test(t, func(t *testing.T) { runFleet(t, *simFleet, true) })
+}
+
+// flakyShare of the token requests a flaky gateway answers 502.
+const flakyShare = 0.3
+
+func runFleet(t *testing.T, hotels int, flaky bool) {
+	warm, outage, after := 2*time.Hour, 2*time.Hour, 2*time.Hour
+	if flaky {
+		outage, after = time.Hour, time.Hour
+	}
 	sc := &simSchedule{seed: 1, apps: []simAppSpec{{name: "app", grant: grantAuthorizationCode, budget: 10, lifetime: time.Hour, idle: 168 * time.Hour}}}
 	w := &simWorld{t: t, sc: sc, store: &logical.InmemStorage{}, start: time.Now(), rng: rand.New(rand.NewPCG(1, 1)),
 		dropped: map[string][]time.Time{}, secrets: map[string]int{}, scopes: map[string]int{}}
@@ -80,8 +94,9 @@ func runFleet(t *testing.T, hotels int) {
 	}
 
 	outageStart, outageEnd := w.start.Add(warm), w.start.Add(warm+outage)
+	var reads, good int                  // reads during the fault, and those answered a valid token
 	served := make([]time.Time, hotels)  // first good read after the outage
-	waiting := make([]time.Time, hotels) // the last read before apaleo came back, if it failed
+	around := make([][]fleetRead, hotels) // the reads of the minutes around apaleo's return
 	var mu sync.Mutex
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -99,13 +114,17 @@ func runFleet(t *testing.T, hotels int) {
 				case <-time.After(next):
 				}
 				r := w.read(name, rng)
-				if r.err != nil && r.at.Before(outageEnd) {
+				if !r.at.Before(outageStart) && r.at.Before(outageEnd) {
 					mu.Lock()
-					waiting[i] = r.at
+					reads++
+					if r.err == nil && r.expires.After(r.at.Add(r.took)) {
+						good++
+					}
 					mu.Unlock()
-				} else if r.err == nil && r.at.Before(outageEnd) {
+				}
+				if r.at.After(outageEnd.Add(-2*time.Minute)) && r.at.Before(outageEnd.Add(2*time.Minute)) {
 					mu.Lock()
-					waiting[i] = time.Time{}
+					around[i] = append(around[i], fleetRead{r.at, r.err == nil})
 					mu.Unlock()
 				}
 				// Served again: a good answer that came after apaleo did (a read that began
@@ -123,7 +142,15 @@ func runFleet(t *testing.T, hotels int) {
 	}
 	time.Sleep(time.Until(outageStart))
 	w.idp.mu.Lock()
-	w.idp.outages[""] = simOutage{until: outageEnd, kind: fault503}
+	if flaky {
+		w.idp.faultRate, w.idp.faultKinds = flakyShare, []simFault{fault503}
+	} else {
+		w.idp.outages[""] = simOutage{until: outageEnd, kind: fault503}
+	}
+	w.idp.mu.Unlock()
+	time.Sleep(time.Until(outageEnd))
+	w.idp.mu.Lock()
+	w.idp.faultRate = 0
 	w.idp.mu.Unlock()
 	time.Sleep(time.Until(outageEnd.Add(after)))
 	close(stop)
@@ -142,17 +169,30 @@ func runFleet(t *testing.T, hotels int) {
 	if len(violations) > 0 {
 		t.Errorf("invariants broken:\n%s", strings.Join(violations[:min(len(violations), 10)], "\n"))
 	}
+	phase := func(from, to time.Time) int { return countSince(arrivals, from) - countSince(arrivals, to) }
+	if flaky {
+		healthy, during := phase(outageStart.Add(-time.Hour), outageStart), phase(outageStart, outageEnd)
+		share := float64(good) / float64(max(reads, 1))
+		t.Logf("%d hotels, budget 10/s, a gateway answering %.0f%% of token requests 502 for %s after %s: %d token requests in the healthy hour before, %d in the flaky hour (%.2fx); %d of %d reads (%.2f%%) answered a valid token; the app went down %d times (the plugin's count)",
+			hotels, 100*flakyShare, outage, warm, healthy, during, float64(during)/float64(healthy), good, reads, 100*share, w.active.metrics.counters("app").outages.Load())
+		if share < 0.99 {
+			t.Errorf("%.2f%% of reads during the flaky hour answered a valid token, want at least 99%%", 100*share)
+		}
+		if float64(during) > 1.6*float64(healthy) {
+			t.Errorf("%d token requests in the flaky hour, more than 1.6x the healthy hour's %d", during, healthy)
+		}
+		return
+	}
 	if bad := probeSchedule(arrivals, outageStart, outageEnd); len(bad) > 0 {
 		t.Errorf("while apaleo was down for the whole app its token requests did not follow the probe schedule (%d breaches), e.g.:\n%s",
 			len(bad), strings.Join(bad[:min(len(bad), 10)], "\n"))
 	}
-	if bad := recoveryOrder(arrivals, waiting, served, outageEnd, 10); len(bad) > 0 {
+	if bad := recoveryOrder(arrivals, around, served, outageEnd, 10); len(bad) > 0 {
 		t.Errorf("after apaleo came back, %d names with waiting readers were served later than the ramp and the budget allow for the names ahead of them, e.g.:\n%s",
 			len(bad), strings.Join(bad[:min(len(bad), 10)], "\n"))
 	}
 
 	var report strings.Builder
-	phase := func(from, to time.Time) int { return countSince(arrivals, from) - countSince(arrivals, to) }
 	fmt.Fprintf(&report, "%d hotels, budget 10/s, apaleo down %s after %s: %d token requests reached apaleo (%d before the outage, %d during it, %d after); at most %d in any one second\n",
 		hotels, outage, warm, len(arrivals), phase(w.start.Add(-time.Nanosecond), outageStart), phase(outageStart, outageEnd), phase(outageEnd, outageEnd.Add(after)), busiest)
 	var curves []plotter.XYs
@@ -264,18 +304,34 @@ func rampCarries(n int, perSecond float64) time.Duration {
 	return d
 }
 
+type fleetRead struct {
+	at time.Time
+	ok bool
+}
+
 // recoveryOrder checks that after apaleo came back (end) every name whose reader was
-// waiting without a token (its last read before end failed) is served in order of need:
-// ranked most recently read first, the name of rank r is served no later than the first
-// request apaleo answered after end, plus what the ramp takes to carry the r+1 names up
-// to it, plus its reader's cadence (a minute: the reader must come back to see it) and a
-// second.
-func recoveryOrder(arrivals []time.Time, waiting, served []time.Time, end time.Time, perSecond float64) []string {
+// waiting without a token when the first request after end reached apaleo (back: its
+// last read before then failed) is served in order of need: ranked most recently read
+// first, the name of rank r is served no later than back, plus what the ramp takes to
+// carry the r+1 names up to it, plus its reader's cadence (a minute: the reader must
+// come back to see it) and a second.
+func recoveryOrder(arrivals []time.Time, around [][]fleetRead, served []time.Time, end time.Time, perSecond float64) []string {
 	first := countSince(arrivals, end.Add(-time.Nanosecond))
 	if first == 0 {
 		return []string{"no token request reached apaleo after it came back"}
 	}
 	back := arrivals[len(arrivals)-first]
+	waiting := make([]time.Time, len(around))
+	for i, reads := range around {
+		for _, r := range reads {
+			if r.at.Before(back) {
+				waiting[i] = r.at
+				if r.ok {
+					waiting[i] = time.Time{}
+				}
+			}
+		}
+	}
 	var ranked []int
 	for i, t := range waiting {
 		if !t.IsZero() {
