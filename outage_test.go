@@ -70,6 +70,17 @@ func TestOutage_FiveFailuresTakeTheAppDown(t *testing.T) {
 	if info := e.list()["hotel-5"]; !strings.Contains(fmt.Sprint(info["last_error"]), "is down for config/connect") || info["state"] != stateFailing {
 		t.Errorf("list -detailed of a name never read: %v", info)
 	}
+	// The metrics count the outage and the requests it held back (the reads of hotel-3's
+	// retry and hotel-4), by config only.
+	body := string(e.mustDo(logical.ReadOperation, "metrics", nil).Data[logical.HTTPRawBody].([]byte))
+	for _, s := range []string{`vault_apaleo_upstream_outages_total{config="connect"} 1`, `vault_apaleo_token_requests_held_total{config="connect"} 2`} {
+		if !strings.Contains(body, s) {
+			t.Errorf("metrics lack %s:\n%s", s, body)
+		}
+	}
+	if strings.Contains(body, "hotel-") {
+		t.Error("a metric names a credential")
+	}
 }
 
 // TestOutage_NotForOneCredential: a 4xx about one credential and a 429 say apaleo answers:

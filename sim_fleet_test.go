@@ -94,8 +94,8 @@ func runFleet(t *testing.T, hotels int, flaky bool) {
 	}
 
 	outageStart, outageEnd := w.start.Add(warm), w.start.Add(warm+outage)
-	var reads, good int                  // reads during the fault, and those answered a valid token
-	served := make([]time.Time, hotels)  // first good read after the outage
+	var reads, good int                   // reads during the fault, and those answered a valid token
+	served := make([]time.Time, hotels)   // first good read after the outage
 	around := make([][]fleetRead, hotels) // the reads of the minutes around apaleo's return
 	var mu sync.Mutex
 	stop := make(chan struct{})
