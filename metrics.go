@@ -34,6 +34,7 @@ const (
 	triggerExchange     = "exchange"
 	triggerImport       = "import"
 	triggerKeepAlive    = "keep_alive"
+	triggerProbe        = "probe" // the one request of a config that is down (outage.go)
 )
 
 // Read results (label result).

@@ -394,37 +394,66 @@ func (b *backend) probeTurn(config string, o *outage, now time.Time) (time.Time,
 		return at, !at.IsZero()
 	}
 	ctx := context.Background()
+	name, ok := "", false
 	for _, w := range o.probeCandidates() {
 		cred, err := b.cred(ctx, b.storage, w.name)
 		if err != nil || cred == nil || cred.Config != config {
 			o.forget(w.name)
 			continue
 		}
-		if f := b.nameFailure(w.name, cred); f != nil && f.blocks(now) {
-			continue
+		if f := b.nameFailure(w.name, cred); f == nil || !f.blocks(now) {
+			name, ok = w.name, true
+			break
 		}
-		if !o.startProbe(w.name) {
-			return time.Time{}, false
-		}
-		b.Logger().Info("apaleo is down for the config: probing", "config", config, "name", w.name)
-		b.backgroundRunning.Add(1)
-		done := b.flights.DoChan(w.name, func() (any, error) {
-			out, err := b.fetchToken(withProbe(ctx), b.storage, w.name, w.trigger())
-			b.probeFailed(w.name)
-			return out, err
-		})
-		go func() {
-			<-done
-			b.backgroundRunning.Add(-1)
-			o.probed(b.now(), b.jitter)
-			b.refresher.kick()
-		}()
-		return time.Time{}, false
 	}
-	// No name needs a token now: the turn passes; a read meanwhile is the next probe's.
-	o.probed(now, b.jitter)
-	_, at = o.probeDue(now)
-	return at, true
+	if !ok {
+		name, ok = b.soonestExpiring(config, now)
+	}
+	if !ok || !o.startProbe(name) {
+		// Nothing of the config to probe with: the turn passes.
+		o.probed(now, b.jitter)
+		_, at = o.probeDue(now)
+		return at, !at.IsZero()
+	}
+	b.Logger().Info("apaleo is down for the config: probing", "config", config, "name", name)
+	b.backgroundRunning.Add(1)
+	done := b.flights.DoChan(name, func() (any, error) {
+		out, err := b.fetchToken(withProbe(ctx), b.storage, name, triggerProbe)
+		b.probeFailed(name)
+		return out, err
+	})
+	go func() {
+		<-done
+		b.backgroundRunning.Add(-1)
+		o.probed(b.now(), b.jitter)
+		b.refresher.kick()
+	}()
+	return time.Time{}, false
+}
+
+// soonestExpiring is the name of config in memory whose cached token expires soonest
+// (none first) and whose own failure memory lets it ask: the probe when no reader waits,
+// so that an outage of an app nobody reads ends too.
+func (b *backend) soonestExpiring(config string, now time.Time) (string, bool) {
+	var best string
+	var bestExp time.Time
+	found := false
+	b.creds.each(func(name string, cred *credential) {
+		if cred.Config != config {
+			return
+		}
+		if f := b.nameFailure(name, cred); f != nil && f.blocks(now) {
+			return
+		}
+		var exp time.Time
+		if cred.Token != nil {
+			exp = cred.Token.ExpiresAt
+		}
+		if !found || exp.Before(bestExp) || (exp.Equal(bestExp) && name < best) {
+			best, bestExp, found = name, exp, true
+		}
+	})
+	return best, found
 }
 
 // probeFailed keeps a failed probe's failure memory at the first backoff: the failure is

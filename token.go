@@ -80,6 +80,9 @@ func (b *backend) loadForFetch(ctx context.Context, s logical.Storage, name stri
 // no longer fresh; for refresh-ahead, its refresh window has begun; for keep-alive, the
 // refresh token has not been used for idle_refresh_interval.
 func (b *backend) needsToken(cred *credential, cfg *apaleoConfig, trigger string, now time.Time) bool {
+	if trigger == triggerProbe {
+		return true // a probe is a real token request, whatever the name holds
+	}
 	if trigger == triggerKeepAlive {
 		due, ok := keepAliveDue(cred, cfg)
 		return ok && !now.Before(due)
