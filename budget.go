@@ -44,12 +44,15 @@ func (bu *budget) rateOf() float64 {
 }
 
 // rampUp starts the ramp after an outage at now, the probe that ended it the first
-// request of its first second.
+// request of its first second. Moments booked already stay booked: the ramp never
+// moves the next free moment back, or a second could carry more than perSecond.
 func (bu *budget) rampUp(now time.Time) {
 	bu.mu.Lock()
 	defer bu.mu.Unlock()
 	bu.rampFrom = now
-	bu.next = now.Add(time.Second)
+	if next := now.Add(time.Second); next.After(bu.next) {
+		bu.next = next
+	}
 }
 
 // intervalAt is the spacing of a request sent at t: the ramp's while it lasts, else

@@ -235,3 +235,27 @@ func TestBudget_Ramp(t *testing.T) {
 		}
 	}
 }
+
+// TestBudget_RampKeepsBookings: a ramp that starts while moments are booked ahead starts
+// after them: it never moves the next free moment back (a second would carry more than
+// the budget).
+func TestBudget_RampKeepsBookings(t *testing.T) {
+	t0 := time.Unix(1_000_000, 0)
+	bu := &budget{perSecond: 10}
+	var slots []time.Time
+	for range 30 { // a read's bookings, 3 s ahead
+		s, _ := bu.take(t0, t0.Add(30*time.Second))
+		slots = append(slots, s)
+	}
+	bu.rampUp(t0)
+	for range 30 {
+		s, ok := bu.take(t0, t0.Add(time.Minute))
+		if !ok {
+			t.Fatal("no moment within a minute")
+		}
+		slots = append(slots, s)
+	}
+	if n := mostInAnySecond(slots); n > 10 {
+		t.Errorf("%d requests in one second after the ramp began, budget 10", n)
+	}
+}

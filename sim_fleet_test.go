@@ -193,6 +193,10 @@ func runFleet(t *testing.T, hotels int, flaky bool) {
 	}
 
 	var report strings.Builder
+	if n := countSince(arrivals, outageEnd.Add(-time.Nanosecond)); n > 0 {
+		fmt.Fprintf(&report, "the first token request after apaleo came back reached it %s after its return\n",
+			arrivals[len(arrivals)-n].Sub(outageEnd).Round(time.Millisecond))
+	}
 	fmt.Fprintf(&report, "%d hotels, budget 10/s, apaleo down %s after %s: %d token requests reached apaleo (%d before the outage, %d during it, %d after); at most %d in any one second\n",
 		hotels, outage, warm, len(arrivals), phase(w.start.Add(-time.Nanosecond), outageStart), phase(outageStart, outageEnd), phase(outageEnd, outageEnd.Add(after)), busiest)
 	var curves []plotter.XYs
