@@ -316,7 +316,7 @@ func (b *backend) runBackground(name string) {
 		}
 		return
 	}
-	if f := b.blocking(name, cred, now); f != nil {
+	if f := b.blocking(name, cred, cfg, now); f != nil {
 		switch {
 		case f.kind == failOutage:
 			// The outage serves it in order of need when apaleo is back (outage.go).
@@ -372,7 +372,7 @@ func (b *backend) afterBackground(name string, cred *credential, cfg *apaleoConf
 		b.refresher.plan(name, be.at.Add(b.jitter(time.Second)))
 	default:
 		// Whatever failed (429, 5xx, network), the policy names the next attempt.
-		if next, ok := b.nextAttempt(name, cred, b.now()); ok {
+		if next, ok := b.nextAttempt(name, cred, cfg, b.now()); ok {
 			b.refresher.plan(name, next.Add(b.jitter(time.Second)))
 		}
 	}

@@ -37,12 +37,6 @@ type budget struct {
 // maxRampDoublings ends a ramp without a cap (perSecond 0): 2^30 a second is no limit.
 const maxRampDoublings = 30
 
-func (bu *budget) rateOf() float64 {
-	bu.mu.Lock()
-	defer bu.mu.Unlock()
-	return bu.perSecond
-}
-
 // rampUp starts the ramp after an outage at now, the probe that ended it the first
 // request of its first second. Moments booked already stay booked: the ramp never
 // moves the next free moment back, or a second could carry more than perSecond.
@@ -66,10 +60,7 @@ func (bu *budget) intervalAt(t time.Time) time.Duration {
 		}
 		bu.rampFrom = time.Time{}
 	}
-	if bu.perSecond <= 0 {
-		return 0
-	}
-	return time.Duration(float64(time.Second) / bu.perSecond)
+	return bu.step()
 }
 
 // refuse holds every request of the config until the config is written again.
@@ -85,7 +76,22 @@ func (bu *budget) refusal() error {
 	return bu.refused
 }
 
+// interval is the spacing of the config's requests at its current rate.
 func (bu *budget) interval() time.Duration {
+	bu.mu.Lock()
+	defer bu.mu.Unlock()
+	return bu.step()
+}
+
+// rate is the config's current max_token_requests_per_second.
+func (bu *budget) rate() float64 {
+	bu.mu.Lock()
+	defer bu.mu.Unlock()
+	return bu.perSecond
+}
+
+// step is interval with bu.mu held.
+func (bu *budget) step() time.Duration {
 	if bu.perSecond <= 0 {
 		return 0
 	}
@@ -107,7 +113,7 @@ func (bu *budget) take(now, latest time.Time) (time.Time, bool) {
 	if slot.After(latest) {
 		return slot, false
 	}
-	bu.next = slot.Add(bu.intervalAt(slot))
+	bu.next = slot.Add(bu.intervalAt(slot)) // step() once the ramp is over
 	return slot, true
 }
 

@@ -492,7 +492,7 @@ func (b *backend) recoveryTurn(config string, o *outage, now time.Time) (time.Ti
 		if err != nil || cfg == nil {
 			return time.Time{}, false
 		}
-		if !b.needsToken(cred, cfg, w.trigger(), now) || b.blockingName(w.name, cred, now) != nil {
+		if !b.needsToken(cred, cfg, w.trigger(), now) || b.blockingName(w.name, cred, cfg, now) != nil {
 			o.popQueue() // served meanwhile, or its own failure memory plans it
 			continue
 		}
@@ -518,7 +518,7 @@ func (b *backend) observeOutage(config string, bu *budget, err error) {
 		b.refresher.kick()
 	case back:
 		bu.rampUp(now)
-		bu.outage.setRate(bu.rateOf())
+		bu.outage.setRate(bu.rate())
 		b.Logger().Info("apaleo answers the config again: the names the outage held back are served in order of need", "config", config)
 		b.refresher.kick()
 	}

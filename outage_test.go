@@ -176,13 +176,13 @@ func TestOutage_ProbesThenRecovery(t *testing.T) {
 		t.Fatalf("the names held back were not served after the outage (%d requests)", n)
 	}
 	for _, name := range []string{"hotel-3", "hotel-5"} {
-		if c := e.stored(name); !c.Token.valid(mustConfig(t, e), e.clock.Now()) {
+		if c := e.stored(name); !c.Token.valid(outageConfig(t, e), e.clock.Now()) {
 			t.Errorf("%s, whose reader waited, holds no valid token after the recovery", name)
 		}
 	}
 }
 
-func mustConfig(t *testing.T, e *engineEnv) *apaleoConfig {
+func outageConfig(t *testing.T, e *engineEnv) *apaleoConfig {
 	cfg, err := readConfig(context.Background(), e.storage, "connect")
 	if err != nil || cfg == nil {
 		t.Fatal(err)

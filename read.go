@@ -48,7 +48,7 @@ func (b *backend) readCreds(ctx context.Context, s logical.Storage, name string)
 	if !b.canWrite() {
 		return nil, logical.ErrReadOnly
 	}
-	if f := b.blocking(name, cred, now); f != nil {
+	if f := b.blocking(name, cred, cfg, now); f != nil {
 		valid := cred.Token.valid(cfg, now)
 		if f.kind == failOutage && !valid {
 			b.holdBack(cred.Config, want{name: name, kind: wantReader, since: now, read: now})
