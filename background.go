@@ -90,6 +90,19 @@ func (s *scheduler) plan(name string, due time.Time) {
 		heap.Push(&s.queue, it)
 		s.index[name] = it
 	}
+	s.startLocked()
+}
+
+// kick wakes the goroutine (starting it if need be) to look at the outages' work.
+func (s *scheduler) kick() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.stopped {
+		s.startLocked()
+	}
+}
+
+func (s *scheduler) startLocked() {
 	if !s.running && !s.manual {
 		s.running = true
 		s.stop = make(chan struct{})
@@ -181,12 +194,16 @@ func (s *scheduler) loop(stop, done chan struct{}) {
 	}
 }
 
-// runDue starts refresh-ahead for every name that is due, and says how long until the
-// next one is.
+// runDue starts refresh-ahead for every name that is due and what the outages call for
+// (probes, recovery: outage.go), and says how long until the next is.
 func (s *scheduler) runDue() (time.Duration, bool) {
-	names, next, ok := s.takeDue(s.b.now())
+	now := s.b.now()
+	names, next, ok := s.takeDue(now)
 	for _, n := range names {
 		s.b.runBackground(n)
+	}
+	if at, due := s.b.outageWork(now); due && (!ok || at.Sub(now) < next) {
+		next, ok = max(at.Sub(now), 0), true
 	}
 	return next, ok
 }
@@ -300,7 +317,11 @@ func (b *backend) runBackground(name string) {
 		return
 	}
 	if f := b.blocking(name, cred, cfg, now); f != nil {
-		if !f.next.IsZero() {
+		switch {
+		case f.kind == failOutage:
+			// The outage serves it in order of need when apaleo is back (outage.go).
+			b.holdBack(cred.Config, backgroundWant(name, trigger, cred))
+		case !f.next.IsZero():
 			b.refresher.plan(name, f.next.Add(b.jitter(time.Second)))
 		}
 		return
@@ -310,10 +331,15 @@ func (b *backend) runBackground(name string) {
 		b.refresher.plan(name, at)
 		return
 	}
+	b.startBackground(name, cred, cfg, trigger, at)
+}
+
+// startBackground starts name's background token request at the budget's moment at.
+func (b *backend) startBackground(name string, cred *credential, cfg *apaleoConfig, trigger string, at time.Time) {
 	b.Logger().Trace("background token request", "name", name, "trigger", trigger, "at", at)
 	b.backgroundRunning.Add(1)
 	done := b.flights.DoChan(name, func() (any, error) {
-		out, err := b.fetchToken(withBooked(ctx, at), b.storage, name, trigger)
+		out, err := b.fetchToken(withBooked(context.Background(), at), b.storage, name, trigger)
 		b.afterBackground(name, cred, cfg, out, err)
 		return out, err
 	})
@@ -321,6 +347,15 @@ func (b *backend) runBackground(name string) {
 		<-done
 		b.backgroundRunning.Add(-1)
 	}()
+}
+
+// backgroundWant is what background work held back by an outage needs.
+func backgroundWant(name, trigger string, cred *credential) want {
+	w := want{name: name, kind: wantIdle}
+	if trigger == triggerRefreshAhead && cred.Token != nil {
+		w.kind, w.expires = wantCached, cred.Token.ExpiresAt
+	}
+	return w
 }
 
 // afterBackground plans what comes after a background token request: after a success,
@@ -331,6 +366,8 @@ func (b *backend) afterBackground(name string, cred *credential, cfg *apaleoConf
 	switch {
 	case err == nil:
 		b.planKeepAlive(name, out.cred, cfg)
+	case errors.As(err, &be) && be.outage != nil:
+		b.holdBack(cred.Config, backgroundWant(name, triggerRefreshAhead, cred))
 	case errors.As(err, &be):
 		b.refresher.plan(name, be.at.Add(b.jitter(time.Second)))
 	default:

@@ -8,7 +8,8 @@ import (
 
 // budget.go is what one config (one apaleo app) may send: its request budget, at most
 // max_token_requests_per_second token requests in any one second with every HTTP attempt
-// charged, and its 429 hold, since apaleo's rate limit is the app's and not a hotel's.
+// charged (ramping up after an outage), its 429 hold, since apaleo's rate limit is the
+// app's and not a hotel's, and beside them the app's outage state (outage.go).
 // Reads may wait for the next free moment; background work (refresh-ahead, keep-alive)
 // books one at most backgroundHorizon ahead, else comes back when the budget has room, so
 // a read never waits more than that behind it.
@@ -25,6 +26,41 @@ type budget struct {
 	holds     int // consecutive 429s, for the backoff when apaleo sends no Retry-After
 	// refused: apaleo refused the app's client (invalid_client), until a config write.
 	refused error
+	// rampFrom: apaleo came back from an outage then; from there the budget carries 1
+	// request a second, doubling every second, up to perSecond (0: doubling without cap).
+	rampFrom time.Time
+
+	// outage is the app's outage state (outage.go), which has its own lock.
+	outage outage
+}
+
+// maxRampDoublings ends a ramp without a cap (perSecond 0): 2^30 a second is no limit.
+const maxRampDoublings = 30
+
+// rampUp starts the ramp after an outage at now, the probe that ended it the first
+// request of its first second. Moments booked already stay booked: the ramp never
+// moves the next free moment back, or a second could carry more than perSecond.
+func (bu *budget) rampUp(now time.Time) {
+	bu.mu.Lock()
+	defer bu.mu.Unlock()
+	bu.rampFrom = now
+	if next := now.Add(time.Second); next.After(bu.next) {
+		bu.next = next
+	}
+}
+
+// intervalAt is the spacing of a request sent at t: the ramp's while it lasts, else
+// perSecond's. The lock is held.
+func (bu *budget) intervalAt(t time.Time) time.Duration {
+	if !bu.rampFrom.IsZero() {
+		k := max(int(t.Sub(bu.rampFrom)/time.Second), 0)
+		rate := float64(uint64(1) << min(k, maxRampDoublings))
+		if k < maxRampDoublings && (bu.perSecond <= 0 || rate < bu.perSecond) {
+			return time.Duration(float64(time.Second) / rate)
+		}
+		bu.rampFrom = time.Time{}
+	}
+	return bu.step()
 }
 
 // refuse holds every request of the config until the config is written again.
@@ -67,7 +103,7 @@ func (bu *budget) step() time.Duration {
 func (bu *budget) take(now, latest time.Time) (time.Time, bool) {
 	bu.mu.Lock()
 	defer bu.mu.Unlock()
-	if bu.perSecond <= 0 {
+	if bu.perSecond <= 0 && bu.rampFrom.IsZero() {
 		return now, true
 	}
 	slot := now
@@ -77,7 +113,7 @@ func (bu *budget) take(now, latest time.Time) (time.Time, bool) {
 	if slot.After(latest) {
 		return slot, false
 	}
-	bu.next = slot.Add(bu.step())
+	bu.next = slot.Add(bu.intervalAt(slot)) // step() once the ramp is over
 	return slot, true
 }
 
@@ -145,6 +181,17 @@ func (bs *budgets) of(config string, perSecond float64) *budget {
 	bu.perSecond = perSecond
 	bu.mu.Unlock()
 	return bu
+}
+
+// all returns the budgets of the configs as they are now.
+func (bs *budgets) all() map[string]*budget {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	out := make(map[string]*budget, len(bs.m))
+	for k, v := range bs.m {
+		out[k] = v
+	}
+	return out
 }
 
 // peek returns config's budget if it has one.

@@ -117,6 +117,12 @@ func (b *backend) status(name string, cred *credential, cfg *apaleoConfig, now t
 		s.lastError = fmt.Sprintf("%v; no token request of config/%s goes out until then", cause, cred.Config)
 		s.nextAttempt = until
 	}
+	if f := b.outageFailure("", cred.Config, now); f != nil && s.state != stateNeedsAuthorization {
+		// apaleo is down for the app: every name of the config waits for a probe.
+		s.state = stateFailing
+		s.lastError = f.answer(name).Error()
+		s.nextAttempt = f.next
+	}
 	if err := outsideConfig(name, cred, cfg); err != nil {
 		s.state = stateFailing
 		s.lastError = err.Error()

@@ -139,6 +139,8 @@ func servedMetricNames(t *testing.T) []string {
 	m := newMetrics()
 	m.tokenRequest("c", "client_credentials", triggerRead, nil, time.Millisecond)
 	m.credsRead("c", readCached)
+	m.outageBegan("c")
+	m.outageHeld("c")
 	m.credentialStates(func() map[string]*stateCounts { return countsOf(map[string]map[string]int{"c": {"ok": 1}}) }, nil)
 	var body bytes.Buffer
 	if err := m.writeText(&body); err != nil {
@@ -161,8 +163,8 @@ func servedMetricNames(t *testing.T) []string {
 		}
 	}
 	slices.Sort(names)
-	if len(families) != 4 {
-		t.Errorf("%d metric families, want 4: %v", len(families), names)
+	if len(families) != 6 {
+		t.Errorf("%d metric families, want 6: %v", len(families), names)
 	}
 	return names
 }

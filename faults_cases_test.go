@@ -127,7 +127,8 @@ func faultCases() []faultCase {
 			name: "connection refused (closed 127.0.0.1 port)",
 			arm:  (*faultEnv).closeServer,
 			want: everywhere(
-				faultWant{outcome: gotError, status: 502, contains: []string{"connection refused", "gave up after"}, requests: noRequest, cutOff: true},
+				// Retried until the fifth refusal in a row takes the app down (outage.go).
+				faultWant{outcome: gotError, status: 502, contains: []string{"connection refused"}, anyOf: []string{"gave up after", "is down for config/"}, requests: noRequest, cutOff: true},
 				// The single attempt may go out on a pooled connection the server has
 				// just closed: EOF or "server closed idle connection" instead of a
 				// refused dial.

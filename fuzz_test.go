@@ -306,6 +306,7 @@ func expectedConfig(base map[string]any, data map[string]any) map[string]any {
 		"client_id": "", "grant_type": grantClientCredentials, "scopes": []string{}, "redirect_uri": "",
 		"identity_url": defaultIdentityURL, "ca_certificate": "", "min_ttl": int64(defaultMinTTL.Seconds()),
 		"refresh_ahead": true, "max_token_requests_per_second": float64(defaultBudget), "idle_refresh_interval": int64(defaultIdleRefresh.Seconds()),
+		"upstream": "ok",
 	}
 	if base != nil {
 		want = maps.Clone(base)

@@ -34,6 +34,7 @@ const (
 	triggerExchange     = "exchange"
 	triggerImport       = "import"
 	triggerKeepAlive    = "keep_alive"
+	triggerProbe        = "probe" // the one request of a config that is down (outage.go)
 )
 
 // Read results (label result).
@@ -93,6 +94,8 @@ const (
 	metricTokenRequests = metricsNamespace + "_token_requests_total"
 	metricCredsReads    = metricsNamespace + "_creds_reads_total"
 	metricCredentials   = metricsNamespace + "_credentials"
+	metricOutages       = metricsNamespace + "_upstream_outages_total"
+	metricHeld          = metricsNamespace + "_token_requests_held_total"
 
 	helpTokenRequests = "Token requests this Vault node sent to the apaleo identity server (each retry counts), " +
 		"by config, grant type, trigger and outcome (success or the error class)."
@@ -100,6 +103,10 @@ const (
 	helpCredentials = "Credentials (client-credentials configs and authorized credentials) by config and state " +
 		"(ok, no_token, failing, needs_authorization), as this Vault node sees them at scrape time: " +
 		"failure memory lives on the node that sends token requests (the active node), so a standby's states are its own, not the cluster's."
+	helpOutages = "Outages of the apaleo identity server this Vault node saw, by config: each time 5 token requests of the app in a row " +
+		"failed with a 5xx, a timeout, a refused or dropped connection or an unreadable answer, and the config went down."
+	helpHeld = "Token requests this Vault node held back because apaleo was down for the config (reads answered at once, " +
+		"background work put off until apaleo answers a probe), by config."
 )
 
 // metrics holds the mount's series. The per-config counters are kept compact, one small
@@ -124,6 +131,8 @@ type metrics struct {
 // configCounters are one config's counters.
 type configCounters struct {
 	reads [len(readResults)]atomic.Uint64
+	// outages the config went down for, and the token requests they held back.
+	outages, held atomic.Uint64
 
 	mu sync.Mutex
 	// A config has a few token request series (one in the steady state: read or
@@ -213,6 +222,12 @@ func (m *metrics) credsRead(config, result string) {
 	m.counters(config).reads[i].Add(1)
 }
 
+// outageBegan counts an outage of config's app (outage.go).
+func (m *metrics) outageBegan(config string) { m.counters(config).outages.Add(1) }
+
+// outageHeld counts a token request an outage held back.
+func (m *metrics) outageHeld(config string) { m.counters(config).held.Add(1) }
+
 // credentialStates installs the source of the credentials-per-config-and-state gauge,
 // called at scrape time: config -> state -> count. f runs on the scraping request's
 // goroutine, concurrently with the engine, and must not block for long (it reads
@@ -267,6 +282,21 @@ func (m *metrics) writeText(w textWriter) error {
 		for r, result := range readResults {
 			if n := e.c.reads[r].Load(); n > 0 {
 				fam.sample(n, "config", e.name, "result", result)
+			}
+		}
+	}
+
+	for _, f := range []struct {
+		name, help string
+		n          func(*configCounters) uint64
+	}{
+		{metricOutages, helpOutages, func(c *configCounters) uint64 { return c.outages.Load() }},
+		{metricHeld, helpHeld, func(c *configCounters) uint64 { return c.held.Load() }},
+	} {
+		fam = family{w: w, name: f.name, help: f.help, typ: "counter"}
+		for _, e := range entries {
+			if n := f.n(e.c); n > 0 {
+				fam.sample(n, "config", e.name)
 			}
 		}
 	}

@@ -91,6 +91,7 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, d *f
 		"max_token_requests_per_second": cfg.MaxTokenRequestsPerSecond,
 		"idle_refresh_interval":         int64(cfg.IdleRefreshInterval.Seconds()),
 	}
+	b.upstreamFields(d.Get("name").(string), data)
 	return &logical.Response{Data: data}, nil
 }
 

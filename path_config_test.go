@@ -24,6 +24,7 @@ func TestConfig_CRUD(t *testing.T) {
 		"refresh_ahead":  true,
 
 		"max_token_requests_per_second": float64(10), "idle_refresh_interval": int64(604800),
+		"upstream": "ok",
 	}
 	if !reflect.DeepEqual(resp.Data, want) {
 		t.Fatalf("read:\n got %#v\nwant %#v", resp.Data, want)

@@ -28,10 +28,22 @@ import (
 // Nothing else keeps rules of its own: callers ask, and remember what the policy says.
 
 // blocking is what forbids a token request for name at now: a config that names another
-// app than the one that issued the refresh token, its failure memory (a refused refresh
-// token stored with the credential included), else its config's 429 hold or refused
-// client (the app's, so every name of the config).
+// app than the one that issued the refresh token, else an outage of its config's app,
+// else its failure memory (a refused refresh token stored with the credential included),
+// else its config's 429 hold or refused client (the app's, so every name of the config).
 func (b *backend) blocking(name string, cred *credential, cfg *apaleoConfig, now time.Time) *failure {
+	if f := b.standing(name, cred, cfg); f != nil && f.kind == failOtherApp {
+		return f // no probe goes to an app that did not issue the token either
+	}
+	if f := b.outageFailure(name, cred.Config, now); f != nil {
+		return f // apaleo is down for the app, or a name it held back waits its turn (outage.go)
+	}
+	return b.blockingName(name, cred, cfg, now)
+}
+
+// blockingName is what forbids a token request for name beside an outage: its standing
+// (another app, failure memory), else its config's 429 hold or refused client.
+func (b *backend) blockingName(name string, cred *credential, cfg *apaleoConfig, now time.Time) *failure {
 	if f := b.standing(name, cred, cfg); f != nil && f.blocks(now) {
 		return f
 	}
@@ -113,10 +125,14 @@ type budgetError struct {
 	at         time.Time // when a request may go
 	wait       time.Duration
 	held       error // the 429 that holds the config, if that is why
+	outage     error // the outage of the app, if that is why (outage.go)
 	background bool  // refused to background work, which does not wait: a read may
 }
 
 func (e *budgetError) Error() string {
+	if e.outage != nil {
+		return fmt.Sprintf("%v; the next probe at %s", e.outage, e.at.UTC().Format(time.RFC3339))
+	}
 	if e.held != nil {
 		return fmt.Sprintf("%v; apaleo rate-limits the app of config/%s, so no token request of any of its credentials goes out until %s",
 			e.held, e.config, e.at.UTC().Format(time.RFC3339))
@@ -138,6 +154,8 @@ type attemptGate struct {
 	wait     bool      // may wait for a free moment (reads, callbacks, imports)
 	deadline time.Time // the latest moment worth waiting for
 	booked   time.Time // a moment background work booked before it started the request
+	// probe: the one request of a config that is down that may go out, one attempt.
+	probe, probeSent bool
 }
 
 // gate returns the attempt gate of a request of config: reads and the flows wait for the
@@ -146,7 +164,7 @@ type attemptGate struct {
 func (b *backend) gate(ctx context.Context, config string, cfg *apaleoConfig, background bool) *attemptGate {
 	booked, _ := ctx.Value(bookedKey{}).(time.Time)
 	return &attemptGate{b: b, config: config, bu: b.budgets.of(config, cfg.MaxTokenRequestsPerSecond),
-		wait: !background, deadline: b.budgetDeadline(b.now()), booked: booked}
+		wait: !background, deadline: b.budgetDeadline(b.now()), booked: booked, probe: isProbe(ctx)}
 }
 
 type bookedKey struct{}
@@ -175,6 +193,9 @@ func (b *backend) book(config string, cfg *apaleoConfig, now time.Time) (time.Ti
 func (g *attemptGate) before(ctx context.Context) error {
 	for {
 		now := g.b.now()
+		if err := g.outage(now); err != nil {
+			return err
+		}
 		if until, cause, ok := g.bu.held(now); ok {
 			if !g.wait || until.After(g.deadline) {
 				return &budgetError{config: g.config, at: until, held: cause, background: !g.wait}
@@ -200,14 +221,32 @@ func (g *attemptGate) before(ctx context.Context) error {
 		if err := g.b.sleepUntil(ctx, slot); err != nil {
 			return err
 		}
-		// The moment of sending: a 429 may have come while this request waited.
+		// The moment of sending: a 429 or an outage may have come while this request waited.
+		if err := g.outage(g.b.now()); err != nil {
+			return err
+		}
 		if _, _, ok := g.bu.held(g.b.now()); !ok {
+			g.probeSent = g.probe
 			return nil
 		}
 	}
 }
 
+// outage is the app's outage's answer to this attempt (outage.go): while the config is
+// down only a probe goes, and only its first attempt.
+func (g *attemptGate) outage(now time.Time) error {
+	if g.probe && g.probeSent {
+		return &budgetError{config: g.config, at: now, outage: errors.New("a probe makes one attempt"), background: !g.wait}
+	}
+	err := g.bu.outage.admit(g.config, now, g.probe, !g.wait)
+	if err != nil {
+		g.b.metrics.outageHeld(g.config)
+	}
+	return err
+}
+
 func (g *attemptGate) after(err error) {
+	g.b.observeOutage(g.config, g.bu, err)
 	var ue *upstreamError
 	if !errors.As(err, &ue) || !ue.Answered {
 		return

@@ -49,7 +49,11 @@ func (b *backend) readCreds(ctx context.Context, s logical.Storage, name string)
 		return nil, logical.ErrReadOnly
 	}
 	if f := b.blocking(name, cred, cfg, now); f != nil {
-		return b.answerFailure(name, cred, f, cred.Token.valid(cfg, now), now)
+		valid := cred.Token.valid(cfg, now)
+		if f.kind == failOutage && !valid {
+			b.holdBack(cred.Config, want{name: name, kind: wantReader, since: now, read: now})
+		}
+		return b.answerFailure(name, cred, f, valid, now)
 	}
 	return b.awaitToken(ctx, s, name, st, cred, cfg, now)
 }

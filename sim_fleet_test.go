@@ -46,15 +46,29 @@ func TestSimFleetRecovery(t *testing.T) {
 		t.Skip("make sim-fleet (-sim.fleet=10000)")
 	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	synctest.Test(t, func(t *testing.T) { runFleet(t, *simFleet) })
+	synctest.Test(t, func(t *testing.T) { runFleet(t, *simFleet, false) })
 }
 
-func runFleet(t *testing.T, hotels int) {
-	const (
-		warm   = 2 * time.Hour
-		outage = 2 * time.Hour
-		after  = 2 * time.Hour
-	)
+// TestSimFleetFlaky: the same fleet behind a flaky gateway, 30 % of token requests
+// answered 502 (before apaleo saw them) for an hour, otherwise healthy: readers of the
+// credentials in use keep being answered a valid token, the token requests grow by at
+// most 1.6x the healthy hour's, and the breaker never opens into starvation.
+func TestSimFleetFlaky(t *testing.T) {
+	if *simFleet == 0 {
+		t.Skip("make sim-fleet (-sim.fleet=10000)")
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	synctest.Test(t, func(t *testing.T) { runFleet(t, *simFleet, true) })
+}
+
+// flakyShare of the token requests a flaky gateway answers 502.
+const flakyShare = 0.3
+
+func runFleet(t *testing.T, hotels int, flaky bool) {
+	warm, outage, after := 2*time.Hour, 2*time.Hour, 2*time.Hour
+	if flaky {
+		outage, after = time.Hour, time.Hour
+	}
 	sc := &simSchedule{seed: 1, apps: []simAppSpec{{name: "app", grant: grantAuthorizationCode, budget: 10, lifetime: time.Hour, idle: 168 * time.Hour}}}
 	w := &simWorld{t: t, sc: sc, store: &logical.InmemStorage{}, start: time.Now(), rng: rand.New(rand.NewPCG(1, 1)),
 		dropped: map[string][]time.Time{}, secrets: map[string]int{}, scopes: map[string]int{}}
@@ -80,7 +94,9 @@ func runFleet(t *testing.T, hotels int) {
 	}
 
 	outageStart, outageEnd := w.start.Add(warm), w.start.Add(warm+outage)
-	served := make([]time.Time, hotels) // first good read after the outage
+	var reads, good int                   // reads during the fault, and those answered a valid token
+	served := make([]time.Time, hotels)   // first good read after the outage
+	around := make([][]fleetRead, hotels) // the reads of the minutes around apaleo's return
 	var mu sync.Mutex
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -98,6 +114,19 @@ func runFleet(t *testing.T, hotels int) {
 				case <-time.After(next):
 				}
 				r := w.read(name, rng)
+				if !r.at.Before(outageStart) && r.at.Before(outageEnd) {
+					mu.Lock()
+					reads++
+					if r.err == nil && r.expires.After(r.at.Add(r.took)) {
+						good++
+					}
+					mu.Unlock()
+				}
+				if r.at.After(outageEnd.Add(-2*time.Minute)) && r.at.Before(outageEnd.Add(2*time.Minute)) {
+					mu.Lock()
+					around[i] = append(around[i], fleetRead{r.at, r.err == nil})
+					mu.Unlock()
+				}
 				// Served again: a good answer that came after apaleo did (a read that began
 				// in the outage's last seconds and waited for the new token included).
 				if r.err == nil && !r.at.Add(r.took).Before(outageEnd) {
@@ -113,7 +142,15 @@ func runFleet(t *testing.T, hotels int) {
 	}
 	time.Sleep(time.Until(outageStart))
 	w.idp.mu.Lock()
-	w.idp.outages[""] = simOutage{until: outageEnd, kind: fault503}
+	if flaky {
+		w.idp.faultRate, w.idp.faultKinds = flakyShare, []simFault{fault503}
+	} else {
+		w.idp.outages[""] = simOutage{until: outageEnd, kind: fault503}
+	}
+	w.idp.mu.Unlock()
+	time.Sleep(time.Until(outageEnd))
+	w.idp.mu.Lock()
+	w.idp.faultRate = 0
 	w.idp.mu.Unlock()
 	time.Sleep(time.Until(outageEnd.Add(after)))
 	close(stop)
@@ -132,9 +169,34 @@ func runFleet(t *testing.T, hotels int) {
 	if len(violations) > 0 {
 		t.Errorf("invariants broken:\n%s", strings.Join(violations[:min(len(violations), 10)], "\n"))
 	}
+	phase := func(from, to time.Time) int { return countSince(arrivals, from) - countSince(arrivals, to) }
+	if flaky {
+		healthy, during := phase(outageStart.Add(-time.Hour), outageStart), phase(outageStart, outageEnd)
+		share := float64(good) / float64(max(reads, 1))
+		t.Logf("%d hotels, budget 10/s, a gateway answering %.0f%% of token requests 502 for %s after %s: %d token requests in the healthy hour before, %d in the flaky hour (%.2fx); %d of %d reads (%.2f%%) answered a valid token; the app went down %d times (the plugin's count)",
+			hotels, 100*flakyShare, outage, warm, healthy, during, float64(during)/float64(healthy), good, reads, 100*share, w.active.metrics.counters("app").outages.Load())
+		if share < 0.99 {
+			t.Errorf("%.2f%% of reads during the flaky hour answered a valid token, want at least 99%%", 100*share)
+		}
+		if float64(during) > 1.6*float64(healthy) {
+			t.Errorf("%d token requests in the flaky hour, more than 1.6x the healthy hour's %d", during, healthy)
+		}
+		return
+	}
+	if bad := probeSchedule(arrivals, outageStart, outageEnd); len(bad) > 0 {
+		t.Errorf("while apaleo was down for the whole app its token requests did not follow the probe schedule (%d breaches), e.g.:\n%s",
+			len(bad), strings.Join(bad[:min(len(bad), 10)], "\n"))
+	}
+	if bad := recoveryOrder(arrivals, around, served, outageEnd, 10); len(bad) > 0 {
+		t.Errorf("after apaleo came back, %d names with waiting readers were served later than the ramp and the budget allow for the names ahead of them, e.g.:\n%s",
+			len(bad), strings.Join(bad[:min(len(bad), 10)], "\n"))
+	}
 
 	var report strings.Builder
-	phase := func(from, to time.Time) int { return countSince(arrivals, from) - countSince(arrivals, to) }
+	if n := countSince(arrivals, outageEnd.Add(-time.Nanosecond)); n > 0 {
+		fmt.Fprintf(&report, "the first token request after apaleo came back reached it %s after its return\n",
+			arrivals[len(arrivals)-n].Sub(outageEnd).Round(time.Millisecond))
+	}
 	fmt.Fprintf(&report, "%d hotels, budget 10/s, apaleo down %s after %s: %d token requests reached apaleo (%d before the outage, %d during it, %d after); at most %d in any one second\n",
 		hotels, outage, warm, len(arrivals), phase(w.start.Add(-time.Nanosecond), outageStart), phase(outageStart, outageEnd), phase(outageEnd, outageEnd.Add(after)), busiest)
 	var curves []plotter.XYs
@@ -171,6 +233,125 @@ func runFleet(t *testing.T, hotels int) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// The probe schedule of an app that is down (outage.go): 5 failures in a row take it
+// down, then one probe at a time, 5 s, 10 s, 20 s, then every 30 s ±20 % after the one
+// before.
+func probeGap(k int) (lo, hi time.Duration) {
+	if k < len(probeDelays) {
+		return probeDelays[k], probeDelays[k]
+	}
+	return probeSteady - probeSteady/5, probeSteady + probeSteady/5
+}
+
+// probeSchedule checks, from the arrivals at apaleo alone, that while apaleo was down for
+// the whole app (from to) its token requests followed the probe schedule: after the
+// fifth (and the requests already on their way when its answer came, which takes at
+// most simMaxLatency), each arrival at least the schedule's gap after the one before
+// (measured from the arrival, which precedes the answer the schedule counts from), and
+// at most the gap plus a second and an answer's latency later: probes keep coming.
+func probeSchedule(arrivals []time.Time, from, to time.Time) []string {
+	var a []time.Time
+	for _, t := range arrivals {
+		if !t.Before(from) && t.Before(to) {
+			a = append(a, t)
+		}
+	}
+	if len(a) <= outageAfter {
+		return nil
+	}
+	var bad []string
+	prev := a[outageAfter-1]
+	free := prev.Add(simMaxLatency)
+	k := 0
+	for _, t := range a[outageAfter:] {
+		if !t.After(free) {
+			continue // sent before the fifth failure's answer came back
+		}
+		lo, hi := probeGap(k)
+		if gap := t.Sub(prev); gap < lo {
+			bad = append(bad, fmt.Sprintf("%s into the outage: a token request %s after the one before, the probe schedule's gap is %s",
+				t.Sub(from).Round(time.Millisecond), gap.Round(time.Millisecond), lo))
+		}
+		if gap := t.Sub(prev); gap > hi+time.Second+simMaxLatency {
+			bad = append(bad, fmt.Sprintf("%s into the outage: no probe for %s, the probe schedule's gap is at most %s",
+				t.Sub(from).Round(time.Millisecond), gap.Round(time.Millisecond), hi))
+		}
+		prev, k = t, k+1
+	}
+	// Probes keep coming: the last gap before apaleo's return is no longer than the
+	// schedule allows (plus a second and an answer's latency).
+	if _, hi := probeGap(max(k, len(probeDelays))); to.Sub(prev) > hi+time.Second+simMaxLatency {
+		bad = append(bad, fmt.Sprintf("no token request in the last %s of the outage: the probes stopped", to.Sub(prev).Round(time.Second)))
+	}
+	return bad
+}
+
+// simMaxLatency is the longest the simulated apaleo takes to answer (sim_idp_test.go).
+const simMaxLatency = 210 * time.Millisecond
+
+// rampCarries is how long the budget, ramping from 1 request a second and doubling
+// every second up to perSecond, takes to carry n requests.
+func rampCarries(n int, perSecond float64) time.Duration {
+	var d time.Duration
+	for rate := 1.0; n > 0; rate = min(rate*2, perSecond) {
+		if float64(n) <= rate {
+			return d + time.Duration(float64(n)/rate*float64(time.Second))
+		}
+		n -= int(rate)
+		d += time.Second
+		if rate >= perSecond {
+			return d + time.Duration(float64(n)/perSecond*float64(time.Second))
+		}
+	}
+	return d
+}
+
+type fleetRead struct {
+	at time.Time
+	ok bool
+}
+
+// recoveryOrder checks that after apaleo came back (end) every name whose reader was
+// waiting without a token when the first request after end reached apaleo (back: its
+// last read before then failed) is served in order of need: ranked most recently read
+// first, the name of rank r is served no later than back, plus what the ramp takes to
+// carry the r+1 names up to it, plus its reader's cadence (a minute: the reader must
+// come back to see it) and a second.
+func recoveryOrder(arrivals []time.Time, around [][]fleetRead, served []time.Time, end time.Time, perSecond float64) []string {
+	first := countSince(arrivals, end.Add(-time.Nanosecond))
+	if first == 0 {
+		return []string{"no token request reached apaleo after it came back"}
+	}
+	back := arrivals[len(arrivals)-first]
+	waiting := make([]time.Time, len(around))
+	for i, reads := range around {
+		for _, r := range reads {
+			if r.at.Before(back) {
+				waiting[i] = r.at
+				if r.ok {
+					waiting[i] = time.Time{}
+				}
+			}
+		}
+	}
+	var ranked []int
+	for i, t := range waiting {
+		if !t.IsZero() {
+			ranked = append(ranked, i)
+		}
+	}
+	slices.SortStableFunc(ranked, func(x, y int) int { return waiting[y].Compare(waiting[x]) })
+	var bad []string
+	for r, i := range ranked {
+		bound := back.Add(rampCarries(r+1, perSecond) + time.Minute + time.Second)
+		if served[i].IsZero() || served[i].After(bound) {
+			bad = append(bad, fmt.Sprintf("hotel-%05d (rank %d, last read %s before the return): served %s after the return, bound %s",
+				i, r, end.Sub(waiting[i]).Round(time.Millisecond), served[i].Sub(end).Round(time.Second), bound.Sub(end).Round(time.Second)))
+		}
+	}
+	return bad
 }
 
 func stopCtx(stop chan struct{}) context.Context {

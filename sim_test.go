@@ -293,7 +293,7 @@ func (sc *simSchedule) app(name string) simAppSpec {
 // TestSimReplay: a seed replays exactly: two runs of it send the same requests at the
 // same virtual moments, with the same faults. Not every seed does: where goroutines of
 // the plugin are ready at one virtual moment, Go's select and scheduler may pick among
-// them in another order (seeds 27 and 10208 vary so); their schedule, faults and readers
+// them in another order (seeds 27, 10208 and, since the mac-200 fault, 1170 vary so); their schedule, faults and readers
 // replay all the same, and so did every failure the simulator found.
 func TestSimReplay(t *testing.T) {
 	if raceEnabled {
@@ -301,7 +301,7 @@ func TestSimReplay(t *testing.T) {
 	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
-	for _, seed := range []uint64{3, 7, 12, 1170} {
+	for _, seed := range []uint64{3, 7, 12, 1296} {
 		var digests []uint64
 		for range 2 {
 			synctest.Test(t, func(t *testing.T) { digests = append(digests, runSim(t, seed, false)) })

@@ -226,6 +226,7 @@ const (
 	failUntilConfig                       // refused client or scopes: until config/<name> is written
 	failUntilAuthorize                    // refused refresh token: until authorize/<name>
 	failOtherApp                          // the config names another app than the token's: never stored, asked each time
+	failOutage                            // apaleo down for the app: until a probe is answered (outage.go)
 )
 
 const (
@@ -264,6 +265,8 @@ func (f *failure) nextAttemptText(name string) string {
 		return fmt.Sprintf("no new token request until the credential is authorized again with authorize/%s", name)
 	case failOtherApp:
 		return fmt.Sprintf("no token request until config/%s names the app that issued the refresh token, or authorize/%s binds it to the new one", f.config, name)
+	case failOutage:
+		return "next probe at " + f.next.UTC().Format(time.RFC3339)
 	}
 	return "next attempt at " + f.next.UTC().Format(time.RFC3339)
 }

@@ -81,6 +81,9 @@ func (b *backend) loadForFetch(ctx context.Context, s logical.Storage, name stri
 // no longer fresh; for refresh-ahead, its refresh window has begun; for keep-alive, the
 // refresh token has not been used for idle_refresh_interval.
 func (b *backend) needsToken(cred *credential, cfg *apaleoConfig, trigger string, now time.Time) bool {
+	if trigger == triggerProbe {
+		return true // a probe is a real token request, whatever the name holds
+	}
 	if trigger == triggerKeepAlive {
 		due, ok := keepAliveDue(cred, cfg)
 		return ok && !now.Before(due)
@@ -175,7 +178,7 @@ func (b *backend) refresh(ctx context.Context, srv identityServer, refreshToken 
 func (b *backend) rememberFailure(ctx context.Context, s logical.Storage, name string, cred *credential, cfg *apaleoConfig, err error) error {
 	var be *budgetError
 	if errors.As(err, &be) {
-		if f := b.blocking(name, cred, cfg, b.now()); be.held != nil && f != nil {
+		if f := b.blocking(name, cred, cfg, b.now()); (be.held != nil || be.outage != nil) && f != nil {
 			return f.answer(name) // the app's hold, said the way every read of it says it
 		}
 		return be
@@ -355,7 +358,7 @@ func (b *backend) readFlight(ctx context.Context, s logical.Storage, name string
 	go func() {
 		r := <-start()
 		var be *budgetError
-		if errors.As(r.Err, &be) && be.background && be.held == nil {
+		if errors.As(r.Err, &be) && be.background && be.held == nil && be.outage == nil {
 			r = <-start()
 		}
 		out <- r
