@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing/synctest"
 	"time"
 )
 
@@ -111,7 +112,13 @@ type simIDP struct {
 	requests   int
 	// trace is a digest of every request in the order and at the moment it came, with
 	// what befell it: two runs of one seed that agree on it saw the same run.
-	trace hash.Hash64
+	trace     hash.Hash64
+	lines     []string // the trace's records, kept when keepLines (a replay's diff)
+	keepLines bool
+	// sequenced: requests wait in pending for the sequencer (sequence), kicked on arrival.
+	sequenced bool
+	pending   []simArrival
+	kick      chan struct{}
 }
 
 type simOutage struct {
@@ -128,6 +135,15 @@ type simBurst struct {
 func newSimIDP(seed uint64, sliding time.Duration) *simIDP {
 	return &simIDP{seed: seed, rng: rand.New(rand.NewPCG(seed, 2)), apps: map[string]*simApp{}, tokens: map[string]*simRefresh{}, refused: map[string]bool{}, failed: map[string]time.Time{},
 		trace: fnv.New64a(), sliding: sliding, outages: map[string]simOutage{}, bursts: map[string]simBurst{}, trouble: map[string][]simTrouble{}, standbys: map[int]bool{}}
+}
+
+// record adds one record to the trace.
+func (s *simIDP) record(format string, args ...any) {
+	line := fmt.Sprintf(format, args...)
+	s.trace.Write([]byte(line))
+	if s.keepLines {
+		s.lines = append(s.lines, line)
+	}
 }
 
 func (s *simIDP) violate(format string, args ...any) {
@@ -180,23 +196,17 @@ type simAnswer struct {
 	status     int
 	body       string
 	retryAfter time.Duration
-	err        error         // a transport error instead of an answer
-	delay      time.Duration // before the answer (or the error) reaches the client
-	onDeliver  func()        // what delivery means at the server (a refresh token answered)
+	// retryAfterRaw, where set, is the Retry-After header as sent (an HTTP date, say).
+	retryAfterRaw string
+	err           error         // a transport error instead of an answer
+	delay         time.Duration // before the answer (or the error) reaches the client
+	onDeliver     func()        // what delivery means at the server (a refresh token answered)
 }
 
 func (t simTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	body, _ := io.ReadAll(req.Body)
 	form, _ := url.ParseQuery(string(body))
-	var a simAnswer
-	switch req.URL.Path {
-	case tokenPath:
-		a = t.s.token(t.node, req, form)
-	case revocationPath:
-		a = t.s.revocation(req, form)
-	default:
-		a = simAnswer{status: 404, body: "{}"}
-	}
+	a := t.s.arrive(simArrival{node: t.node, req: req, form: form, key: form.Encode()})
 	if a.err == nil || a.delay > 0 {
 		timer := time.NewTimer(a.delay + time.Millisecond) // every answer takes a moment
 		select {
@@ -218,8 +228,101 @@ func (t simTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if a.retryAfter > 0 {
 		h.Set("Retry-After", fmt.Sprint(int(a.retryAfter/time.Second)))
 	}
+	if a.retryAfterRaw != "" {
+		h.Set("Retry-After", a.retryAfterRaw)
+	}
 	return &http.Response{StatusCode: a.status, Header: h, Body: io.NopCloser(strings.NewReader(a.body)), Request: req,
 		ContentLength: int64(len(a.body))}, nil
+}
+
+// simArrival is one request as it reached the server, waiting for its turn.
+type simArrival struct {
+	node  int
+	req   *http.Request
+	form  url.Values
+	key   string         // what orders it among the requests of one moment
+	reply chan simAnswer // the sequencer's decision
+}
+
+// arrive hands a request to the server. With the sequencer running, the requests that
+// reach it at one virtual moment are handled in an order drawn from the seed and the
+// requests themselves, never in the order the Go scheduler happened to run their
+// goroutines: that order (and with it the server's state, its token names and the trace)
+// is the same in every replay.
+func (s *simIDP) arrive(a simArrival) simAnswer {
+	s.mu.Lock()
+	if !s.sequenced {
+		s.mu.Unlock()
+		return s.handleArrival(a)
+	}
+	a.reply = make(chan simAnswer, 1)
+	s.pending = append(s.pending, a)
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	return <-a.reply
+}
+
+// sequence runs the server's queue until ctx ends: after each arrival it waits until
+// every goroutine of the bubble is blocked (so every request of this moment has
+// arrived: the clock cannot move meanwhile), then handles them all in the seeded order.
+func (s *simIDP) sequence(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		synctest.Wait()
+		s.mu.Lock()
+		batch := s.pending
+		s.pending = nil
+		s.mu.Unlock()
+		order := func(a simArrival) uint64 {
+			h := fnv.New64a()
+			fmt.Fprintf(h, "%d|%d|%s|%s", s.seed, a.node, a.req.URL.Path, a.key)
+			return h.Sum64()
+		}
+		sort.SliceStable(batch, func(i, j int) bool { return order(batch[i]) < order(batch[j]) })
+		for _, a := range batch {
+			a.reply <- s.handleArrival(a)
+		}
+	}
+}
+
+// startSequencer makes the server order the requests of each moment (sequence); the
+// returned function stops it, answering any request still queued.
+func (s *simIDP) startSequencer() func() {
+	ctx, stop := context.WithCancel(context.Background())
+	s.mu.Lock()
+	s.sequenced, s.kick = true, make(chan struct{}, 1)
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { defer close(done); s.sequence(ctx) }()
+	return func() {
+		stop()
+		<-done
+		s.mu.Lock()
+		s.sequenced = false
+		batch := s.pending
+		s.pending = nil
+		s.mu.Unlock()
+		for _, a := range batch {
+			a.reply <- s.handleArrival(a)
+		}
+	}
+}
+
+func (s *simIDP) handleArrival(a simArrival) simAnswer {
+	switch a.req.URL.Path {
+	case tokenPath:
+		return s.token(a.node, a.req, a.form)
+	case revocationPath:
+		return s.revocation(a.req, a.form)
+	}
+	return simAnswer{status: 404, body: "{}"}
 }
 
 func (s *simIDP) revocation(req *http.Request, form url.Values) simAnswer {
@@ -259,7 +362,7 @@ func (s *simIDP) token(node int, req *http.Request, form url.Values) simAnswer {
 	grant := form.Get("grant_type")
 	rt := s.tokens[form.Get("refresh_token")]
 	fault := s.faultFor(app, now)
-	fmt.Fprintf(s.trace, "%d|%d|%s|%s|%d\n", now.UnixNano(), node, id, form.Encode(), fault)
+	s.record("%d|%d|%s|%s|%d\n", now.UnixNano(), node, id, form.Encode(), fault)
 	if fault == faultRefused {
 		// No connection: nothing reached apaleo.
 		return simAnswer{err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -40,6 +41,37 @@ type simWorld struct {
 	scopes   map[string]int
 	reads    int
 	waited   int
+	log      io.Writer          // the plugin's log at trace level, where debugging asks for it
+	wakes    map[time.Time]bool // the turnstile's wake-up moments taken
+	// abort: an operator step failed (the schedule cannot go on); reported with the seed.
+	abort bool
+}
+
+// failf reports a step of the schedule that failed with its seed and stops the schedule
+// (never t.Fatal inside the bubble: the scheduler's goroutines would be left blocked and
+// the whole run would die of it); the next seed runs.
+func (w *simWorld) failf(format string, args ...any) {
+	w.t.Helper()
+	w.t.Errorf("seed %d: %s (replay: go test -run 'TestSim$' -seed=%d -v)", w.sc.seed, fmt.Sprintf(format, args...), w.sc.seed)
+	w.mu.Lock()
+	w.abort = true
+	w.mu.Unlock()
+}
+
+func (w *simWorld) failed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.abort
+}
+
+// cleanNodes stops the nodes' background work (Vault's unmount).
+func (w *simWorld) cleanNodes() {
+	active, standby := w.nodesNow()
+	for _, b := range []*backend{active, standby} {
+		if b != nil {
+			b.Clean(context.Background())
+		}
+	}
 }
 
 // simStorage tells the standby of every write the active node makes (Vault's
@@ -71,10 +103,16 @@ func (w *simWorld) invalidate(key string) {
 }
 
 func (w *simWorld) newNode(standby bool) *backend {
+	if w.wakes == nil {
+		w.wakes = map[time.Time]bool{}
+	}
 	w.nodes++
 	node := w.nodes
 	conf := logical.TestBackendConfig()
 	conf.Logger = hclog.NewNullLogger()
+	if w.log != nil {
+		conf.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: w.log, Name: fmt.Sprint("node", node), TimeFormat: "15:04:05.000000000"})
+	}
 	if standby {
 		conf.System = &logical.StaticSystemView{ReplicationStateVal: consts.ReplicationPerformanceStandby}
 		conf.StorageView = w.store
@@ -89,15 +127,55 @@ func (w *simWorld) newNode(standby bool) *backend {
 	rnd := rand.New(rand.NewPCG(w.sc.seed, uint64(node)))
 	b.random = func(n int64) int64 { rmu.Lock(); defer rmu.Unlock(); return rnd.Int64N(n) }
 	b.retry.random = b.random
+	b.waitUntil = w.turnstile()
 	rt := w.idp.transport(node)
 	b.newClient = func(s clientSettings, now func() time.Time) (identityServer, error) {
 		return &identityClient{settings: s, now: now, httpClient: &http.Client{Transport: rt,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}, nil
 	}
 	if err := b.Setup(context.Background(), conf); err != nil {
-		w.t.Fatal(err)
+		w.failf("setup of node %d: %v", node, err)
+		return nil
 	}
 	return b
+}
+
+// turnstile is the nodes' sleep until a moment (the request policy's waits for a budget
+// slot or the end of a 429 hold). Timers of a synctest bubble that fire at one instant
+// fire in an order the runtime draws anew each run (runtime/time.go), and a hold ends by
+// construction at the very instant the retry timer of the request whose 429 made it
+// fires. So each sleep wakes at the first nanosecond after its moment that no other
+// sleep of the turnstile has taken: after every other timer of that instant, and in the
+// order they asked, which the seed decides.
+func (w *simWorld) turnstile() func(context.Context, time.Time) error {
+	return func(ctx context.Context, t time.Time) error {
+		now := time.Now()
+		if t.Before(now) {
+			return nil
+		}
+		w.mu.Lock()
+		if len(w.wakes) > 4096 {
+			for at := range w.wakes {
+				if at.Before(now) {
+					delete(w.wakes, at)
+				}
+			}
+		}
+		wake := t.Add(time.Nanosecond)
+		for w.wakes[wake] {
+			wake = wake.Add(time.Nanosecond)
+		}
+		w.wakes[wake] = true
+		w.mu.Unlock()
+		timer := time.NewTimer(wake.Sub(now))
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 func (w *simWorld) do(b *backend, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
@@ -111,7 +189,8 @@ func (w *simWorld) do(b *backend, op logical.Operation, path string, data map[st
 func (w *simWorld) must(op logical.Operation, path string, data map[string]any) *logical.Response {
 	resp, err := w.do(w.active, op, path, data)
 	if err != nil || resp != nil && resp.IsError() {
-		w.t.Fatalf("%s %s: %v %v", op, path, err, respErr(resp))
+		w.failf("%s %s: %v %v", op, path, err, respErr(resp))
+		return nil
 	}
 	return resp
 }
@@ -127,8 +206,9 @@ func (w *simWorld) configData(a simAppSpec) map[string]any {
 }
 
 // setup registers the apps at the server and in Vault, and imports the authorized
-// credentials (the server made their refresh tokens), with no faults yet.
-func (w *simWorld) setup() {
+// credentials (the server made their refresh tokens), with no faults yet. false: a step
+// failed (reported).
+func (w *simWorld) setup() bool {
 	for _, a := range w.sc.apps {
 		w.idp.apps[a.name] = &simApp{id: a.name, secrets: map[string]bool{fmt.Sprintf("secret-%s-0", a.name): true},
 			limit: a.limit, budget: a.budget, lifetime: a.lifetime}
@@ -143,6 +223,7 @@ func (w *simWorld) setup() {
 			w.must(logical.CreateOperation, "creds/"+c.name, map[string]any{"config": a.name, "scopes": "reservations.read"})
 		}
 	}
+	return !w.failed()
 }
 
 func (w *simWorld) nodesNow() (*backend, *backend) {
@@ -372,8 +453,8 @@ func (w *simWorld) apply(e simEvent) {
 				app = c.app
 			}
 		}
-		if resp, err := w.do(w.active, logical.DeleteOperation, "creds/"+e.cred, nil); err != nil || resp != nil && resp.IsError() {
-			w.t.Fatalf("delete creds/%s: %v %v", e.cred, err, respErr(resp))
+		if w.must(logical.DeleteOperation, "creds/"+e.cred, nil); w.failed() {
+			return
 		}
 		// Its first token is nobody's yet: a reader of the old one may wait for the next.
 		w.mu.Lock()
@@ -418,12 +499,24 @@ func (w *simWorld) apply(e simEvent) {
 			s.addTrouble(e.app, "429", now, now.Add(e.dur+e.ra))
 			s.mu.Unlock()
 		}
+		// The reads come in a seeded order a nanosecond apart: at once for the plugin (its
+		// budget, locks and flights see them together), but each starts after the one
+		// before has run as far as it can, so their order is the seed's, not the Go
+		// scheduler's.
 		var wg sync.WaitGroup
+		var names []int
 		for i, c := range w.sc.creds {
 			if c.app == e.app {
-				rng := rand.New(rand.NewPCG(w.sc.seed, uint64(i)))
-				wg.Go(func() { w.read(c.name, rng) })
+				names = append(names, i)
 			}
+		}
+		w.mu.Lock()
+		w.rng.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+		w.mu.Unlock()
+		for _, i := range names {
+			rng := rand.New(rand.NewPCG(w.sc.seed, uint64(i)))
+			wg.Go(func() { w.read(w.sc.creds[i].name, rng) })
+			time.Sleep(time.Nanosecond)
 		}
 		wg.Wait()
 	case "scopes":
@@ -450,6 +543,9 @@ func (w *simWorld) apply(e simEvent) {
 		if oldStandby != nil {
 			sb = w.newNode(true)
 		}
+		if a == nil || oldStandby != nil && sb == nil {
+			return // reported
+		}
 		w.mu.Lock()
 		w.active, w.standby = a, sb
 		w.restarts = append(w.restarts, time.Now())
@@ -471,8 +567,10 @@ func (w *simWorld) finish() {
 	}
 	s.mu.Unlock()
 	time.Sleep(time.Hour + 10*time.Minute) // holds and backoffs end
-	active, standby := w.nodesNow()
 	resp := w.must(logical.ListOperation, "creds/", nil)
+	if resp == nil {
+		return
+	}
 	infos, _ := resp.Data["key_info"].(map[string]any)
 	for _, c := range w.sc.creds {
 		s.mu.Lock()
@@ -497,9 +595,5 @@ func (w *simWorld) finish() {
 			s.violate("creds/%s (%s reader) is not readable at the end, apaleo healthy: %v", c.name, c.reader, r.err)
 			s.mu.Unlock()
 		}
-	}
-	active.Clean(context.Background())
-	if standby != nil {
-		standby.Clean(context.Background())
 	}
 }
