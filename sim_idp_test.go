@@ -119,6 +119,7 @@ type simIDP struct {
 	sequenced bool
 	pending   []simArrival
 	kick      chan struct{}
+	taken     map[time.Time]bool // instants claimed by a timer (claim)
 }
 
 type simOutage struct {
@@ -201,6 +202,7 @@ type simAnswer struct {
 	err           error         // a transport error instead of an answer
 	delay         time.Duration // before the answer (or the error) reaches the client
 	onDeliver     func()        // what delivery means at the server (a refresh token answered)
+	deliverAt     time.Time     // the instant it reaches the client (claim)
 }
 
 func (t simTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -208,7 +210,7 @@ func (t simTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	form, _ := url.ParseQuery(string(body))
 	a := t.s.arrive(simArrival{node: t.node, req: req, form: form, key: form.Encode()})
 	if a.err == nil || a.delay > 0 {
-		timer := time.NewTimer(a.delay + time.Millisecond) // every answer takes a moment
+		timer := time.NewTimer(time.Until(a.deliverAt))
 		select {
 		case <-timer.C:
 		case <-req.Context().Done():
@@ -316,13 +318,46 @@ func (s *simIDP) startSequencer() func() {
 }
 
 func (s *simIDP) handleArrival(a simArrival) simAnswer {
+	var ans simAnswer
 	switch a.req.URL.Path {
 	case tokenPath:
-		return s.token(a.node, a.req, a.form)
+		ans = s.token(a.node, a.req, a.form)
 	case revocationPath:
-		return s.revocation(a.req, a.form)
+		ans = s.revocation(a.req, a.form)
+	default:
+		ans = simAnswer{status: 404, body: "{}"}
 	}
-	return simAnswer{status: 404, body: "{}"}
+	s.mu.Lock()
+	ans.deliverAt = s.claimLocked(time.Now().Add(ans.delay + time.Millisecond)) // every answer takes a moment
+	s.mu.Unlock()
+	return ans
+}
+
+// claim returns the first nanosecond from t on that no answer or policy sleep has taken,
+// and takes it. Timers of a synctest bubble that fire at one instant fire in an order
+// the runtime draws anew each run (runtime/time.go); the simulator's own never share one.
+func (s *simIDP) claim(t time.Time) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.claimLocked(t)
+}
+
+func (s *simIDP) claimLocked(t time.Time) time.Time {
+	if s.taken == nil {
+		s.taken = map[time.Time]bool{}
+	}
+	if now := time.Now(); len(s.taken) > 4096 {
+		for at := range s.taken {
+			if at.Before(now) {
+				delete(s.taken, at)
+			}
+		}
+	}
+	for s.taken[t] {
+		t = t.Add(time.Nanosecond)
+	}
+	s.taken[t] = true
+	return t
 }
 
 func (s *simIDP) revocation(req *http.Request, form url.Values) simAnswer {

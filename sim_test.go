@@ -29,6 +29,7 @@ import (
 //	go test -run TestSim                       a few schedules (every go test)
 //	go test -run TestSim -sim.n=2000           many (make sim)
 //	go test -run TestSim -seed=N -v            replay one, printing its schedule
+//	go test -run TestSim -sim.n=2000 -sim.twice each twice: the traces must agree (make sim-replay)
 
 var (
 	simSeed  = flag.Uint64("seed", 0, "TestSim: replay this one schedule")
@@ -36,6 +37,7 @@ var (
 	simFirst = flag.Uint64("sim.first", 1, "TestSim: the first seed of the run")
 	simFails = flag.Int("sim.maxfail", 5, "TestSim: stop after this many failing schedules")
 
+	simTwice       = flag.Bool("sim.twice", false, "TestSim: run each schedule twice and fail where the two traces differ")
 	simReplayN     = flag.Int("sim.replay", 8, "TestSimReplay: how many seeds to run twice")
 	simReplayRuns  = flag.Int("sim.replay.runs", 2, "TestSimReplay: debugging: log this many runs' digests")
 	simReplayLog   = flag.String("sim.replay.log", "", "TestSimReplay: debugging: write each run's plugin log to this path + digest")
@@ -68,6 +70,10 @@ func TestSim(t *testing.T) {
 	failed := 0
 	for _, seed := range seeds {
 		ok := t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			if *simTwice {
+				replaysExactly(t, seed)
+				return
+			}
 			synctest.Test(t, func(t *testing.T) { runSim(t, seed, simOptions{verbose: *simSeed != 0}) })
 		})
 		if !ok {

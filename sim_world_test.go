@@ -41,8 +41,7 @@ type simWorld struct {
 	scopes   map[string]int
 	reads    int
 	waited   int
-	log      io.Writer          // the plugin's log at trace level, where debugging asks for it
-	wakes    map[time.Time]bool // the turnstile's wake-up moments taken
+	log      io.Writer // the plugin's log at trace level, where debugging asks for it
 	// abort: an operator step failed (the schedule cannot go on); reported with the seed.
 	abort bool
 }
@@ -103,9 +102,6 @@ func (w *simWorld) invalidate(key string) {
 }
 
 func (w *simWorld) newNode(standby bool) *backend {
-	if w.wakes == nil {
-		w.wakes = map[time.Time]bool{}
-	}
 	w.nodes++
 	node := w.nodes
 	conf := logical.TestBackendConfig()
@@ -145,28 +141,15 @@ func (w *simWorld) newNode(standby bool) *backend {
 // fire in an order the runtime draws anew each run (runtime/time.go), and a hold ends by
 // construction at the very instant the retry timer of the request whose 429 made it
 // fires. So each sleep wakes at the first nanosecond after its moment that no other
-// sleep of the turnstile has taken: after every other timer of that instant, and in the
-// order they asked, which the seed decides.
+// sleep or answer of the simulator has taken (simIDP.claim): after every other timer of
+// that instant, and in the order they asked, which the seed decides.
 func (w *simWorld) turnstile() func(context.Context, time.Time) error {
 	return func(ctx context.Context, t time.Time) error {
 		now := time.Now()
 		if t.Before(now) {
 			return nil
 		}
-		w.mu.Lock()
-		if len(w.wakes) > 4096 {
-			for at := range w.wakes {
-				if at.Before(now) {
-					delete(w.wakes, at)
-				}
-			}
-		}
-		wake := t.Add(time.Nanosecond)
-		for w.wakes[wake] {
-			wake = wake.Add(time.Nanosecond)
-		}
-		w.wakes[wake] = true
-		w.mu.Unlock()
+		wake := w.idp.claim(t.Add(time.Nanosecond))
 		timer := time.NewTimer(wake.Sub(now))
 		defer timer.Stop()
 		select {
