@@ -56,6 +56,11 @@ type simRefresh struct {
 	spent    bool // rotated: a new one was issued for it
 	revoked  bool
 	answered bool // an answer that used or refused it was delivered
+	// lost: the answer of the request that spent it never reached the plugin (a fault
+	// after apaleo handled it, or a client that gave up): a refusal of it is apaleo's.
+	lost bool
+	// outstanding: until when an answer to a send of it is still on its way.
+	outstanding time.Time
 	// arrivals by node, for the lost-answer rule.
 	arrivals map[int][]time.Time
 	history  []string // what became of each presentation, for the report
@@ -203,6 +208,8 @@ type simAnswer struct {
 	delay         time.Duration // before the answer (or the error) reaches the client
 	onDeliver     func()        // what delivery means at the server (a refresh token answered)
 	deliverAt     time.Time     // the instant it reaches the client (claim)
+	rt            *simRefresh   // the refresh token the request presented
+	spends        *simRefresh   // the refresh token this answer's success spent
 }
 
 func (t simTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -215,6 +222,11 @@ func (t simTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		case <-timer.C:
 		case <-req.Context().Done():
 			timer.Stop()
+			t.s.mu.Lock()
+			if a.spends != nil {
+				a.spends.lost = true // the plugin gave up on the answer
+			}
+			t.s.mu.Unlock()
 			return nil, req.Context().Err()
 		}
 	}
@@ -329,6 +341,9 @@ func (s *simIDP) handleArrival(a simArrival) simAnswer {
 	}
 	s.mu.Lock()
 	ans.deliverAt = s.claimLocked(time.Now().Add(ans.delay + time.Millisecond)) // every answer takes a moment
+	if ans.rt != nil && (ans.err == nil || ans.delay > 0) {
+		ans.rt.outstanding = ans.deliverAt
+	}
 	s.mu.Unlock()
 	return ans
 }
@@ -382,6 +397,12 @@ func clientOf(req *http.Request, form url.Values) (string, string) {
 func (s *simIDP) token(node int, req *http.Request, form url.Values) simAnswer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	a := s.tokenLocked(node, req, form)
+	a.rt = s.tokens[form.Get("refresh_token")]
+	return a
+}
+
+func (s *simIDP) tokenLocked(node int, req *http.Request, form url.Values) simAnswer {
 	now := time.Now()
 	s.requests++
 	id, secret := clientOf(req, form)
@@ -437,14 +458,20 @@ func (s *simIDP) token(node int, req *http.Request, form url.Values) simAnswer {
 	}
 
 	a := s.handle(node, app, grant, secret, rt, now)
+	lose := func(b simAnswer) simAnswer {
+		if a.spends != nil {
+			a.spends.lost = true
+		}
+		return b
+	}
 	switch fault {
 	case faultGatewayAfter:
-		return simAnswer{status: 502, body: "<html>bad gateway</html>", delay: s.latency()}
+		return lose(simAnswer{status: 502, body: "<html>bad gateway</html>", delay: s.latency()})
 	case faultDropAfter:
-		return simAnswer{err: io.ErrUnexpectedEOF, delay: s.latency()}
+		return lose(simAnswer{err: io.ErrUnexpectedEOF, delay: s.latency()})
 	case faultUnreadable:
 		if a.status == 200 {
-			return simAnswer{status: 200, body: `{"access_token":`, delay: s.latency()}
+			return lose(simAnswer{status: 200, body: `{"access_token":`, delay: s.latency()})
 		}
 	case faultSlow:
 		a.delay += time.Duration(1+s.rng.IntN(40)) * time.Second
@@ -508,11 +535,30 @@ func (s *simIDP) checkArrival(node int, app *simApp, grant string, rt *simRefres
 	if rt.answered {
 		s.violate("creds/%s: a refresh token apaleo had answered was presented again", rt.cred)
 	}
+	if now.Before(rt.outstanding) {
+		s.violate("creds/%s: a refresh token was sent while an earlier send of it was still unanswered (its answer due in %s)", rt.cred, rt.outstanding.Sub(now).Round(time.Millisecond))
+	}
 	// Within one read or background attempt a refresh token goes out at most twice; after
 	// that only at failure memory's next attempt (backoff from 5 s): never three times
 	// in 5 s from one node.
 	if prev := rt.arrivals[node]; len(prev) >= 2 && now.Sub(prev[len(prev)-2]) < backoffBase {
 		s.violate("creds/%s: one refresh token presented %d times, 3 of them within %s (before: %s)", rt.cred, len(prev)+1, now.Sub(prev[len(prev)-2]).Round(time.Millisecond), strings.Join(rt.history, "; "))
+	}
+}
+
+// refuse notes apaleo's refusal of rt by its cause. Only a revocation, a sliding
+// lifetime that lapsed, or a spend whose answer a fault (or the plugin's own timeout)
+// lost make the credential apaleo's to refuse (needs_authorization is right then); a
+// refresh token the plugin spent itself and got the answer of, or sent to another
+// app, is the plugin's bug.
+func (s *simIDP) refuse(rt *simRefresh, app *simApp, now time.Time) {
+	switch {
+	case rt.revoked, !rt.spent && now.Sub(rt.lastUsed) > s.sliding, rt.spent && rt.lost:
+		s.refused[rt.cred] = true
+	case rt.app != app.id:
+		s.violate("creds/%s: its refresh token was sent with the client of app %s, not its own %s", rt.cred, app.id, rt.app)
+	default:
+		s.violate("creds/%s: a refresh token the plugin had spent itself, its answer not lost, was presented again (%s)", rt.cred, strings.Join(rt.history, "; "))
 	}
 }
 
@@ -531,16 +577,19 @@ func (s *simIDP) handle(node int, app *simApp, grant, secret string, rt *simRefr
 		return s.tokenAnswer(app, "", "")
 	case "refresh_token":
 		if rt == nil || rt.spent || rt.revoked || now.Sub(rt.lastUsed) > s.sliding || rt.app != app.id {
-			if rt != nil {
-				s.refused[rt.cred] = true
-				return simAnswer{status: 400, body: `{"error":"invalid_grant"}`, delay: s.latency(), onDeliver: func() { rt.answered = true }}
+			if rt == nil {
+				s.violate("app %s: a refresh token apaleo never issued was presented", app.id)
+				return simAnswer{status: 400, body: `{"error":"invalid_grant"}`, delay: s.latency()}
 			}
-			return simAnswer{status: 400, body: `{"error":"invalid_grant"}`, delay: s.latency()}
+			s.refuse(rt, app, now)
+			return simAnswer{status: 400, body: `{"error":"invalid_grant"}`, delay: s.latency(), onDeliver: func() { rt.answered = true }}
 		}
 		rt.spent = true
+		rt.lastUsed = now
 		next := s.newRefreshLocked(app.id, rt.cred)
 		a := s.tokenAnswer(app, next, rt.cred)
 		a.onDeliver = func() { rt.answered = true }
+		a.spends = rt
 		return a
 	}
 	return simAnswer{status: 400, body: `{"error":"unsupported_grant_type"}`}
