@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -35,6 +36,9 @@ type simApp struct {
 	limit, budget float64
 	lifetime      time.Duration // access tokens
 	arrivals      []time.Time   // token requests, in order
+	// sent are the moments the plugin sent them at (simIDP.sentAt), in order: what its
+	// budget spaced.
+	sent []time.Time
 	// holds are the 429s delivered, by the node they were delivered to.
 	holds []simHold
 	// refusedClient: an invalid_client delivered to a node, until the config is written.
@@ -126,6 +130,8 @@ type simIDP struct {
 	pending   []simArrival
 	kick      chan struct{}
 	taken     map[time.Time]bool // instants claimed by a timer (claim)
+	// slept: the moment a policy sleep asked for, by the instant it woke at (wake).
+	slept map[time.Time]time.Time
 }
 
 type simOutage struct {
@@ -366,6 +372,7 @@ func (s *simIDP) claimLocked(t time.Time) time.Time {
 		for at := range s.taken {
 			if at.Before(now) {
 				delete(s.taken, at)
+				delete(s.slept, at)
 			}
 		}
 	}
@@ -374,6 +381,30 @@ func (s *simIDP) claimLocked(t time.Time) time.Time {
 	}
 	s.taken[t] = true
 	return t
+}
+
+// wake claims the instant a policy sleep until t wakes at (after t, so after the
+// instant's other timers) and remembers t for it (sentAt).
+func (s *simIDP) wake(t time.Time) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.claimLocked(t.Add(time.Nanosecond))
+	if s.slept == nil {
+		s.slept = map[time.Time]time.Time{}
+	}
+	s.slept[w] = t
+	return w
+}
+
+// sentAt is the moment the plugin meant a request arriving now to go at: every send
+// follows a policy sleep until its budget slot, which wakes a few nanoseconds after it
+// (wake), and by a different few for each sleeper. Judged by the instants they woke
+// at, slots exactly 1/budget apart would seem to crowd one second by those nanoseconds.
+func (s *simIDP) sentAt(now time.Time) time.Time {
+	if t, ok := s.slept[now]; ok {
+		return t
+	}
+	return now
 }
 
 func (s *simIDP) revocation(req *http.Request, form url.Values) simAnswer {
@@ -426,6 +457,8 @@ func (s *simIDP) tokenLocked(node int, req *http.Request, form url.Values) simAn
 	}
 	s.checkArrival(node, app, grant, rt, now)
 	app.arrivals = append(app.arrivals, now)
+	sent := s.sentAt(now)
+	app.sent = slices.Insert(app.sent, sort.Search(len(app.sent), func(i int) bool { return app.sent[i].After(sent) }), sent)
 	if fault == faultNone && app.limit > 0 && countSince(app.arrivals, now.Add(-time.Second)) > int(app.limit) {
 		fault = fault429 // apaleo's own rate limit
 	}
@@ -519,8 +552,8 @@ func (s *simIDP) checkArrival(node int, app *simApp, grant string, rt *simRefres
 	if s.standbys[node] {
 		s.violate("node %d, a performance standby, sent a token request of %s", node, app.id)
 	}
-	if app.budget > 0 {
-		if n := countSince(app.arrivals, now.Add(-time.Second)) + 1; n > int(app.budget) {
+	if sent := s.sentAt(now); app.budget > 0 {
+		if n := countSince(app.sent, sent.Add(-time.Second)) - countSince(app.sent, sent) + 1; n > int(app.budget) {
 			s.violate("app %s: %d token requests in one second, budget %g", app.id, n, app.budget)
 		}
 	}

@@ -142,14 +142,15 @@ func (w *simWorld) newNode(standby bool) *backend {
 // construction at the very instant the retry timer of the request whose 429 made it
 // fires. So each sleep wakes at the first nanosecond after its moment that no other
 // sleep or answer of the simulator has taken (simIDP.claim): after every other timer of
-// that instant, and in the order they asked, which the seed decides.
+// that instant, and in the order they asked, which the seed decides. The server judges
+// the budget by the moment asked for, not the one woken at (simIDP.sentAt).
 func (w *simWorld) turnstile() func(context.Context, time.Time) error {
 	return func(ctx context.Context, t time.Time) error {
 		now := time.Now()
 		if t.Before(now) {
 			return nil
 		}
-		wake := w.idp.claim(t.Add(time.Nanosecond))
+		wake := w.idp.wake(t)
 		timer := time.NewTimer(wake.Sub(now))
 		defer timer.Stop()
 		select {
