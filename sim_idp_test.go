@@ -143,6 +143,25 @@ type simBurst struct {
 	until      time.Time
 	retryAfter time.Duration
 	delay      time.Duration // before the 429 is answered
+	form       string        // how Retry-After says it (retryAfterForms)
+}
+
+// retryAfterForms are the ways apaleo's 429 may say how long to wait: seconds (the
+// usual), no header at all (the plugin backs off from backoffBase), an HTTP date, or
+// seconds over the plugin's cap of maxHold.
+var retryAfterForms = []string{"seconds", "seconds", "none", "date", "long"}
+
+// holdOf is the hold a 429 delivered at t with Retry-After ra in form must make at
+// least: a date says its second, a missing header failure memory's first backoff, and
+// no hold outlasts maxHold.
+func holdOf(t time.Time, ra time.Duration, form string) time.Time {
+	switch form {
+	case "none":
+		return t.Add(backoffBase)
+	case "date":
+		return t.Add(ra).Truncate(time.Second)
+	}
+	return t.Add(min(ra, maxHold))
 }
 
 func newSimIDP(seed uint64, sliding time.Duration) *simIDP {
@@ -210,13 +229,14 @@ type simAnswer struct {
 	body       string
 	retryAfter time.Duration
 	// retryAfterRaw, where set, is the Retry-After header as sent (an HTTP date, say).
-	retryAfterRaw string
-	err           error         // a transport error instead of an answer
-	delay         time.Duration // before the answer (or the error) reaches the client
-	onDeliver     func()        // what delivery means at the server (a refresh token answered)
-	deliverAt     time.Time     // the instant it reaches the client (claim)
-	rt            *simRefresh   // the refresh token the request presented
-	spends        *simRefresh   // the refresh token this answer's success spent
+	retryAfterRaw  string
+	retryAfterForm string        // "none": no header; "date": an HTTP date retryAfter ahead of delivery
+	err            error         // a transport error instead of an answer
+	delay          time.Duration // before the answer (or the error) reaches the client
+	onDeliver      func()        // what delivery means at the server (a refresh token answered)
+	deliverAt      time.Time     // the instant it reaches the client (claim)
+	rt             *simRefresh   // the refresh token the request presented
+	spends         *simRefresh   // the refresh token this answer's success spent
 }
 
 func (t simTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -246,7 +266,11 @@ func (t simTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.s.mu.Unlock()
 	}
 	h := http.Header{"Content-Type": {"application/json"}}
-	if a.retryAfter > 0 {
+	switch {
+	case a.retryAfterForm == "none":
+	case a.retryAfterForm == "date":
+		h.Set("Retry-After", time.Now().Add(a.retryAfter).UTC().Format(http.TimeFormat))
+	case a.retryAfter > 0:
 		h.Set("Retry-After", fmt.Sprint(int(a.retryAfter/time.Second)))
 	}
 	if a.retryAfterRaw != "" {
@@ -479,15 +503,22 @@ func (s *simIDP) tokenLocked(node int, req *http.Request, form url.Values) simAn
 		return simAnswer{status: 502, body: "<html>bad gateway</html>", delay: s.latency()}
 	case fault429:
 		b := s.bursts[app.id]
-		ra := b.retryAfter
+		ra, form := b.retryAfter, b.form
 		if ra == 0 {
 			ra = time.Duration(1+s.rng.IntN(5)) * time.Second
+			if s.faultKinds != nil { // the run's, not the setup's: its imports need their answers
+				form = retryAfterForms[s.rng.IntN(len(retryAfterForms)-1)] // a random 429 is never long
+			}
 		}
 		d := b.delay + s.latency()
-		return simAnswer{status: 429, body: `{"error":"slow_down"}`, retryAfter: ra, delay: d, onDeliver: func() {
+		return simAnswer{status: 429, body: `{"error":"slow_down"}`, retryAfter: ra, retryAfterForm: form, delay: d, onDeliver: func() {
 			t := time.Now()
-			app.holds = append(app.holds, simHold{node: node, delivered: t, until: t.Add(ra)})
-			s.addTrouble(app.id, "429", t, t.Add(ra))
+			until := holdOf(t, ra, form)
+			app.holds = append(app.holds, simHold{node: node, delivered: t, until: until})
+			if form == "none" {
+				until = t.Add(backoffMax) // how long the plugin backs off past backoffBase is its own
+			}
+			s.addTrouble(app.id, "429", t, until)
 		}}
 	}
 

@@ -120,6 +120,7 @@ type simEvent struct {
 	dur  time.Duration
 	ra   time.Duration
 	mode simFault
+	form string // a burst's Retry-After: retryAfterForms
 }
 
 func (e simEvent) String() string {
@@ -135,6 +136,9 @@ func (e simEvent) String() string {
 	}
 	if e.ra > 0 {
 		s += " retry_after=" + e.ra.String()
+	}
+	if e.form != "" && e.form != "seconds" {
+		s += " retry_after_as=" + e.form
 	}
 	if e.mode != faultNone {
 		s += " as=" + simFaultNames[e.mode]
@@ -290,8 +294,25 @@ func drawSchedule(seed uint64) *simSchedule {
 	for range count(0.3) {
 		sc.events = append(sc.events, simEvent{at: at(), kind: "restart"})
 	}
+	drawFaults(sc, rand.New(rand.NewPCG(seed, 0xfa17)))
 	sort.Slice(sc.events, func(i, j int) bool { return sc.events[i].at < sc.events[j].at })
 	return sc
+}
+
+// drawFaults draws the faults added after the schedules above were first drawn, from an
+// rng of their own (so that a seed's apps, readers and events stay what they were): the
+// forms of apaleo's Retry-After.
+func drawFaults(sc *simSchedule, r *rand.Rand) {
+	for i, e := range sc.events {
+		if e.kind != "burst" {
+			continue
+		}
+		sc.events[i].form = retryAfterForms[r.IntN(len(retryAfterForms))]
+		if sc.events[i].form == "long" {
+			// Over the plugin's cap of an hour (maxHold): it holds for that, then asks again.
+			sc.events[i].ra = time.Hour + time.Duration(1+r.IntN(7200))*time.Second
+		}
+	}
 }
 
 func (sc *simSchedule) app(name string) simAppSpec {

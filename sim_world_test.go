@@ -423,7 +423,7 @@ func (w *simWorld) apply(e simEvent) {
 		s.mu.Unlock()
 	case "burst":
 		s.mu.Lock()
-		s.bursts[e.app] = simBurst{until: now.Add(e.dur), retryAfter: e.ra, delay: time.Duration(w.rngIntN(1000)) * time.Millisecond}
+		s.bursts[e.app] = simBurst{until: now.Add(e.dur), retryAfter: e.ra, delay: time.Duration(w.rngIntN(1000)) * time.Millisecond, form: e.form}
 		s.addTrouble(e.app, "429", now, now.Add(e.dur+e.ra))
 		s.mu.Unlock()
 	case "revoke":
