@@ -253,6 +253,10 @@ func (t simTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if a.spends != nil {
 				a.spends.lost = true // the plugin gave up on the answer
 			}
+			if a.rt != nil && a.rt.outstanding.Equal(a.deliverAt) {
+				// The plugin hung up: no answer of this send can reach it any more.
+				a.rt.outstanding = time.Now()
+			}
 			t.s.mu.Unlock()
 			return nil, req.Context().Err()
 		}
@@ -543,6 +547,11 @@ func (s *simIDP) tokenLocked(node int, req *http.Request, form url.Values) simAn
 		a.body = strings.Replace(a.body, `"token_type":"Bearer"`, `"token_type":"mac"`, 1)
 	case faultSlow:
 		a.delay += time.Duration(1+s.rng.IntN(40)) * time.Second
+		if s.rng.IntN(4) == 0 {
+			// Slower than the plugin waits for a refresh (refreshTimeout, a minute): it gives
+			// up on the answer, which the transport then notes as lost (spends.lost).
+			a.delay = time.Minute + time.Duration(1+s.rng.IntN(60))*time.Second
+		}
 		s.addTrouble(app.id, "slow", now, now.Add(a.delay))
 	}
 	return a

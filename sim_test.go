@@ -38,7 +38,7 @@ var (
 	simFails = flag.Int("sim.maxfail", 5, "TestSim: stop after this many failing schedules")
 
 	simTwice       = flag.Bool("sim.twice", false, "TestSim: run each schedule twice and fail where the two traces differ")
-	simReplayN     = flag.Int("sim.replay", 8, "TestSimReplay: how many seeds to run twice")
+	simReplayN     = flag.Int("sim.replay", 40, "TestSimReplay: how many seeds to run twice (8 with -short; make sim-replay: every schedule of make sim)")
 	simReplayRuns  = flag.Int("sim.replay.runs", 2, "TestSimReplay: debugging: log this many runs' digests")
 	simReplayLog   = flag.String("sim.replay.log", "", "TestSimReplay: debugging: write each run's plugin log to this path + digest")
 	simReplayFirst = flag.Uint64("sim.replay.first", 1, "TestSimReplay: the first of them")
@@ -333,15 +333,19 @@ func TestSimReplay(t *testing.T) {
 	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	n := *simReplayN
+	if testing.Short() {
+		n = min(n, 8)
+	}
 	differ := 0
-	for i := range *simReplayN {
+	for i := range n {
 		seed := *simReplayFirst + uint64(i)
 		if !replaysExactly(t, seed) {
 			differ++
 		}
 	}
 	if differ > 0 {
-		t.Errorf("%d of %d seeds gave two different traces", differ, *simReplayN)
+		t.Errorf("%d of %d seeds gave two different traces", differ, n)
 	}
 }
 
