@@ -37,8 +37,9 @@ var (
 	simFirst = flag.Uint64("sim.first", 1, "TestSim: the first seed of the run")
 	simFails = flag.Int("sim.maxfail", 5, "TestSim: stop after this many failing schedules")
 
+	simDates       = flag.Bool("sim.dates", false, "TestSim: apaleo's 429s may say Retry-After as an HTTP date (replays are not exact then: retryAfterForms)")
 	simTwice       = flag.Bool("sim.twice", false, "TestSim: run each schedule twice and fail where the two traces differ")
-	simReplayN     = flag.Int("sim.replay", 40, "TestSimReplay: how many seeds to run twice (8 with -short; make sim-replay: every schedule of make sim)")
+	simReplayN     = flag.Int("sim.replay", 16, "TestSimReplay: how many seeds to run twice (8 with -short; make sim-replay: every schedule of make sim)")
 	simReplayRuns  = flag.Int("sim.replay.runs", 2, "TestSimReplay: debugging: log this many runs' digests")
 	simReplayLog   = flag.String("sim.replay.log", "", "TestSimReplay: debugging: write each run's plugin log to this path + digest")
 	simReplayFirst = flag.Uint64("sim.replay.first", 1, "TestSimReplay: the first of them")
@@ -307,7 +308,8 @@ func drawFaults(sc *simSchedule, r *rand.Rand) {
 		if e.kind != "burst" {
 			continue
 		}
-		sc.events[i].form = retryAfterForms[r.IntN(len(retryAfterForms))]
+		forms := retryAfterForms()
+		sc.events[i].form = forms[r.IntN(len(forms))]
 		if sc.events[i].form == "long" {
 			// Over the plugin's cap of an hour (maxHold): it holds for that, then asks again.
 			sc.events[i].ra = time.Hour + time.Duration(1+r.IntN(7200))*time.Second

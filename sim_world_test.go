@@ -163,11 +163,39 @@ func (w *simWorld) turnstile() func(context.Context, time.Time) error {
 }
 
 func (w *simWorld) do(b *backend, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+	return w.doCtx(context.Background(), b, op, path, data)
+}
+
+func (w *simWorld) doCtx(ctx context.Context, b *backend, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
 	s := w.store
 	if b == w.active {
 		s = simStorage{w.store, w}
 	}
-	return b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, Storage: s})
+	return b.HandleRequest(ctx, &logical.Request{Operation: op, Path: path, Data: data, Storage: s})
+}
+
+// vaultRequestTimeout is Vault's default max_request_duration: every request's context.
+const vaultRequestTimeout = 90 * time.Second
+
+// readerContext is the context a consumer's read of name comes with: Vault's request
+// timeout, and now and then (a choice of the seed, the name and the moment, so replays
+// match) a client that hangs up, before Vault routes the read or within 3 s of it.
+func (w *simWorld) readerContext(name string) (context.Context, context.CancelFunc) {
+	now := time.Now()
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d|%s|%d", w.sc.seed, name, now.UnixNano())
+	d := vaultRequestTimeout
+	switch x := h.Sum64(); x % 20 {
+	case 0:
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		return ctx, cancel
+	case 1:
+		d = time.Duration(1+x/20%3000) * time.Millisecond
+	}
+	// The deadline's timer takes an instant of its own (simIDP.claim), as every timer of
+	// the simulator does: replays match.
+	return context.WithDeadline(context.Background(), w.idp.claim(now.Add(d)))
 }
 
 func (w *simWorld) must(op logical.Operation, path string, data map[string]any) *logical.Response {
@@ -216,13 +244,21 @@ func (w *simWorld) nodesNow() (*backend, *backend) {
 	return w.active, w.standby
 }
 
+// after is time.After at an instant of its own (simIDP.claim): a 429's HTTP date ends a
+// hold at a whole second, where the periodic run and readers' cadences fall too, and
+// synctest fires the timers of one instant in an order it draws anew each run.
+func (w *simWorld) after(d time.Duration) <-chan time.Time {
+	now := time.Now()
+	return time.After(w.idp.claim(now.Add(d)).Sub(now))
+}
+
 // periodic is Vault's rollback manager: the periodic function about once a minute.
 func (w *simWorld) periodic(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Minute):
+		case <-w.after(time.Minute):
 		}
 		a, _ := w.nodesNow()
 		_ = a.periodic(ctx, &logical.Request{Storage: simStorage{w.store, w}})
@@ -234,22 +270,28 @@ type simRead struct {
 	at, issued, expires time.Time
 	took                time.Duration
 	err                 error
+	gaveUp              bool // the reader's context ended (a hang-up or Vault's timeout)
 }
 
 // read reads creds/<name> as Vault routes it: on a standby when there is one (half the
 // time), forwarded to the active node when the standby says it cannot serve it.
 func (w *simWorld) read(name string, rng *rand.Rand) simRead {
+	return w.readCtx(context.Background(), name, rng)
+}
+
+func (w *simWorld) readCtx(ctx context.Context, name string, rng *rand.Rand) simRead {
 	active, standby := w.nodesNow()
 	node := active
 	if standby != nil && rng.IntN(2) == 0 {
 		node = standby
 	}
 	r := simRead{at: time.Now()}
-	resp, err := w.do(node, logical.ReadOperation, "creds/"+name, nil)
+	resp, err := w.doCtx(ctx, node, logical.ReadOperation, "creds/"+name, nil)
 	if errors.Is(err, logical.ErrReadOnly) {
-		resp, err = w.do(active, logical.ReadOperation, "creds/"+name, nil)
+		resp, err = w.doCtx(ctx, active, logical.ReadOperation, "creds/"+name, nil)
 	}
 	r.took = time.Since(r.at)
+	r.gaveUp = ctx.Err() != nil
 	switch {
 	case err != nil:
 		r.err = err
@@ -284,7 +326,7 @@ func (w *simWorld) reader(ctx context.Context, c simCredSpec) {
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(max(d, time.Second)):
+		case <-w.after(max(d, time.Second)):
 			return true
 		}
 	}
@@ -293,12 +335,14 @@ func (w *simWorld) reader(ctx context.Context, c simCredSpec) {
 	}
 	var prev *simRead
 	for {
-		r := w.read(c.name, rng)
+		rctx, cancel := w.readerContext(c.name)
+		r := w.readCtx(rctx, c.name, rng)
+		cancel()
 		if !r.expires.IsZero() {
 			r.issued = r.expires.Add(-app.lifetime)
 		}
 		w.checkRead(c, app, prev, &r)
-		if r.err == nil {
+		if r.err == nil && !r.gaveUp {
 			prev = &r
 		}
 		var next time.Duration
@@ -340,6 +384,9 @@ func (w *simWorld) checkRead(c simCredSpec, app simAppSpec, prev, r *simRead) {
 			w.idp.violate("creds/%s: a read answered a bare budget error after apaleo failed its request: %v", c.name, r.err)
 		}
 		w.idp.mu.Unlock()
+	}
+	if r.gaveUp {
+		return // the consumer left; what the plugin sent for it, the server checks
 	}
 	w.mu.Lock()
 	w.reads++
@@ -499,7 +546,11 @@ func (w *simWorld) apply(e simEvent) {
 		w.mu.Unlock()
 		for _, i := range names {
 			rng := rand.New(rand.NewPCG(w.sc.seed, uint64(i)))
-			wg.Go(func() { w.read(w.sc.creds[i].name, rng) })
+			wg.Go(func() {
+				ctx, cancel := w.readerContext(w.sc.creds[i].name)
+				defer cancel()
+				w.readCtx(ctx, w.sc.creds[i].name, rng)
+			})
 			time.Sleep(time.Nanosecond)
 		}
 		wg.Wait()
