@@ -48,7 +48,7 @@ VAULT_BIN   ?= $(BUILD_DIR)/vault
 VAULT_ENV   := VAULT_BIN='$(abspath $(VAULT_BIN))'
 GO_SOURCES  := $(shell find . -name '*.go' -not -path './tools/*' -not -path './$(BUILD_DIR)/*')
 
-.PHONY: all build dev-identity vault chromium test test-unit test-e2e fuzz alert-rules lint demo demo-stop release golden bench fmt vet clean sim sim-short sim-fleet mutants help FORCE
+.PHONY: all build dev-identity vault chromium test test-unit test-e2e fuzz alert-rules lint demo demo-stop release golden bench fmt vet clean sim sim-short sim-replay sim-fleet mutants help FORCE
 
 all: build
 
@@ -201,8 +201,8 @@ sim:
 	@mkdir -p $(BUILD_DIR)
 	$(GO) test -c -o $(BUILD_DIR)/sim.test .
 	@half=$$(( $(SIM_N) / 2 )); start=$$(date +%s); \
-	$(BUILD_DIR)/sim.test -test.run '^TestSim$$' -sim.n=$$half -sim.first=$(SIM_FIRST) & one=$$!; \
-	$(BUILD_DIR)/sim.test -test.run '^TestSim$$' -sim.n=$$(( $(SIM_N) - half )) -sim.first=$$(( $(SIM_FIRST) + half )) & two=$$!; \
+	$(BUILD_DIR)/sim.test -test.run '^TestSim$$' -sim.n=$$half -sim.first=$(SIM_FIRST) $(SIM_ARGS) & one=$$!; \
+	$(BUILD_DIR)/sim.test -test.run '^TestSim$$' -sim.n=$$(( $(SIM_N) - half )) -sim.first=$$(( $(SIM_FIRST) + half )) $(SIM_ARGS) & two=$$!; \
 	wait $$one; a=$$?; wait $$two; b=$$?; \
 	echo "make sim: $(SIM_N) schedules from seed $(SIM_FIRST) in $$(( $$(date +%s) - start )) s"; \
 	test $$a -eq 0 -a $$b -eq 0
@@ -216,6 +216,11 @@ SIM_SHORT ?= 300
 
 sim-short:
 	@$(MAKE) --no-print-directory sim SIM_N=$(SIM_SHORT) SIM_FIRST=21
+
+# Exact replay: SIM_N schedules from SIM_FIRST, each run twice in one process; any two
+# traces that differ fail, with the first record they part at.
+sim-replay:
+	@$(MAKE) --no-print-directory sim SIM_ARGS=-sim.twice
 
 sim-fleet:
 	$(GO) test -count=1 -run '^TestSimFleet(Recovery|Flaky)$$' -timeout 60m -v -sim.fleet=10000 -sim.fleet.plot=$(abspath docs/img/sim-fleet-recovery.png) .

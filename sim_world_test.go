@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -40,6 +41,36 @@ type simWorld struct {
 	scopes   map[string]int
 	reads    int
 	waited   int
+	log      io.Writer // the plugin's log at trace level, where debugging asks for it
+	// abort: an operator step failed (the schedule cannot go on); reported with the seed.
+	abort bool
+}
+
+// failf reports a step of the schedule that failed with its seed and stops the schedule
+// (never t.Fatal inside the bubble: the scheduler's goroutines would be left blocked and
+// the whole run would die of it); the next seed runs.
+func (w *simWorld) failf(format string, args ...any) {
+	w.t.Helper()
+	w.t.Errorf("seed %d: %s (replay: go test -run 'TestSim$' -seed=%d -v)", w.sc.seed, fmt.Sprintf(format, args...), w.sc.seed)
+	w.mu.Lock()
+	w.abort = true
+	w.mu.Unlock()
+}
+
+func (w *simWorld) failed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.abort
+}
+
+// cleanNodes stops the nodes' background work (Vault's unmount).
+func (w *simWorld) cleanNodes() {
+	active, standby := w.nodesNow()
+	for _, b := range []*backend{active, standby} {
+		if b != nil {
+			b.Clean(context.Background())
+		}
+	}
 }
 
 // simStorage tells the standby of every write the active node makes (Vault's
@@ -75,6 +106,9 @@ func (w *simWorld) newNode(standby bool) *backend {
 	node := w.nodes
 	conf := logical.TestBackendConfig()
 	conf.Logger = hclog.NewNullLogger()
+	if w.log != nil {
+		conf.Logger = hclog.New(&hclog.LoggerOptions{Level: hclog.Trace, Output: w.log, Name: fmt.Sprint("node", node), TimeFormat: "15:04:05.000000000"})
+	}
 	if standby {
 		conf.System = &logical.StaticSystemView{ReplicationStateVal: consts.ReplicationPerformanceStandby}
 		conf.StorageView = w.store
@@ -89,29 +123,86 @@ func (w *simWorld) newNode(standby bool) *backend {
 	rnd := rand.New(rand.NewPCG(w.sc.seed, uint64(node)))
 	b.random = func(n int64) int64 { rmu.Lock(); defer rmu.Unlock(); return rnd.Int64N(n) }
 	b.retry.random = b.random
+	b.waitUntil = w.turnstile()
 	rt := w.idp.transport(node)
 	b.newClient = func(s clientSettings, now func() time.Time) (identityServer, error) {
 		return &identityClient{settings: s, now: now, httpClient: &http.Client{Transport: rt,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}, nil
 	}
 	if err := b.Setup(context.Background(), conf); err != nil {
-		w.t.Fatal(err)
+		w.failf("setup of node %d: %v", node, err)
+		return nil
 	}
 	return b
 }
 
+// turnstile is the nodes' sleep until a moment (the request policy's waits for a budget
+// slot or the end of a 429 hold). Timers of a synctest bubble that fire at one instant
+// fire in an order the runtime draws anew each run (runtime/time.go), and a hold ends by
+// construction at the very instant the retry timer of the request whose 429 made it
+// fires. So each sleep wakes at the first nanosecond after its moment that no other
+// sleep or answer of the simulator has taken (simIDP.claim): after every other timer of
+// that instant, and in the order they asked, which the seed decides. The server judges
+// the budget by the moment asked for, not the one woken at (simIDP.sentAt).
+func (w *simWorld) turnstile() func(context.Context, time.Time) error {
+	return func(ctx context.Context, t time.Time) error {
+		now := time.Now()
+		if t.Before(now) {
+			return nil
+		}
+		wake := w.idp.wake(t)
+		timer := time.NewTimer(wake.Sub(now))
+		defer timer.Stop()
+		select {
+		case <-timer.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 func (w *simWorld) do(b *backend, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
+	return w.doCtx(context.Background(), b, op, path, data)
+}
+
+func (w *simWorld) doCtx(ctx context.Context, b *backend, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
 	s := w.store
 	if b == w.active {
 		s = simStorage{w.store, w}
 	}
-	return b.HandleRequest(context.Background(), &logical.Request{Operation: op, Path: path, Data: data, Storage: s})
+	return b.HandleRequest(ctx, &logical.Request{Operation: op, Path: path, Data: data, Storage: s})
+}
+
+// vaultRequestTimeout is Vault's default max_request_duration: every request's context.
+const vaultRequestTimeout = 90 * time.Second
+
+// readerContext is the context a consumer's read of name comes with: Vault's request
+// timeout, and now and then (a choice of the seed, the name and the moment, so replays
+// match) a client that hangs up, before Vault routes the read or within 3 s of it.
+func (w *simWorld) readerContext(name string) (context.Context, context.CancelFunc) {
+	now := time.Now()
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d|%s|%d", w.sc.seed, name, now.UnixNano())
+	d := vaultRequestTimeout
+	switch x := h.Sum64(); x % 20 {
+	case 0:
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		return ctx, cancel
+	case 1:
+		d = time.Duration(1+x/20%3000) * time.Millisecond
+	}
+	// The deadline's timer takes an instant of its own (simIDP.claim), as every timer of
+	// the simulator does: replays match.
+	return context.WithDeadline(context.Background(), w.idp.claim(now.Add(d)))
 }
 
 func (w *simWorld) must(op logical.Operation, path string, data map[string]any) *logical.Response {
 	resp, err := w.do(w.active, op, path, data)
 	if err != nil || resp != nil && resp.IsError() {
-		w.t.Fatalf("%s %s: %v %v", op, path, err, respErr(resp))
+		w.failf("%s %s: %v %v", op, path, err, respErr(resp))
+		return nil
 	}
 	return resp
 }
@@ -127,8 +218,9 @@ func (w *simWorld) configData(a simAppSpec) map[string]any {
 }
 
 // setup registers the apps at the server and in Vault, and imports the authorized
-// credentials (the server made their refresh tokens), with no faults yet.
-func (w *simWorld) setup() {
+// credentials (the server made their refresh tokens), with no faults yet. false: a step
+// failed (reported).
+func (w *simWorld) setup() bool {
 	for _, a := range w.sc.apps {
 		w.idp.apps[a.name] = &simApp{id: a.name, secrets: map[string]bool{fmt.Sprintf("secret-%s-0", a.name): true},
 			limit: a.limit, budget: a.budget, lifetime: a.lifetime}
@@ -143,6 +235,7 @@ func (w *simWorld) setup() {
 			w.must(logical.CreateOperation, "config/"+a.name+"/narrowed/"+c.name, map[string]any{"scopes": "reservations.read"})
 		}
 	}
+	return !w.failed()
 }
 
 func (w *simWorld) nodesNow() (*backend, *backend) {
@@ -151,13 +244,21 @@ func (w *simWorld) nodesNow() (*backend, *backend) {
 	return w.active, w.standby
 }
 
+// after is time.After at an instant of its own (simIDP.claim): a 429's HTTP date ends a
+// hold at a whole second, where the periodic run and readers' cadences fall too, and
+// synctest fires the timers of one instant in an order it draws anew each run.
+func (w *simWorld) after(d time.Duration) <-chan time.Time {
+	now := time.Now()
+	return time.After(w.idp.claim(now.Add(d)).Sub(now))
+}
+
 // periodic is Vault's rollback manager: the periodic function about once a minute.
 func (w *simWorld) periodic(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(time.Minute):
+		case <-w.after(time.Minute):
 		}
 		a, _ := w.nodesNow()
 		_ = a.periodic(ctx, &logical.Request{Storage: simStorage{w.store, w}})
@@ -169,22 +270,28 @@ type simRead struct {
 	at, issued, expires time.Time
 	took                time.Duration
 	err                 error
+	gaveUp              bool // the reader's context ended (a hang-up or Vault's timeout)
 }
 
 // read reads creds/<name> as Vault routes it: on a standby when there is one (half the
 // time), forwarded to the active node when the standby says it cannot serve it.
 func (w *simWorld) read(name string, rng *rand.Rand) simRead {
+	return w.readCtx(context.Background(), name, rng)
+}
+
+func (w *simWorld) readCtx(ctx context.Context, name string, rng *rand.Rand) simRead {
 	active, standby := w.nodesNow()
 	node := active
 	if standby != nil && rng.IntN(2) == 0 {
 		node = standby
 	}
 	r := simRead{at: time.Now()}
-	resp, err := w.do(node, logical.ReadOperation, "creds/"+name, nil)
+	resp, err := w.doCtx(ctx, node, logical.ReadOperation, "creds/"+name, nil)
 	if errors.Is(err, logical.ErrReadOnly) {
-		resp, err = w.do(active, logical.ReadOperation, "creds/"+name, nil)
+		resp, err = w.doCtx(ctx, active, logical.ReadOperation, "creds/"+name, nil)
 	}
 	r.took = time.Since(r.at)
+	r.gaveUp = ctx.Err() != nil
 	switch {
 	case err != nil:
 		r.err = err
@@ -219,7 +326,7 @@ func (w *simWorld) reader(ctx context.Context, c simCredSpec) {
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(max(d, time.Second)):
+		case <-w.after(max(d, time.Second)):
 			return true
 		}
 	}
@@ -228,12 +335,14 @@ func (w *simWorld) reader(ctx context.Context, c simCredSpec) {
 	}
 	var prev *simRead
 	for {
-		r := w.read(c.name, rng)
+		rctx, cancel := w.readerContext(c.name)
+		r := w.readCtx(rctx, c.name, rng)
+		cancel()
 		if !r.expires.IsZero() {
 			r.issued = r.expires.Add(-app.lifetime)
 		}
 		w.checkRead(c, app, prev, &r)
-		if r.err == nil {
+		if r.err == nil && !r.gaveUp {
 			prev = &r
 		}
 		var next time.Duration
@@ -275,6 +384,9 @@ func (w *simWorld) checkRead(c simCredSpec, app simAppSpec, prev, r *simRead) {
 			w.idp.violate("creds/%s: a read answered a bare budget error after apaleo failed its request: %v", c.name, r.err)
 		}
 		w.idp.mu.Unlock()
+	}
+	if r.gaveUp {
+		return // the consumer left; what the plugin sent for it, the server checks
 	}
 	w.mu.Lock()
 	w.reads++
@@ -358,7 +470,7 @@ func (w *simWorld) apply(e simEvent) {
 		s.mu.Unlock()
 	case "burst":
 		s.mu.Lock()
-		s.bursts[e.app] = simBurst{until: now.Add(e.dur), retryAfter: e.ra, delay: time.Duration(w.rngIntN(1000)) * time.Millisecond}
+		s.bursts[e.app] = simBurst{until: now.Add(e.dur), retryAfter: e.ra, delay: time.Duration(w.rngIntN(1000)) * time.Millisecond, form: e.form}
 		s.addTrouble(e.app, "429", now, now.Add(e.dur+e.ra))
 		s.mu.Unlock()
 	case "revoke":
@@ -372,8 +484,8 @@ func (w *simWorld) apply(e simEvent) {
 				app = c.app
 			}
 		}
-		if resp, err := w.do(w.active, logical.DeleteOperation, "creds/"+e.cred, nil); err != nil || resp != nil && resp.IsError() {
-			w.t.Fatalf("delete creds/%s: %v %v", e.cred, err, respErr(resp))
+		if w.must(logical.DeleteOperation, "creds/"+e.cred, nil); w.failed() {
+			return
 		}
 		// Its first token is nobody's yet: a reader of the old one may wait for the next.
 		w.mu.Lock()
@@ -418,12 +530,28 @@ func (w *simWorld) apply(e simEvent) {
 			s.addTrouble(e.app, "429", now, now.Add(e.dur+e.ra))
 			s.mu.Unlock()
 		}
+		// The reads come in a seeded order a nanosecond apart: at once for the plugin (its
+		// budget, locks and flights see them together), but each starts after the one
+		// before has run as far as it can, so their order is the seed's, not the Go
+		// scheduler's.
 		var wg sync.WaitGroup
+		var names []int
 		for i, c := range w.sc.creds {
 			if c.app == e.app {
-				rng := rand.New(rand.NewPCG(w.sc.seed, uint64(i)))
-				wg.Go(func() { w.read(c.name, rng) })
+				names = append(names, i)
 			}
+		}
+		w.mu.Lock()
+		w.rng.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+		w.mu.Unlock()
+		for _, i := range names {
+			rng := rand.New(rand.NewPCG(w.sc.seed, uint64(i)))
+			wg.Go(func() {
+				ctx, cancel := w.readerContext(w.sc.creds[i].name)
+				defer cancel()
+				w.readCtx(ctx, w.sc.creds[i].name, rng)
+			})
+			time.Sleep(time.Nanosecond)
 		}
 		wg.Wait()
 	case "scopes":
@@ -450,6 +578,9 @@ func (w *simWorld) apply(e simEvent) {
 		if oldStandby != nil {
 			sb = w.newNode(true)
 		}
+		if a == nil || oldStandby != nil && sb == nil {
+			return // reported
+		}
 		w.mu.Lock()
 		w.active, w.standby = a, sb
 		w.restarts = append(w.restarts, time.Now())
@@ -471,8 +602,10 @@ func (w *simWorld) finish() {
 	}
 	s.mu.Unlock()
 	time.Sleep(time.Hour + 10*time.Minute) // holds and backoffs end
-	active, standby := w.nodesNow()
 	resp := w.must(logical.ListOperation, "creds/", nil)
+	if resp == nil {
+		return
+	}
 	infos, _ := resp.Data["key_info"].(map[string]any)
 	for _, c := range w.sc.creds {
 		s.mu.Lock()
@@ -497,9 +630,5 @@ func (w *simWorld) finish() {
 			s.violate("creds/%s (%s reader) is not readable at the end, apaleo healthy: %v", c.name, c.reader, r.err)
 			s.mu.Unlock()
 		}
-	}
-	active.Clean(context.Background())
-	if standby != nil {
-		standby.Clean(context.Background())
 	}
 }
