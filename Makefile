@@ -1,15 +1,30 @@
-# vault-plugin-secrets-apaleo
+# vault-plugin-secrets-apaleo: the targets (`make help` prints this list)
 #
-#   make build      plugin binary at bin/vault-plugin-secrets-apaleo, reporting a development
-#                   version v0.0.0-dev+<commit>[-dirty] (VERSION=vX.Y.Z sets another)
-#   make test       lint, unit tests, then the end-to-end suite against a real Vault
-#                   (and headless Chromium: `make chromium` installs Debian's when missing)
-#   make lint       gofmt, go vet (with the e2e tag too) and staticcheck (pinned in tools/)
-#   make demo       Vault dev server + dev identity server + the plugin, handing out a token
-#   make demo-stop  stop the demo
+#   make build          plugin binary at bin/vault-plugin-secrets-apaleo, reporting a development
+#                       version v0.0.0-dev+<commit>[-dirty] (VERSION=vX.Y.Z sets another)
+#   make demo           Vault dev server + dev identity server + the plugin, handing out a token
+#   make demo-stop      stop the demo
+#   make test           lint, unit tests, the simulator's short run, fuzzing, the alert rules,
+#                       then the end-to-end suite against a real Vault (and headless Chromium)
+#   make lint           gofmt, go vet (with the e2e tag too) and staticcheck (pinned in tools/)
+#   make test-unit      unit tests with -race and the plugin package's coverage (COVERAGE_MIN)
+#   make sim-short      300 simulator schedules (SIM_SHORT); make sim: 2,000 (SIM_N, SIM_FIRST)
+#   make sim-fleet      10,000 hotels of one app through a 2-hour outage, in the simulator
+#   make fuzz           a short coverage-guided run of each fuzz target (FUZZTIME)
+#   make alert-rules    docs/prometheus-alerts.yml against Prometheus's rule parser and the
+#                       plugin's metrics (tools/promrules)
+#   make test-e2e       the end-to-end suite alone (E2E_PARALLEL at a time)
+#   make dev-identity   bin/apaleo-dev-identity, the dev identity server
+#   make vault          build/vault, the Vault pinned in tools/vault (VAULT_BIN names another)
+#   make chromium       install Debian's Chromium for the browser test, where it can
 #   make release VERSION=vX.Y.Z   reproducible release zips and SHA256SUMS in dist/, built
 #                                 from the commit RELEASES records for vX.Y.Z
-#   make golden     regenerate testdata/golden/<GOLDEN_VERSION>/ with that release's own code
+#   make golden         regenerate testdata/golden/<GOLDEN_VERSION>/ with that release's own code
+#   make bench          benchmarks against a real Vault (docs/benchmarks.md); bench-go: the Go
+#                       benchmarks; bench-profile: CPU and memory profiles of the plugin
+#   make fmt, vet       gofmt -w; go vet
+#   make clean          remove bin/, dist/ and the build's small files (not the Vault build)
+#   make help           this list
 
 SHELL       := /bin/bash
 # Without VERSION= a build is a development build of the checked-out commit, never a
@@ -31,7 +46,7 @@ VAULT_BIN   ?= $(BUILD_DIR)/vault
 VAULT_ENV   := VAULT_BIN='$(abspath $(VAULT_BIN))'
 GO_SOURCES  := $(shell find . -name '*.go' -not -path './tools/*' -not -path './$(BUILD_DIR)/*')
 
-.PHONY: all build dev-identity vault chromium test test-unit test-e2e fuzz lint demo demo-stop release golden bench fmt vet clean sim sim-short sim-replay sim-fleet mutants FORCE
+.PHONY: all build dev-identity vault chromium test test-unit test-e2e fuzz alert-rules lint demo demo-stop release golden bench fmt vet clean sim sim-short sim-replay sim-fleet mutants help FORCE
 
 all: build
 
@@ -85,7 +100,7 @@ FUZZ_TARGETS := FuzzConfigWrite FuzzCallback FuzzExchange
 # fixed in Go 1.27). 20,000 inputs is about what 20 s ran on this machine.
 FUZZTIME     ?= 20000x
 
-test: lint test-unit sim-short fuzz test-e2e
+test: lint test-unit sim-short fuzz alert-rules test-e2e
 
 # The coverage printed and held is the plugin package's (the root package), the one the
 # unit tests are for; the other packages' lines are filtered out of the profile. Below
@@ -121,6 +136,16 @@ fuzz:
 	@for f in $(FUZZ_TARGETS); do \
 		$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 100x . || exit 1; \
 	done
+
+# The alert rules shipped beside the dashboard, parsed by Prometheus's own rule parser and
+# held to the metrics and label values the plugin's source defines. tools/promrules is a
+# module of its own, so the plugin's go.mod never takes Prometheus's dependency tree.
+alert-rules:
+	cd tools/promrules && $(GO) test -count=1 .
+
+# The comment block at the top of this file.
+help:
+	@sed -n '3,/^$$/{s/^# \{0,1\}//;p;}' Makefile
 
 # Every end-to-end test starts its own Vault and identity servers on free ports and
 # mostly waits on the clock, so they run side by side, E2E_PARALLEL at a time.

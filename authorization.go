@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -65,6 +67,10 @@ func (b *backend) commitAuthorization(ctx context.Context, s logical.Storage, a 
 	if err := a.check(cfg, old); err != nil {
 		return nil, err
 	}
+	if !a.cred.bound() && cfg != nil {
+		// The flow's check made sure the config still names the app the token came from.
+		a.cred.bindTo(cfg)
+	}
 	if err := b.putCred(ctx, s, a.name, a.cred); err != nil {
 		return nil, err
 	}
@@ -84,6 +90,9 @@ func (b *backend) revoke(ctx context.Context, s logical.Storage, cred *credentia
 	if cfg == nil {
 		return fmt.Errorf("config %q is gone", cred.Config)
 	}
+	if err := mayRevoke(cred, cfg); err != nil {
+		return err
+	}
 	srv, err := b.identity(cfg)
 	if err != nil {
 		return err
@@ -91,6 +100,83 @@ func (b *backend) revoke(ctx context.Context, s logical.Storage, cred *credentia
 	policy := b.retry
 	policy.Total = min(policy.Total, 10*time.Second)
 	return srv.Revoke(ctx, cred.RefreshToken, policy)
+}
+
+// revokeRefusedAnswer revokes the refresh token that a refused token answer to a flow
+// carried (its access token failed the checks, so the flow stores nothing: a refresh
+// token left unstored must not stay valid at apaleo), and says so for the flow's message.
+func (b *backend) revokeRefusedAnswer(ctx context.Context, srv identityServer, err error) string {
+	var ue *upstreamError
+	if !errors.As(err, &ue) || ue.rotated == "" {
+		return ""
+	}
+	if rerr := b.revokeUnstored(ctx, srv, ue.rotated); rerr != nil {
+		b.Logger().Warn("revoking the refresh token of a refused token answer failed", "error", rerr)
+		return fmt.Sprintf(" Revoking the refresh token that answer carried failed (%v): an apaleo account admin can remove the app's access.", rerr)
+	}
+	return " The refresh token that answer carried was revoked at apaleo."
+}
+
+// bindPass is the upgrade of credentials stored before bindings were: done once all are
+// bound, on a node that may write.
+type bindPass struct {
+	mu   sync.Mutex
+	done atomic.Bool
+}
+
+// bindUnbound binds every authorized credential stored before bindings were to its
+// config's app as it stands, once per start, where storage may be written: at the first
+// periodic run, and before the first config write, so that no change of a config's app
+// can come before it. The config as it stands is the best witness there is of the app
+// that issued the token (the earlier version sent it nowhere else). A standby writes
+// nothing: there an unbound entry counts as bound to its config as it stands (otherApp),
+// and the active node's pass reaches it by invalidation.
+func (b *backend) bindUnbound(ctx context.Context, s logical.Storage) error {
+	if b.upgrade.done.Load() || !b.canWrite() {
+		return nil
+	}
+	b.upgrade.mu.Lock()
+	defer b.upgrade.mu.Unlock()
+	if b.upgrade.done.Load() {
+		return nil
+	}
+	names, err := s.List(ctx, credsPrefix)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		c, err := b.cred(ctx, s, n)
+		if err != nil {
+			return err
+		}
+		if c != nil && c.Kind == kindAuthorized && !c.bound() {
+			if err := b.bindOne(ctx, s, n); err != nil {
+				return err
+			}
+		}
+	}
+	b.upgrade.done.Store(true)
+	return nil
+}
+
+// bindOne binds name, under its lock, to its config's app, if it is still unbound.
+func (b *backend) bindOne(ctx context.Context, s logical.Storage, name string) error {
+	defer b.lockName(name)()
+	cred, err := b.credForUpdate(ctx, s, name)
+	if err != nil || cred == nil || cred.Kind != kindAuthorized || cred.bound() {
+		return err
+	}
+	cfg, err := b.config(ctx, s, cred.Config)
+	if err != nil || cfg == nil {
+		return err
+	}
+	next := *cred
+	next.bindTo(cfg)
+	if err := b.putCred(ctx, s, name, &next); err != nil {
+		return err
+	}
+	b.Logger().Info("credential of an earlier version bound to its config's app", "name", name, "config", cred.Config, "client_id", cfg.ClientID, "identity_url", cfg.IdentityURL)
+	return nil
 }
 
 // redeemed is what became of a failed redemption of a one-time secret (an authorization

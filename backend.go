@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 	"golang.org/x/sync/singleflight"
 )
@@ -51,8 +52,20 @@ type backend struct {
 	backgroundRunning atomic.Int64
 	// swept is when periodic last planned the keep-alive of every authorized credential.
 	swept time.Time
+	// upgrade binds credentials stored before bindings were (authorization.go).
+	upgrade bindPass
+
+	// Pending authorizations (pending.go): the mount's count of live ones, the code
+	// exchanges on the wire, and whether entries of earlier versions were indexed.
+	pendingCount    pendingCount
+	exchanges       exchangesUnderway
+	pendingMigrated atomic.Bool
 
 	transports transportPool
+
+	// learned is the node's SystemView with what the node may do learned once (Setup,
+	// Initialize) rather than asked per request.
+	learned *learnedSystemView
 
 	metrics *metrics
 
@@ -77,13 +90,52 @@ func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 }
 
 // Setup sets the framework backend up and keeps the mount's storage for background work.
+// The framework and the engine see Vault's SystemView through learnedSystemView.
 func (b *backend) Setup(ctx context.Context, conf *logical.BackendConfig) error {
+	if conf.System != nil {
+		b.learned = &learnedSystemView{SystemView: conf.System}
+		b.learned.learn()
+		c := *conf
+		c.System = b.learned
+		conf = &c
+	}
 	if err := b.Backend.Setup(ctx, conf); err != nil {
 		return err
 	}
 	b.storage = conf.StorageView
 	return nil
 }
+
+// initialize runs where Vault made this mount's node active (the primary's active node,
+// a performance secondary's): what the node may do is learned again there.
+func (b *backend) initialize(context.Context, *logical.InitializationRequest) error {
+	if b.learned != nil {
+		b.learned.learn()
+	}
+	return nil
+}
+
+// learnedSystemView answers what this node may do (its replication state, whether the
+// mount is local) from what it learned, not by asking Vault: each question is a gRPC
+// round trip from the plugin process to Vault's core, and the framework asks one on
+// every request, canWrite two. They change only where Vault sets the mount up again (a
+// standby promoted: Setup, then Initialize). Everything else goes to Vault.
+type learnedSystemView struct {
+	logical.SystemView
+	repl  atomic.Uint32
+	local atomic.Bool
+}
+
+func (v *learnedSystemView) learn() {
+	v.repl.Store(uint32(v.SystemView.ReplicationState()))
+	v.local.Store(v.SystemView.LocalMount())
+}
+
+func (v *learnedSystemView) ReplicationState() consts.ReplicationState {
+	return consts.ReplicationState(v.repl.Load())
+}
+
+func (v *learnedSystemView) LocalMount() bool { return v.local.Load() }
 
 func newBackend() *backend {
 	b := &backend{
@@ -110,12 +162,14 @@ func newBackend() *backend {
 		},
 		Paths: framework.PathAppend(
 			pathConfig(b),
+			pathNarrowed(b),
 			pathCreds(b),
 			pathAuthCode(b),
 			pathMetrics(b),
 		),
 		Secrets:        []*framework.Secret{secretAccessToken(b)},
 		Invalidate:     b.invalidate,
+		InitializeFunc: b.initialize,
 		PeriodicFunc:   b.periodic,
 		Clean:          b.clean,
 		RunningVersion: Version,
@@ -144,6 +198,9 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 		return nil
 	}
 	b.saveUnsaved(ctx, req.Storage)
+	if err := b.bindUnbound(ctx, req.Storage); err != nil {
+		b.Logger().Warn("binding credentials stored by an earlier version to their app failed; retried at the next run", "error", err)
+	}
 	if now := b.now(); now.Sub(b.swept) >= sweepEvery {
 		if err := b.planKeepAlives(ctx, req.Storage); err != nil {
 			b.Logger().Warn("planning the keep-alive of authorized credentials failed", "error", err)
@@ -151,7 +208,7 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 			b.swept = now
 		}
 	}
-	return b.cleanPending(ctx, req)
+	return b.cleanPending(ctx, req.Storage)
 }
 
 // sweepEvery is how often periodic plans the keep-alive of every authorized credential:

@@ -299,7 +299,7 @@ func (b *backend) runBackground(name string) {
 		}
 		return
 	}
-	if f := b.blocking(name, cred, now); f != nil {
+	if f := b.blocking(name, cred, cfg, now); f != nil {
 		if !f.next.IsZero() {
 			b.refresher.plan(name, f.next.Add(b.jitter(time.Second)))
 		}
@@ -335,7 +335,7 @@ func (b *backend) afterBackground(name string, cred *credential, cfg *apaleoConf
 		b.refresher.plan(name, be.at.Add(b.jitter(time.Second)))
 	default:
 		// Whatever failed (429, 5xx, network), the policy names the next attempt.
-		if next, ok := b.nextAttempt(name, cred, b.now()); ok {
+		if next, ok := b.nextAttempt(name, cred, cfg, b.now()); ok {
 			b.refresher.plan(name, next.Add(b.jitter(time.Second)))
 		}
 	}

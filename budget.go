@@ -40,7 +40,22 @@ func (bu *budget) refusal() error {
 	return bu.refused
 }
 
+// interval is the spacing of the config's requests at its current rate.
 func (bu *budget) interval() time.Duration {
+	bu.mu.Lock()
+	defer bu.mu.Unlock()
+	return bu.step()
+}
+
+// rate is the config's current max_token_requests_per_second.
+func (bu *budget) rate() float64 {
+	bu.mu.Lock()
+	defer bu.mu.Unlock()
+	return bu.perSecond
+}
+
+// step is interval with bu.mu held.
+func (bu *budget) step() time.Duration {
 	if bu.perSecond <= 0 {
 		return 0
 	}
@@ -62,7 +77,7 @@ func (bu *budget) take(now, latest time.Time) (time.Time, bool) {
 	if slot.After(latest) {
 		return slot, false
 	}
-	bu.next = slot.Add(bu.interval())
+	bu.next = slot.Add(bu.step())
 	return slot, true
 }
 

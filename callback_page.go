@@ -32,6 +32,7 @@ const (
 	titleConnected     = "apaleo is connected to Vault"
 	titleLinkUsed      = "This link was already used"
 	titleLinkExpired   = "This link has expired"
+	titleLinkReplaced  = "A newer link replaced this one"
 	titleAccessDenied  = "Access was not granted"
 	titleApaleoRefused = "apaleo did not complete the connection"
 	titleFailed        = "The connection could not be completed"
@@ -89,6 +90,8 @@ func leadFor(title string) string {
 		return "This link to connect apaleo to Vault was used before, or it is not one Vault is waiting for. Each link works once."
 	case titleLinkExpired:
 		return "This link to connect apaleo to Vault was not completed within its 10 minutes."
+	case titleLinkReplaced:
+		return "A newer link to connect this apaleo account to Vault was made after this one, and only the newest works."
 	case titleAccessDenied:
 		return "The connection to Vault was declined at apaleo, so Vault has no access to the account."
 	case titleApaleoRefused:

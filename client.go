@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -246,18 +247,26 @@ func (c *identityClient) retrieve(ctx context.Context, p retryPolicy, requested 
 			}
 			return nil, ue
 		}
-		return newTokenResult(tok, started, requested), nil
+		res, refused := newTokenResult(tok, started, requested)
+		if refused != nil {
+			// Read, but not to be cached. A refresh token it carries is live at apaleo
+			// (the one sent may be spent): it goes with the error, never dropped.
+			refused.rotated = tok.RefreshToken
+			return nil, r.clean(refused)
+		}
+		return res, nil
 	})
 }
 
-func newTokenResult(tok *oauth2.Token, issued time.Time, requested []string) *tokenResult {
-	lifetime := defaultTokenLifetime
-	switch {
-	case tok.ExpiresIn > 0:
-		lifetime = time.Duration(tok.ExpiresIn) * time.Second
-	case !tok.Expiry.IsZero():
-		// clientcredentials fills in only Expiry, computed from expires_in on receipt.
-		lifetime = time.Until(tok.Expiry).Round(time.Second)
+// newTokenResult checks a token answer and normalises it; an answer that fails the
+// check is refused (an *upstreamError naming the field), never cached.
+func newTokenResult(tok *oauth2.Token, issued time.Time, requested []string) (*tokenResult, *upstreamError) {
+	if !strings.EqualFold(tok.TokenType, "bearer") && tok.TokenType != "" {
+		return nil, refusedAnswer(fmt.Sprintf("token_type %q is not Bearer", truncate(printable(tok.TokenType), maxCode)))
+	}
+	lifetime, err := answerLifetime(tok.Extra("expires_in"))
+	if err != nil {
+		return nil, refusedAnswer(err.Error())
 	}
 	res := &tokenResult{
 		AccessToken:  tok.AccessToken,
@@ -271,12 +280,63 @@ func newTokenResult(tok *oauth2.Token, issued time.Time, requested []string) *to
 		res.Scopes = strings.Fields(s)
 	}
 	res.AccountCode, res.ClientID = tokenClaims(tok.AccessToken)
-	return res
+	return res, nil
 }
 
-// tokenClaims reads account_code and client_id from a JWT access token for display only.
-// The signature is not checked: the token came straight from the identity server over TLS,
-// and the plugin never makes an authorization decision on these claims.
+// maxTokenLifetime bounds how long an access token is cached, whatever expires_in says.
+const maxTokenLifetime = 24 * time.Hour
+
+// answerLifetime reads expires_in as the server sent it. oauth2's own reading clamps a
+// JSON number at 2^31 s and multiplies a form-encoded one into an overflow (9300000000 s
+// came out as the year 1737), so the raw value is read here: absent, an hour (apaleo's);
+// 0 or less, or not a number, refused; over 24 h, 24 h.
+func answerLifetime(raw any) (time.Duration, error) {
+	var secs float64
+	switch v := raw.(type) {
+	case nil:
+		return defaultTokenLifetime, nil
+	case float64: // a JSON number, or a form value with a decimal point
+		secs = v
+	case int64: // a form value
+		secs = float64(v)
+	case string: // a JSON string (some servers), or a form value too long for an int64
+		s := strings.TrimSpace(v)
+		if s == "" {
+			return defaultTokenLifetime, nil
+		}
+		// Decimal digits only: ParseFloat also takes "Inf", "NaN" and hex. Too many
+		// digits for a float64 is +Inf, so capped below.
+		f, err := strconv.ParseFloat(s, 64)
+		if strings.Trim(s, "0123456789.+-eE") != "" || err != nil && !errors.Is(err, strconv.ErrRange) {
+			return 0, fmt.Errorf("expires_in %q is not a number", truncate(printable(s), maxCode))
+		}
+		secs = f
+	default:
+		return 0, fmt.Errorf("expires_in is not a number")
+	}
+	switch {
+	case math.IsNaN(secs):
+		return 0, fmt.Errorf("expires_in is not a number")
+	case secs <= 0:
+		return 0, fmt.Errorf("expires_in %v: the token would be expired on arrival", secs)
+	case secs > maxTokenLifetime.Seconds():
+		return maxTokenLifetime, nil
+	}
+	return time.Duration(secs * float64(time.Second)), nil
+}
+
+// refusedAnswer is a 2xx token answer that was read and fails the checks: apaleo's error
+// (a 502), not retried at once, and not a lost answer, since it arrived.
+func refusedAnswer(what string) *upstreamError {
+	return &upstreamError{Status: http.StatusOK, Answered: true, cause: "token answer refused: " + what}
+}
+
+// tokenClaims reads account_code and client_id from a JWT access token. They are shown
+// in responses and listings, and account_code decides one thing: an authorization pinned
+// to an account (authorize/<name> account_code=..., or the account a re-authorized
+// credential holds) is stored only if the token names that account. The signature is not
+// checked: the token came straight from the identity server over TLS, the same server
+// whose answer the whole credential rests on.
 func tokenClaims(raw string) (accountCode, clientID string) {
 	tok, err := jwt.ParseSigned(raw, []jose.SignatureAlgorithm{
 		jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512,
@@ -319,8 +379,11 @@ type upstreamError struct {
 	// lostBefore: this refusal of a refresh token followed an attempt of the same request
 	// whose answer was lost (it says how), so apaleo most likely spent the token then.
 	lostBefore string
-	cause      string
-	body       []byte // a non-OAuth error body, until clean turns it into cause
+	// rotated: the refresh token a refused 2xx answer carried (newTokenResult). A secret,
+	// never in the message: the engine stores it (a refresh) or revokes it (a flow).
+	rotated string
+	cause   string
+	body    []byte // a non-OAuth error body, until clean turns it into cause
 }
 
 func (e *upstreamError) Error() string {

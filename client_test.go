@@ -632,3 +632,72 @@ func TestParseRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// TestClient_TokenAnswerChecks: a token answer is checked before anything caches it.
+// token_type other than Bearer and expires_in of 0 or less are refused (apaleo's error,
+// naming the field, with a rotated refresh token kept aside, never in the text); a
+// lifetime over 24 h is 24 h, in JSON and form-encoded answers alike.
+func TestClient_TokenAnswerChecks(t *testing.T) {
+	cases := []struct {
+		name     string
+		form     string         // a form-encoded answer, else json
+		json     map[string]any //
+		refused  string         // the field the refusal names; "" for accepted
+		wantLife time.Duration
+	}{
+		{name: "mac", json: map[string]any{"access_token": "at", "token_type": "mac", "expires_in": 3600, "refresh_token": "rt-new"}, refused: `token_type "mac" is not Bearer`},
+		{name: "MAC form", form: "access_token=at&token_type=MAC&expires_in=3600&refresh_token=rt-new", refused: "token_type"},
+		{name: "BEARER any case", json: map[string]any{"access_token": "at", "token_type": "BeArEr", "expires_in": 60}, wantLife: time.Minute},
+		{name: "expires_in 0", json: map[string]any{"access_token": "at", "token_type": "Bearer", "expires_in": 0, "refresh_token": "rt-new"}, refused: "expires_in 0"},
+		{name: "expires_in negative", json: map[string]any{"access_token": "at", "token_type": "Bearer", "expires_in": -30, "refresh_token": "rt-new"}, refused: "expires_in -30"},
+		{name: "expires_in 0 form", form: "access_token=at&token_type=bearer&expires_in=0&refresh_token=rt-new", refused: "expires_in 0"},
+		{name: "expires_in negative form", form: "access_token=at&token_type=bearer&expires_in=-1&refresh_token=rt-new", refused: "expires_in -1"},
+		{name: "expires_in not a number form", form: "access_token=at&token_type=bearer&expires_in=soon&refresh_token=rt-new", refused: `expires_in "soon" is not a number`},
+		{name: "expires_in Inf form", form: "access_token=at&token_type=bearer&expires_in=Inf&refresh_token=rt-new", refused: `expires_in "Inf" is not a number`},
+		{name: "a day and a second: a day", json: map[string]any{"access_token": "at", "token_type": "Bearer", "expires_in": 86401}, wantLife: 24 * time.Hour},
+		{name: "9300000000 s JSON: a day", json: map[string]any{"access_token": "at", "token_type": "Bearer", "expires_in": 9300000000}, wantLife: 24 * time.Hour},
+		{name: "9300000000 s form: a day, no overflow", form: "access_token=at&token_type=bearer&expires_in=9300000000", wantLife: 24 * time.Hour},
+		{name: "beyond int64 form: a day", form: "access_token=at&token_type=bearer&expires_in=99999999999999999999999", wantLife: 24 * time.Hour},
+		{name: "JSON string seconds", json: map[string]any{"access_token": "at", "token_type": "Bearer", "expires_in": "120"}, wantLife: 2 * time.Minute},
+		{name: "form seconds", form: "access_token=at&token_type=bearer&expires_in=1800", wantLife: 30 * time.Minute},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := newStubIdentity(t, false, func(w http.ResponseWriter, r *http.Request, n int) {
+				if c.form != "" {
+					w.Header().Set("Content-Type", "application/x-www-form-urlencoded")
+					_, _ = io.WriteString(w, c.form)
+					return
+				}
+				answerJSON(w, 200, c.json)
+			})
+			before := time.Now()
+			res, err := s.client(t, "").Refresh(t.Context(), "rt-old", oneAttempt)
+			if c.refused == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if life := res.Expiry.Sub(res.IssuedAt); life != c.wantLife {
+					t.Errorf("lifetime %s, want %s", life, c.wantLife)
+				}
+				if res.Expiry.Before(before) || res.Expiry.After(time.Now().Add(24*time.Hour)) {
+					t.Errorf("expiry %s is outside [now, now+24h]", res.Expiry)
+				}
+				return
+			}
+			var ue *upstreamError
+			if !errors.As(err, &ue) {
+				t.Fatalf("want a refusal, got %v %v", res, err)
+			}
+			if !strings.Contains(ue.Error(), c.refused) || ue.Temporary || ue.lostAnswer() || ue.Spent {
+				t.Errorf("refusal %q (temporary %v, lost %v): want it naming %q, final, not lost", ue, ue.Temporary, ue.lostAnswer(), c.refused)
+			}
+			if code := errStatus(explainUpstream("x", &credential{Kind: kindAuthorized, Config: "c"}, &apaleoConfig{}, ue)); code != http.StatusBadGateway {
+				t.Errorf("status %d, want 502", code)
+			}
+			if ue.rotated != "rt-new" || strings.Contains(ue.Error(), "rt-new") {
+				t.Errorf("rotated refresh token %q kept aside; message %q must not carry it", ue.rotated, ue)
+			}
+		})
+	}
+}

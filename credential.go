@@ -34,6 +34,13 @@ type credential struct {
 	// Refused: apaleo refused the refresh token (needs_authorization); stored, so that no
 	// node sends it again. A new authorization or import writes a credential without it.
 	Refused *refusal `json:"refused,omitempty"`
+	// ClientID and IdentityURL bind an authorized credential to the app that issued its
+	// refresh token (the config's as the callback, exchange or import stored it): the
+	// token is sent to that app at that server only. Empty in entries stored before
+	// bindings were: those are bound to their config as it stands until the first
+	// chance to store it (bindUnbound), which comes before any change of the config.
+	ClientID    string `json:"client_id,omitempty"`
+	IdentityURL string `json:"identity_url,omitempty"`
 }
 
 // refusal is a refused refresh token: when, and the error a read answers.
@@ -123,6 +130,35 @@ func newCachedToken(res *tokenResult, generation uint64) *cachedToken {
 		ClientID:    res.ClientID,
 		Generation:  generation,
 	}
+}
+
+// bound reports whether c stores the app its refresh token was issued by.
+func (c *credential) bound() bool { return c.ClientID != "" }
+
+// bindTo binds c to cfg's app: an authorization, or an entry stored before bindings were.
+func (c *credential) bindTo(cfg *apaleoConfig) {
+	c.ClientID, c.IdentityURL = cfg.ClientID, cfg.IdentityURL
+}
+
+// issuedBy reports whether cfg names the app that issued c's refresh token, the only one
+// it is sent to. A credential without a refresh token, or stored before bindings were,
+// has no other app than its config's.
+func (c *credential) issuedBy(cfg *apaleoConfig) bool {
+	return c.Kind != kindAuthorized || !c.bound() || c.ClientID == cfg.ClientID && c.IdentityURL == cfg.IdentityURL
+}
+
+// otherApp is the error of an authorized credential whose config names another app than
+// the one that issued its refresh token (a config writer repointed client_id or
+// identity_url): nothing is sent for it, not even a revocation, until the config names
+// that app again or the credential is authorized under the new one. It names both apps
+// and never a secret.
+func otherApp(name string, cred *credential, cfg *apaleoConfig) error {
+	if cfg == nil || cred.issuedBy(cfg) {
+		return nil
+	}
+	return logical.CodedError(http.StatusBadRequest, fmt.Sprintf(
+		"the refresh token of creds/%s was issued to client_id %q at %s, but config/%s now names client_id %q at %s: a refresh token is sent only to the app that issued it, so nothing was sent and it stays stored; write config/%s back to client_id=%s identity_url=%s (with that app's client_secret) to use it again, or run authorize/%s config=%s to authorize it under the new app",
+		name, cred.ClientID, cred.IdentityURL, cred.Config, cfg.ClientID, cfg.IdentityURL, cred.Config, cred.ClientID, cred.IdentityURL, name, cred.Config))
 }
 
 // outsideConfig is the error of a narrowed credential whose scopes its config no

@@ -103,9 +103,9 @@ func (b *backend) status(name string, cred *credential, cfg *apaleoConfig, now t
 			s.state = stateOK
 		}
 	}
-	if f := b.nameFailure(name, cred); f != nil {
+	if f := b.standing(name, cred, cfg); f != nil {
 		s.state = stateFailing
-		if f.kind == failUntilAuthorize {
+		if f.kind == failUntilAuthorize || f.kind == failOtherApp {
 			s.state = stateNeedsAuthorization
 		}
 		s.lastError = f.err.Error()

@@ -568,7 +568,7 @@ func TestEngine_Import(t *testing.T) {
 	}{
 		{"hotel-ber", map[string]any{"refresh_token": "rt-x"}, "config is required"},
 		{"hotel-ber", map[string]any{"config": "connect"}, "refresh_token is required"},
-		{"hotel-ber", map[string]any{"config": "muc", "refresh_token": "rt-x"}, "needs an authorization_code config"},
+		{"hotel-ber", map[string]any{"config": "muc", "refresh_token": "rt-x"}, "only imports refresh tokens into an authorization_code config"},
 		{"hotel-ber", map[string]any{"config": "nope", "refresh_token": "rt-x"}, "does not exist"},
 		{"hotel-ber", map[string]any{"config": "connect", "refresh_token": "rt\x01x"}, "control character"},
 		{"hotel-ber", map[string]any{"config": "connect", "refresh_token": "rt-x", "scopes": "bad\"scope"}, "RFC 6749"},

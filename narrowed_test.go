@@ -21,8 +21,8 @@ func narrowedEnv(t *testing.T, extra map[string]any) *engineEnv {
 		cfg[k] = v
 	}
 	e.simpleConfig("hotel-muc", cfg)
-	e.mustDo(logical.CreateOperation, "creds/muc-reports", map[string]any{"config": "hotel-muc", "scopes": "reservations.read"})
-	e.mustDo(logical.CreateOperation, "creds/muc-audit", map[string]any{"config": "hotel-muc", "scopes": "reservations.read,reservations.manage"})
+	e.mustDo(logical.CreateOperation, "config/hotel-muc/narrowed/muc-reports", map[string]any{"scopes": "reservations.read"})
+	e.mustDo(logical.CreateOperation, "config/hotel-muc/narrowed/muc-audit", map[string]any{"scopes": "reservations.read,reservations.manage"})
 	return e
 }
 
@@ -72,35 +72,50 @@ func TestNarrowed_Refused(t *testing.T) {
 	e.authorized("hotel-ber", "connect", "rt-0")
 	e.simpleConfig("hotel-ham", nil)
 	cases := []struct {
-		name string
-		data map[string]any
-		want string
+		path, scopes, want string
 	}{
-		{"wider", map[string]any{"config": "hotel-muc", "scopes": "reservations.read rateplans.manage"}, `scopes "rateplans.manage" are not among config/hotel-muc's scopes`},
-		{"empty", map[string]any{"config": "hotel-muc", "scopes": " , "}, "scopes is required"},
-		{"none", map[string]any{"config": "hotel-muc"}, "scopes is required"},
-		{"with-rt", map[string]any{"config": "hotel-muc", "scopes": "reservations.read", "refresh_token": "rt-x"}, "needs an authorization_code config (to narrow a client_credentials config, give scopes and no refresh_token)"},
-		{"hotel-ham", map[string]any{"config": "hotel-muc", "scopes": "reservations.read"}, "creds/hotel-ham exists"},
-		{"muc-reports", map[string]any{"config": "hotel-muc", "scopes": "reservations.read"}, "creds/muc-reports exists"},
-		{"hotel-ber", map[string]any{"config": "hotel-muc", "scopes": "reservations.read"}, "creds/hotel-ber exists"},
-		{"no-rt", map[string]any{"config": "connect", "scopes": "reservations.read"}, "refresh_token is required"},
+		{"hotel-muc/narrowed/wider", "reservations.read rateplans.manage", `scopes "rateplans.manage" are not among config/hotel-muc's scopes`},
+		{"hotel-muc/narrowed/empty", " , ", "scopes is required"},
+		{"hotel-muc/narrowed/none", "", "scopes is required"},
+		{"hotel-muc/narrowed/hotel-ham", "reservations.read", `name "hotel-ham" is taken (creds/hotel-ham exists)`},
+		{"hotel-muc/narrowed/muc-reports", "reservations.read", `name "muc-reports" is taken (creds/muc-reports exists)`},
+		{"hotel-muc/narrowed/hotel-ber", "reservations.read", `name "hotel-ber" is taken (creds/hotel-ber exists)`},
+		{"hotel-muc/narrowed/connect", "reservations.read", `name "connect" is taken by config/connect`},
+		// A config without scopes has nothing to narrow: its tokens would carry every scope.
+		{"hotel-ham/narrowed/ham-any", "rateplans.read", "config/hotel-ham lists no scopes, so there is nothing to narrow: list the app's scopes with config/hotel-ham scopes="},
+		{"connect/narrowed/connect-any", "reservations.read", `config "connect" has grant_type "authorization_code"; only a client_credentials config can be narrowed`},
+		{"missing/narrowed/missing-any", "reservations.read", `config "missing" does not exist`},
 	}
 	for _, c := range cases {
-		resp, err := e.do(logical.CreateOperation, "creds/"+c.name, c.data)
+		data := map[string]any{}
+		if c.scopes != "" {
+			data["scopes"] = c.scopes
+		}
+		resp, err := e.do(logical.CreateOperation, "config/"+c.path, data)
 		if status := statusOf(logical.CreateOperation, resp, err); status != http.StatusBadRequest {
-			t.Errorf("%s: status %d, want 400", c.name, status)
+			t.Errorf("%s: status %d, want 400", c.path, status)
 		}
 		if msg := errText(resp, err); !strings.Contains(msg, c.want) {
-			t.Errorf("%s: %q, want %q", c.name, msg, c.want)
+			t.Errorf("%s: %q, want %q", c.path, msg, c.want)
 		}
 	}
-	for _, name := range []string{"wider", "empty", "none", "with-rt", "no-rt"} {
+	// Vault makes a write to an existing narrowed credential an update: refused.
+	resp, err := e.do(logical.UpdateOperation, "config/hotel-muc/narrowed/muc-reports", map[string]any{"scopes": "reservations.manage"})
+	if msg := errText(resp, err); !strings.Contains(msg, "config/hotel-muc/narrowed/muc-reports exists; a narrowed credential is only created") {
+		t.Errorf("update: %q", msg)
+	}
+	for _, name := range []string{"wider", "empty", "none", "ham-any", "connect-any", "missing-any"} {
 		if c, _ := readCred(t.Context(), e.storage, name); c != nil {
 			t.Errorf("creds/%s stored after a refusal: %+v", name, c)
 		}
 	}
+	for name, cfg := range map[string]string{"hotel-ham": "hotel-ham", "hotel-ber": "connect"} {
+		if c := e.stored(name); c.Config != cfg || c.Kind == kindNarrowed {
+			t.Errorf("creds/%s changed by a refused narrowing: %+v", name, c)
+		}
+	}
 	// The name of a narrowed credential is taken for configs and authorizations too.
-	resp, err := e.do(logical.CreateOperation, "config/muc-reports", map[string]any{"client_id": "x", "client_secret": "y"})
+	resp, err = e.do(logical.CreateOperation, "config/muc-reports", map[string]any{"client_id": "x", "client_secret": "y"})
 	if msg := errText(resp, err); !strings.Contains(msg, "taken by a narrowed credential of config/hotel-muc") {
 		t.Errorf("config over a narrowed credential: %q", msg)
 	}
@@ -111,8 +126,78 @@ func TestNarrowed_Refused(t *testing.T) {
 	if c := e.stored("muc-reports"); c.Config != "hotel-muc" || !slices.Equal(c.Scopes, []string{"reservations.read"}) {
 		t.Errorf("muc-reports changed: %+v", c)
 	}
-	// A config without scopes lets its credentials narrow to any.
-	e.mustDo(logical.CreateOperation, "creds/ham-any", map[string]any{"config": "hotel-ham", "scopes": "rateplans.read"})
+}
+
+// TestNarrowed_NotThroughCreds: a write under creds/ never chooses a client-credentials
+// app: creds/<name> config=<simple client> is refused, naming the config's own path,
+// with or without scopes or a refresh token, and sends nothing.
+func TestNarrowed_NotThroughCreds(t *testing.T) {
+	e := narrowedEnv(t, nil)
+	e.simpleConfig("hotel-ham", nil)
+	for _, data := range []map[string]any{
+		{"config": "hotel-muc", "scopes": "reservations.read"},
+		{"config": "hotel-muc"},
+		{"config": "hotel-muc", "scopes": "reservations.read", "refresh_token": "rt-x"},
+		{"config": "hotel-ham", "scopes": "rateplans.read"},
+	} {
+		resp, err := e.do(logical.CreateOperation, "creds/team-x", data)
+		if status := statusOf(logical.CreateOperation, resp, err); status != http.StatusBadRequest {
+			t.Errorf("%v: status %d, want 400", data, status)
+		}
+		want := fmt.Sprintf("write config/%s/narrowed/team-x scopes=...; nothing was stored", data["config"])
+		if msg := errText(resp, err); !strings.Contains(msg, want) || !strings.Contains(msg, "client_credentials config") {
+			t.Errorf("%v: %q, want %q", data, msg, want)
+		}
+	}
+	if c, _ := readCred(t.Context(), e.storage, "team-x"); c != nil {
+		t.Fatalf("creds/team-x stored: %+v", c)
+	}
+	if n := e.idp.total(); n != 0 {
+		t.Fatalf("%d token requests for refused writes", n)
+	}
+}
+
+// TestNarrowed_PathOfItsConfig: config/<config>/narrowed/ reaches only that config's
+// narrowed credentials: another config's are not read, listed or deleted through it,
+// and config/<name> does not swallow the narrowed paths.
+func TestNarrowed_PathOfItsConfig(t *testing.T) {
+	e := narrowedEnv(t, nil)
+	e.simpleConfig("hotel-ham", map[string]any{"scopes": "rateplans.read availability.read"})
+	created := e.mustDo(logical.CreateOperation, "config/hotel-ham/narrowed/ham-rates", map[string]any{"scopes": "rateplans.read"}).Data
+	if created["name"] != "ham-rates" || created["config"] != "hotel-ham" || !slices.Equal(created["scopes"].([]string), []string{"rateplans.read"}) {
+		t.Fatalf("create answered %v", created)
+	}
+	got := e.mustDo(logical.ReadOperation, "config/hotel-muc/narrowed/muc-audit", nil).Data
+	if len(got) != 2 || got["config"] != "hotel-muc" || !slices.Equal(got["scopes"].([]string), []string{"reservations.read", "reservations.manage"}) {
+		t.Fatalf("read answered %v", got)
+	}
+	for _, path := range []string{"config/hotel-ham/narrowed/muc-audit", "config/hotel-muc/narrowed/ham-rates", "config/hotel-muc/narrowed/hotel-muc"} {
+		if resp, err := e.do(logical.ReadOperation, path, nil); err != nil || resp != nil {
+			t.Errorf("READ %s: %v %v, want nothing", path, resp, err)
+		}
+	}
+	lists := map[string][]string{"hotel-muc": {"muc-audit", "muc-reports"}, "hotel-ham": {"ham-rates"}, "missing": nil}
+	for cfg, want := range lists {
+		keys, _ := e.mustDo(logical.ListOperation, "config/"+cfg+"/narrowed/", nil).Data["keys"].([]string)
+		if !slices.Equal(keys, want) {
+			t.Errorf("LIST config/%s/narrowed/ = %q, want %q", cfg, keys, want)
+		}
+	}
+	// A delete through another config's path leaves the credential alone.
+	e.mustDo(logical.DeleteOperation, "config/hotel-ham/narrowed/muc-audit", nil)
+	if c := e.stored("muc-audit"); c == nil || c.Config != "hotel-muc" {
+		t.Fatalf("muc-audit deleted through config/hotel-ham: %+v", c)
+	}
+	if resp := e.mustDo(logical.ReadOperation, "config/hotel-muc", nil); resp.Data["client_id"] == nil {
+		t.Fatalf("config/hotel-muc read: %v", resp.Data)
+	}
+	e.mustDo(logical.DeleteOperation, "config/hotel-muc/narrowed/muc-audit", nil)
+	if c, _ := readCred(t.Context(), e.storage, "muc-audit"); c != nil {
+		t.Fatalf("muc-audit left after its delete: %+v", c)
+	}
+	if n := e.idp.count("revoke"); n != 0 {
+		t.Fatalf("%d revocations for narrowed credentials", n)
+	}
 }
 
 // TestNarrowed_Lifecycle: list -detailed, delete, and config delete refused while used.

@@ -186,7 +186,7 @@ func (b *backend) startAuthorization(ctx context.Context, s logical.Storage, cfg
 	if err != nil {
 		return nil, err
 	}
-	if err := writeJSON(ctx, s, pendingKey(state), p); err != nil {
+	if err := b.putPending(ctx, s, pendingHash(state), p); err != nil {
 		return nil, err
 	}
 	b.Logger().Info("authorization started", "name", p.Name, "config", p.Config, "account_code", p.AccountCode, "replace", p.Replace, "expires_at", p.ExpiresAt)
@@ -287,6 +287,7 @@ func (b *backend) completeAuthorization(ctx context.Context, s logical.Storage, 
 	if err != nil {
 		return "", nil, err
 	}
+	defer b.exchanges.done(p.Name, p.exchange)
 	cfg, srv, err := b.exchangeTarget(ctx, s, p)
 	if err != nil {
 		return "", nil, err
@@ -345,7 +346,7 @@ func (b *backend) exchange(ctx context.Context, srv identityServer, p *pendingAu
 		case redeemRefused, redeemRefusedLost:
 			return nil, badAuth("apaleo refused the authorization code: %v. Nothing was stored; start again with authorize/%s", err, p.Name)
 		default:
-			return nil, &authError{status: status, msg: fmt.Sprintf("exchanging the code failed: %v. Nothing was stored; start again with authorize/%s", err, p.Name)}
+			return nil, &authError{status: status, msg: fmt.Sprintf("exchanging the code failed: %v. Nothing was stored; start again with authorize/%s.%s", err, p.Name, b.revokeRefusedAnswer(ctx, srv, err))}
 		}
 	}
 	if res.RefreshToken == "" {
@@ -387,6 +388,9 @@ func (b *backend) exchanged(ctx context.Context, s logical.Storage, srv identity
 	}
 	return authorization{name: p.Name, cred: cred,
 		check: func(cfg *apaleoConfig, old *credential) error {
+			if p.exchange.ended() {
+				return conflictAuth("creds/%s was deleted while the code was exchanged, which ended its pending authorization. Nothing was stored; start again with authorize/%s", p.Name, p.Name)
+			}
 			if cfg == nil || cfg.GrantType != grantAuthorizationCode {
 				return conflictAuth("config %q was deleted or changed its grant_type while the code was exchanged. Nothing was stored", p.Config)
 			}
@@ -433,31 +437,45 @@ func (b *backend) revokeUnstored(ctx context.Context, srv identityServer, refres
 	return srv.Revoke(context.WithoutCancel(ctx), refreshToken, policy)
 }
 
-// takePending consumes the pending authorization of state.
+// takePending consumes the pending authorization of state, and notes its exchange under
+// way: a delete of creds/<name> before it is stored ends it.
 func (b *backend) takePending(ctx context.Context, s logical.Storage, state string) (*pendingAuthorization, error) {
-	key := pendingKey(state)
-	l := b.locksFor(key)[0]
-	l.Lock()
-	defer l.Unlock()
-	var p pendingAuthorization
-	ok, err := readJSON(ctx, s, key, &p)
-	if err != nil {
-		return nil, err
+	hash := pendingHash(state)
+	p, err := readEntry[pendingAuthorization](ctx, s, pendingPrefix+hash)
+	if err != nil || p == nil {
+		return nil, unknownState(err)
 	}
-	if !ok {
-		ae := badAuth("unknown or already used state: start again with authorize/<name>")
-		ae.title = titleLinkUsed
+	// Again under the name's lock: a newer authorization or a delete may have come first.
+	defer b.lockPendingName(p.Name)()
+	if p, err = readEntry[pendingAuthorization](ctx, s, pendingPrefix+hash); err != nil || p == nil {
+		return nil, unknownState(err)
+	}
+	if p.Superseded {
+		ae := &authError{status: http.StatusConflict, title: titleLinkReplaced, msg: fmt.Sprintf(
+			"a newer authorization of %q replaced this one (authorize/%s was called again): open the newest link", p.Name, p.Name)}
 		return nil, ae
 	}
-	if err := s.Delete(ctx, key); err != nil {
+	if err := b.dropLivePending(ctx, s, p.Name, hash, p.ExpiresAt); err != nil {
 		return nil, err
 	}
+	b.releasePending()
 	if !b.now().Before(p.ExpiresAt) {
 		ae := badAuth("the authorization for %q expired at %s; start again with authorize/%s", p.Name, p.ExpiresAt.Format(time.RFC3339), p.Name)
 		ae.title = titleLinkExpired
 		return nil, ae
 	}
-	return &p, nil
+	p.exchange = b.exchanges.begin(p.Name)
+	return p, nil
+}
+
+// unknownState is the answer to a state no pending authorization has (err: storage failed).
+func unknownState(err error) error {
+	if err != nil {
+		return err
+	}
+	ae := badAuth("unknown or already used state: start again with authorize/<name>")
+	ae.title = titleLinkUsed
+	return ae
 }
 
 // dropPending consumes state, if it is known, and returns its credential name.
@@ -469,28 +487,8 @@ func (b *backend) dropPending(ctx context.Context, s logical.Storage, state stri
 	if err != nil || p == nil {
 		return ""
 	}
+	b.exchanges.done(p.Name, p.exchange)
 	return p.Name
-}
-
-// cleanPending deletes expired pending authorizations.
-func (b *backend) cleanPending(ctx context.Context, req *logical.Request) error {
-	keys, err := req.Storage.List(ctx, pendingPrefix)
-	if err != nil {
-		return err
-	}
-	now := b.now()
-	for _, k := range keys {
-		var p pendingAuthorization
-		if ok, err := readJSON(ctx, req.Storage, pendingPrefix+k, &p); err != nil || !ok {
-			continue
-		}
-		if !now.Before(p.ExpiresAt) {
-			if err := req.Storage.Delete(ctx, pendingPrefix+k); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // printableText drops control characters from text shown on the page or logged.
@@ -518,7 +516,8 @@ Creates a pending authorization for credential <name> from an authorization_code
 config and returns auth_url: the hotel account admin opens it, consents, and apaleo
 redirects to the config's redirect_uri (callback, or your own app that calls
 exchange). The authorization uses state and PKCE (S256), expires after 10 minutes
-and can be used once. Afterwards creds/<name> returns access tokens.
+and can be used once; a new authorize/<name> supersedes the earlier one, and the
+mount holds at most 10,000. Afterwards creds/<name> returns access tokens.
 
 With account_code, the authorization must be for that apaleo account. Without it,
 re-authorizing an existing credential must yield the account it already holds,

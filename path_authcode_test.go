@@ -1,10 +1,12 @@
 package apaleo
 
 import (
+	"context"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -315,4 +317,153 @@ func TestAuthCode_RevocationFailureIsAWarning(t *testing.T) {
 	if got, _ := readCred(t.Context(), e.storage, "hotel-ber"); got != nil {
 		t.Fatal("credential not deleted")
 	}
+}
+
+// TestPending_Superseded: one live pending authorization per name. A second
+// authorize/hotel-ber supersedes the first: the first link, at the callback or at
+// exchange, answers 409 saying a newer authorization replaced it, and its code is never
+// sent (the identity server counts no exchange); the newest link completes.
+func TestPending_Superseded(t *testing.T) {
+	e := newTestEnv(t)
+	e.writeConnectConfig("connect", nil)
+	first := e.authorize("hotel-ber", "connect")
+	second := e.authorize("hotel-ber", "connect")
+	before := e.idp.Stats().ByGrant["authorization_code"]
+
+	status, page := e.callback(first)
+	if status != http.StatusConflict || !strings.Contains(page, titleLinkReplaced) || !strings.Contains(page, "a newer authorization of &#34;hotel-ber&#34; replaced this one") {
+		t.Fatalf("superseded link at the callback: %d %s", status, page)
+	}
+	resp, err := e.do(logical.UpdateOperation, "exchange", map[string]any{"state": first.Get("state"), "code": first.Get("code")})
+	if statusOf(logical.UpdateOperation, resp, err) != http.StatusConflict || !strings.Contains(errText(resp, err), `a newer authorization of "hotel-ber" replaced this one`) {
+		t.Fatalf("superseded link at exchange: %v %v", resp, err)
+	}
+	if got := e.idp.Stats().ByGrant["authorization_code"]; got != before {
+		t.Fatalf("a superseded link's code was exchanged (%d exchanges)", got-before)
+	}
+	if c, _ := readCred(t.Context(), e.storage, "hotel-ber"); c != nil {
+		t.Fatal("a superseded link stored a credential")
+	}
+	if status, page := e.callback(second); status != http.StatusOK {
+		t.Fatalf("the newest link: %d %s", status, page)
+	}
+	e.assertNoSecrets(connectSc, first.Get("code"), second.Get("code"))
+}
+
+// TestPending_MountBound: at most limit live pending authorizations per mount (429
+// beyond, saying so, nothing stored); a superseding one takes no slot; the count is
+// derived from storage after a restart; the cleanup removes expired ones from the index's
+// listing, with no read of a pending entry, and frees their slots.
+func TestPending_MountBound(t *testing.T) {
+	e := newEngineEnv(t)
+	e.connectConfig("connect", nil)
+	e.b.pendingCount.limit = 3
+	for _, name := range []string{"hotel-a", "hotel-b", "hotel-c", "hotel-a"} {
+		e.mustDo(logical.UpdateOperation, "authorize/"+name, map[string]any{"config": "connect"})
+	}
+	full := func(b *backend) {
+		t.Helper()
+		resp, err := b.HandleRequest(t.Context(), &logical.Request{Operation: logical.UpdateOperation, Path: "authorize/hotel-d", Data: map[string]any{"config": "connect"}, Storage: e.storage})
+		if statusOf(logical.UpdateOperation, resp, err) != http.StatusTooManyRequests || !strings.Contains(errText(resp, err), "the mount holds 3 pending authorizations, its most") {
+			t.Fatalf("a 4th pending authorization: %v %v", resp, err)
+		}
+	}
+	full(e.b)
+	keys, _ := logical.CollectKeys(t.Context(), e.storage)
+	if entries := countPrefix(keys, pendingPrefix); entries != 4 || slices.Contains(keys, pendingNamePrefix+"hotel-d") {
+		t.Fatalf("pending entries after the refusal: %q", keys) // 3 live, 1 superseded
+	}
+
+	// A restart counts from storage.
+	again := e.newBackend(nil)
+	again.pendingCount.limit = 3
+	full(again)
+
+	e.clock.Add(pendingTTL + time.Second)
+	reads := &getCounter{Storage: e.storage}
+	if err := again.cleanPending(t.Context(), reads); err != nil {
+		t.Fatal(err)
+	}
+	if n := reads.gets(pendingPrefix); n != 0 {
+		t.Fatalf("the cleanup read %d pending entries", n)
+	}
+	if keys, _ := logical.CollectKeys(t.Context(), e.storage); countPrefix(keys, "pending") != 0 {
+		t.Fatalf("left after the cleanup: %q", keys)
+	}
+	resp, err := again.HandleRequest(t.Context(), &logical.Request{Operation: logical.UpdateOperation, Path: "authorize/hotel-d", Data: map[string]any{"config": "connect"}, Storage: e.storage})
+	if err != nil || resp.IsError() {
+		t.Fatalf("after the cleanup: %v %v", resp, err)
+	}
+}
+
+// TestPending_EndedByDelete: deleting creds/<name> ends its pending authorization (its
+// link then sends nothing), and an exchange already on the wire for it stores nothing
+// and revokes the refresh token it got.
+func TestPending_EndedByDelete(t *testing.T) {
+	e := newEngineEnv(t)
+	e.connectConfig("connect", nil)
+	state := e.mustDo(logical.UpdateOperation, "authorize/hotel-ber", map[string]any{"config": "connect"}).Data["state"]
+	e.mustDo(logical.DeleteOperation, "creds/hotel-ber", nil)
+	resp, err := e.do(logical.UpdateOperation, "exchange", map[string]any{"state": state, "code": "code-1"})
+	if statusOf(logical.UpdateOperation, resp, err) != http.StatusBadRequest || !strings.Contains(errText(resp, err), "unknown or already used state") {
+		t.Fatalf("exchange after the delete: %v %v", resp, err)
+	}
+	if n := e.idp.count(grantAuthorizationCode); n != 0 {
+		t.Fatalf("%d code exchanges after the delete", n)
+	}
+
+	// On the wire: the exchange is held at the identity server while creds/ is deleted.
+	state = e.mustDo(logical.UpdateOperation, "authorize/hotel-ber", map[string]any{"config": "connect"}).Data["state"]
+	e.idp.gate, e.idp.started = make(chan struct{}), make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		resp, err := e.do(logical.UpdateOperation, "exchange", map[string]any{"state": state, "code": "code-2"})
+		if err == nil && resp.IsError() {
+			err = resp.Error()
+		}
+		done <- err
+	}()
+	<-e.idp.started
+	e.mustDo(logical.DeleteOperation, "creds/hotel-ber", nil)
+	close(e.idp.gate)
+	err = <-done
+	if err == nil || errStatus(err) != http.StatusConflict || !strings.Contains(err.Error(), "creds/hotel-ber was deleted while the code was exchanged") || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("the exchange on the wire: %v", err)
+	}
+	if c, _ := readCred(t.Context(), e.storage, "hotel-ber"); c != nil {
+		t.Fatalf("stored after the delete: %+v", c)
+	}
+	if got := e.idp.revoked; len(got) != 1 || got[0] == "" {
+		t.Fatalf("revoked %q, want the exchanged refresh token", got)
+	}
+}
+
+func countPrefix(keys []string, prefix string) int {
+	n := 0
+	for _, k := range keys {
+		if strings.HasPrefix(k, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// getCounter counts the storage reads by key prefix.
+type getCounter struct {
+	logical.Storage
+	mu   sync.Mutex
+	keys []string
+}
+
+func (g *getCounter) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
+	g.mu.Lock()
+	g.keys = append(g.keys, key)
+	g.mu.Unlock()
+	return g.Storage.Get(ctx, key)
+}
+
+func (g *getCounter) gets(prefix string) int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return countPrefix(g.keys, prefix)
 }

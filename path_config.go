@@ -107,6 +107,10 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := checkNameLength("name", name); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	// Credentials stored by earlier versions learn their app before any write can change it.
+	if err := b.bindUnbound(ctx, req.Storage); err != nil {
+		return nil, err
+	}
 	for _, l := range b.locksFor(configPrefix+name, credsPrefix+name) {
 		l.Lock()
 		defer l.Unlock()
@@ -392,9 +396,14 @@ const (
 Stores an apaleo app's client credentials. grant_type client_credentials is an
 apaleo "simple client" (one per hotel account): read its tokens from creds/<name>.
 grant_type authorization_code is a "connect client": authorize credentials for
-hotel accounts with authorize/<name>. client_secret is write-only. Changing
-client_id, client_secret, identity_url, scopes or ca_certificate drops cached
-access tokens of this config.
+hotel accounts with authorize/<name>. client_secret is write-only. Updates are
+partial. Changing client_id, identity_url or scopes drops the cached access
+tokens of this config and its credentials; changing only client_secret or
+ca_certificate keeps them (they stay valid at apaleo). A change of identity_url
+or ca_certificate must carry client_secret. An authorized credential keeps the
+client_id and identity_url it was authorized under: while the config names
+others it needs authorization, and writing them back revives it. Read shows
+upstream (ok, or down with down_since and next_probe_at).
 `
 	pathConfigListHelpSyn  = "List apaleo app configs."
 	pathConfigListHelpDesc = "Lists the names of all configs."

@@ -14,10 +14,11 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-// path_token.go serves creds/: reading a token (creds/<name>), importing a refresh token or
-// narrowing a config (write), revoking and deleting (delete), and listing with each
-// credential's status (creds/). The entry types live in credential.go, the status in
-// creds_status.go, the token request itself in token.go.
+// path_token.go serves creds/: reading a token (creds/<name>), importing a refresh token
+// (write), revoking and deleting (delete), and listing with each credential's status
+// (creds/). Narrowed credentials are made at config/<config>/narrowed/ (path_narrowed.go).
+// The entry types live in credential.go, the status in creds_status.go, the token
+// request itself in token.go.
 
 func pathCreds(b *backend) []*framework.Path {
 	return []*framework.Path{
@@ -91,12 +92,13 @@ func (b *backend) pathCredsUpdate(_ context.Context, _ *logical.Request, d *fram
 }
 
 // pathCredsCreate is a write of a new creds/<name>: an import into an authorization_code
-// config, or a narrowed credential of a client_credentials config.
+// config, nothing else. A narrowed credential is made at its config's own path, so that
+// a write under creds/ never chooses an app (config/<config>/narrowed/<name>).
 func (b *backend) pathCredsCreate(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	cfgName := d.Get("config").(string)
 	switch {
 	case cfgName == "":
-		return logical.ErrorResponse("config is required: an authorization_code config to import a refresh token into, or a client_credentials config to narrow"), nil
+		return logical.ErrorResponse("config is required: the authorization_code config to import a refresh token into"), nil
 	case len(cfgName) > maxValueLen || !nameRegex.MatchString(cfgName):
 		return logical.ErrorResponse("config is not a valid config name"), nil
 	}
@@ -104,8 +106,9 @@ func (b *backend) pathCredsCreate(ctx context.Context, req *logical.Request, d *
 	if err != nil {
 		return nil, err
 	}
-	if _, withToken := d.GetOk("refresh_token"); cfg != nil && cfg.GrantType == grantClientCredentials && !withToken {
-		return b.pathCredsNarrow(ctx, req, d)
+	if cfg != nil && cfg.GrantType == grantClientCredentials {
+		return logical.ErrorResponse("config %q is a client_credentials config: a write to creds/ only imports refresh tokens into an authorization_code config. To narrow config/%s's scopes for a credential of its own, write config/%s/narrowed/%s scopes=...; nothing was stored",
+			cfgName, cfgName, cfgName, d.Get("name").(string)), nil
 	}
 	return b.pathCredsImport(ctx, req, d)
 }
@@ -186,7 +189,7 @@ func (b *backend) redeemImport(ctx context.Context, name, cfgName string, cfg *a
 	case redeemRefused:
 		return nil, logical.ErrorResponse("apaleo refused the refresh token: %v. Nothing was stored", err), nil
 	default:
-		return nil, nil, logical.CodedError(status, fmt.Sprintf("redeeming the refresh token failed: %v. Nothing was stored; the refresh token may be spent", err))
+		return nil, nil, logical.CodedError(status, fmt.Sprintf("redeeming the refresh token failed: %v. Nothing was stored; the refresh token may be spent.%s", err, b.revokeRefusedAnswer(ctx, srv, err)))
 	}
 }
 
@@ -203,6 +206,7 @@ func (b *backend) importedCred(cfgName string, cfg *apaleoConfig, res *tokenResu
 		CreatedAt:    b.now().UTC(),
 		Token:        newCachedToken(res, cfg.Generation),
 	}
+	cred.bindTo(cfg) // the app that redeemed it: a failed store revokes it there only
 	if len(cred.Scopes) == 0 {
 		cred.Scopes = scopes
 		if len(scopes) == 0 {
@@ -262,7 +266,7 @@ func (b *backend) importTarget(ctx context.Context, s logical.Storage, name, cfg
 	case cfg == nil:
 		return nil, logical.ErrorResponse("config %q does not exist; create it with config/%s grant_type=authorization_code", cfgName, cfgName), nil
 	case cfg.GrantType != grantAuthorizationCode:
-		return nil, logical.ErrorResponse("config %q has grant_type %q; an import needs an authorization_code config (to narrow a client_credentials config, give scopes and no refresh_token)", cfgName, cfg.GrantType), nil
+		return nil, logical.ErrorResponse("config %q has grant_type %q; an import needs an authorization_code config (a client_credentials config is narrowed at config/%s/narrowed/%s)", cfgName, cfg.GrantType, cfgName, name), nil
 	}
 	if existing, err := readCred(ctx, s, name); err != nil {
 		return nil, nil, err
@@ -273,73 +277,6 @@ func (b *backend) importTarget(ctx context.Context, s logical.Storage, name, cfg
 		return nil, resp, err
 	}
 	return cfg, nil, nil
-}
-
-// pathCredsNarrow creates a narrowed credential: the client credentials grant of a
-// config with a subset of its scopes, at a path of its own. Nothing is sent to apaleo
-// (its first read is), and nothing of the config is copied but its name.
-func (b *backend) pathCredsNarrow(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
-	name, cfgName := d.Get("name").(string), d.Get("config").(string)
-	if err := checkNameLength("name", name); err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	scopes, err := parseScopes(d.Get("scopes").([]string))
-	if err != nil {
-		return logical.ErrorResponse(err.Error()), nil
-	}
-	if !b.canWrite() {
-		return nil, logical.ErrReadOnly
-	}
-	for _, l := range b.locksFor(configPrefix+cfgName, credsPrefix+name) {
-		l.Lock()
-		defer l.Unlock()
-	}
-	if resp, err := b.narrowTarget(ctx, req.Storage, name, cfgName, scopes); resp != nil || err != nil {
-		return resp, err
-	}
-	cred := &credential{Kind: kindNarrowed, Config: cfgName, GrantType: grantClientCredentials, Scopes: scopes, CreatedAt: b.now().UTC()}
-	if err := b.putCred(ctx, req.Storage, name, cred); err != nil {
-		return nil, err
-	}
-	b.clearFailure(name)
-	b.Logger().Info("narrowed credential created", "name", name, "config", cfgName, "scopes", strings.Join(scopes, " "))
-	return &logical.Response{Data: map[string]any{"name": name, "config": cfgName, "scopes": scopes}}, nil
-}
-
-// narrowTarget checks, under the locks of config and name, that name may become a
-// narrowed credential of config cfgName with scopes: a client_credentials config
-// exists and lists them all (when it lists any), and name is no config's or
-// credential's yet.
-func (b *backend) narrowTarget(ctx context.Context, s logical.Storage, name, cfgName string, scopes []string) (*logical.Response, error) {
-	cfg, err := readConfig(ctx, s, cfgName)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case cfg == nil || cfg.GrantType != grantClientCredentials:
-		return logical.ErrorResponse("config %q is no longer a client_credentials config; nothing was stored", cfgName), nil
-	case len(scopes) == 0:
-		return logical.ErrorResponse("scopes is required: the subset of config/%s's scopes %q the credential's tokens carry", cfgName, strings.Join(cfg.Scopes, " ")), nil
-	}
-	if wider := notIn(scopes, cfg.Scopes); len(cfg.Scopes) > 0 && len(wider) > 0 {
-		return logical.ErrorResponse("scopes %q are not among config/%s's scopes %q; ask for a subset", strings.Join(wider, " "), cfgName, strings.Join(cfg.Scopes, " ")), nil
-	}
-	if existing, err := readCred(ctx, s, name); err != nil {
-		return nil, err
-	} else if existing != nil {
-		return logical.ErrorResponse("creds/%s exists; a write to creds/ only creates: delete creds/%s first, or choose another name", name, name), nil
-	}
-	return b.checkCredName(ctx, s, name)
-}
-
-// createdFields describe what a write of creds/<name> answers: an authorized or a
-// narrowed credential.
-var createdFields = map[string]*framework.FieldSchema{
-	"name":         authorizedFields["name"],
-	"config":       {Type: framework.TypeString, Description: "Narrowed credential: the client_credentials config it reads through."},
-	"account_code": {Type: framework.TypeString, Description: "Import: the apaleo account the credential is for."},
-	"scopes":       {Type: framework.TypeStringSlice, Description: "Scopes granted (import), or the scopes the credential's tokens are asked with (narrowed)."},
-	"expires_at":   {Type: framework.TypeString, Description: "Import: when the first access token expires (RFC 3339)."},
 }
 
 // authorizedFields and authorizedData describe a newly authorized or imported credential.
@@ -362,6 +299,10 @@ func authorizedData(name string, cred *credential) map[string]any {
 func (b *backend) pathCredsDelete(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
 	name := d.Get("name").(string)
 	defer b.lockName(name)()
+	// Its authorizations end with it, one whose code is being exchanged included.
+	if err := b.endPending(ctx, req.Storage, name); err != nil {
+		return nil, err
+	}
 
 	cred, err := b.credForUpdate(ctx, req.Storage, name)
 	if err != nil || cred == nil {
@@ -403,12 +344,9 @@ deleting a client-credentials name drops its cached token.
 Writing creds/<name> (create only) imports an existing refresh token of an
 authorization_code config: config=<name> refresh_token=... [scopes=...]. It is
 redeemed at once; the rotated refresh token and first access token are stored.
-
-With a client_credentials config, config=<name> scopes=<subset> creates a narrowed
-credential: its tokens are asked with only those scopes, through the config's
-client (whose secret is not copied), budget and 429 hold. It is a path of its own,
-so a policy can grant it without the config's full-scope token. Deleting it drops
-it; a config is not deleted while narrowed credentials use it.
+A write naming a client_credentials config is refused: a narrowed credential is
+made at config/<config>/narrowed/<name>, and its tokens are read here. Deleting a
+narrowed credential drops it.
 `
 	pathCredsListHelpSyn  = "List the names creds/ can read."
 	pathCredsListHelpDesc = `
@@ -416,7 +354,7 @@ Lists client-credentials configs, authorized and narrowed credentials. With
 -detailed, each name's key_info says its config, grant_type, account_code, scopes
 (of a narrowed credential), the cached token's
 expires_at, state (ok, no_token, failing, needs_authorization), last_error,
-next_attempt_at and last_refreshed_at.
+next_attempt_at, last_refreshed_at and (authorized credentials) authorized_at.
 `
 )
 
@@ -429,7 +367,7 @@ var credsSchema = map[string]*framework.FieldSchema{
 	},
 	"config": {
 		Type:        framework.TypeString,
-		Description: "Create: an authorization_code config (import, with refresh_token), or a client_credentials config (a narrowed credential, with scopes).",
+		Description: "Create: the authorization_code config to import refresh_token into.",
 	},
 	"refresh_token": {
 		Type:         framework.TypeString,
@@ -438,7 +376,7 @@ var credsSchema = map[string]*framework.FieldSchema{
 	},
 	"scopes": {
 		Type:        framework.TypeCommaStringSlice,
-		Description: "Narrowed credential: the subset of the config's scopes its tokens carry (required). Import: the scopes consented to, recorded when the token response does not say.",
+		Description: "Import: the scopes consented to, recorded when the token response does not say.",
 	},
 }
 
@@ -448,7 +386,7 @@ var credsListSchema = map[string]*framework.FieldSchema{
 	"key_info": {Type: framework.TypeMap, Description: "Per name: config, grant_type, account_code, scopes (of a narrowed credential), expires_at, state, last_error, next_attempt_at, last_refreshed_at, authorized_at."},
 }
 
-// credsOperations are what creds/<name> does: read a token, create (import or narrow), refuse an update, delete.
+// credsOperations are what creds/<name> does: read a token, create (import), refuse an update, delete.
 func (b *backend) credsOperations() map[logical.Operation]framework.OperationHandler {
 	return map[logical.Operation]framework.OperationHandler{
 		logical.ReadOperation: &framework.PathOperation{
@@ -460,11 +398,11 @@ func (b *backend) credsOperations() map[logical.Operation]framework.OperationHan
 		},
 		logical.CreateOperation: &framework.PathOperation{
 			Callback:                    b.pathCredsCreate,
-			Summary:                     "Import an existing refresh token as an authorized credential, or narrow a client_credentials config's scopes for a credential of its own.",
+			Summary:                     "Import an existing refresh token as an authorized credential.",
 			ForwardPerformanceStandby:   true,
 			ForwardPerformanceSecondary: true,
 			Responses: map[int][]framework.Response{
-				http.StatusOK: {{Description: "OK", Fields: createdFields}},
+				http.StatusOK: {{Description: "OK", Fields: authorizedFields}},
 			},
 		},
 		logical.UpdateOperation: &framework.PathOperation{

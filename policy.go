@@ -16,19 +16,23 @@ import (
 // (path_authcode.go) and imports (path_token.go). docs/engine.md draws it.
 //
 //	question                                  asked by                               answered from
-//	blocking: may name ask apaleo at all?     reads, fetchToken, background, status  failure memory (store.go; a refused refresh token is stored
+//	blocking: may name ask apaleo at all?     reads, fetchToken, background, status  the binding (the config names the app that issued the refresh
+//	                                                                                  token), failure memory (store.go; a refused refresh token is stored
 //	                                                                                  with the credential), the app's 429 hold and refused client (budget.go)
+//	mayRevoke: may the refresh token go to    delete, replace, a failed import       the binding
+//	the config's revocation endpoint?
 //	attemptGate.before: may this HTTP attempt every attempt (withRetries)            the app's budget (a slot), the 429 hold checked again at the
 //	go out now?                                                                       moment of sending, the lost-answer rule (sendRule)
 //	nextAttempt: when may name try again?     background work after any failure      failure memory's next attempt, else the hold's end
 //
 // Nothing else keeps rules of its own: callers ask, and remember what the policy says.
 
-// blocking is what forbids a token request for name at now: its failure memory (a
-// refused refresh token stored with the credential included), else its config's 429
-// hold or refused client (the app's, so every name of the config).
-func (b *backend) blocking(name string, cred *credential, now time.Time) *failure {
-	if f := b.nameFailure(name, cred); f != nil && f.blocks(now) {
+// blocking is what forbids a token request for name at now: a config that names another
+// app than the one that issued the refresh token, its failure memory (a refused refresh
+// token stored with the credential included), else its config's 429 hold or refused
+// client (the app's, so every name of the config).
+func (b *backend) blocking(name string, cred *credential, cfg *apaleoConfig, now time.Time) *failure {
+	if f := b.standing(name, cred, cfg); f != nil && f.blocks(now) {
 		return f
 	}
 	bu := b.budgets.peek(cred.Config)
@@ -43,6 +47,27 @@ func (b *backend) blocking(name string, cred *credential, now time.Time) *failur
 		return &failure{config: cred.Config, kind: failUntilConfig, at: now, err: err}
 	}
 	return nil
+}
+
+// standing is what holds name's token requests back on its own account: its config
+// naming another app than its refresh token's (asked each time, never remembered, so a
+// config written back revives it at once), else its failure memory.
+func (b *backend) standing(name string, cred *credential, cfg *apaleoConfig) *failure {
+	if err := otherApp(name, cred, cfg); err != nil {
+		return &failure{config: cred.Config, kind: failOtherApp, err: err}
+	}
+	return b.nameFailure(name, cred)
+}
+
+// mayRevoke says whether cred's refresh token may go to cfg's revocation endpoint: only
+// to the app that issued it. A secret of another app would not revoke it anyway, and a
+// server of another app would receive a live token.
+func mayRevoke(cred *credential, cfg *apaleoConfig) error {
+	if cred.issuedBy(cfg) {
+		return nil
+	}
+	return fmt.Errorf("not revoked: config/%s names client_id %q at %s, but the refresh token was issued to client_id %q at %s, and it is sent to no other app; an apaleo account admin can remove the app's access",
+		cred.Config, cfg.ClientID, cfg.IdentityURL, cred.ClientID, cred.IdentityURL)
 }
 
 // nameFailure is name's failure memory: what this node remembers, else a refusal of
@@ -68,8 +93,8 @@ func (b *backend) holdOf(config string, now time.Time) (time.Time, error, bool) 
 
 // nextAttempt is when name may ask apaleo again after a failure, for background work
 // to come back then; ok is false where only a config write or a new authorization may.
-func (b *backend) nextAttempt(name string, cred *credential, now time.Time) (time.Time, bool) {
-	f := b.blocking(name, cred, now)
+func (b *backend) nextAttempt(name string, cred *credential, cfg *apaleoConfig, now time.Time) (time.Time, bool) {
+	f := b.blocking(name, cred, cfg, now)
 	switch {
 	case f == nil:
 		// Nothing remembered (the failure was not apaleo's): come back after a backoff.
@@ -169,7 +194,7 @@ func (g *attemptGate) before(ctx context.Context) error {
 			}
 			var ok bool
 			if slot, ok = g.bu.take(now, latest); !ok {
-				return &budgetError{config: g.config, perSecond: g.bu.perSecond, at: slot, wait: slot.Sub(now), background: !g.wait}
+				return &budgetError{config: g.config, perSecond: g.bu.rate(), at: slot, wait: slot.Sub(now), background: !g.wait}
 			}
 		}
 		if err := g.b.sleepUntil(ctx, slot); err != nil {

@@ -342,3 +342,41 @@ func TestPolicy_LocksNameBeforeConfig(t *testing.T) {
 		t.Fatalf("lock order %v", ls)
 	}
 }
+
+// TestPolicy_BindingAskedFirstNeverRemembered: the binding is asked before failure
+// memory and the app's hold, and answered afresh each time: a config written back leaves
+// the failure memory that held before, and background work plans nothing while the
+// config names another app (only a config write or a new authorization ends that).
+func TestPolicy_BindingAskedFirstNeverRemembered(t *testing.T) {
+	e := newEngineEnv(t)
+	e.connectConfig("connect", nil)
+	expiredCred(e, "hotel-ber", "connect", "rt-0")
+	bound := *e.stored("hotel-ber")
+	bound.bindTo(mustConfig(t, e.b, e.storage))
+	if err := e.b.putCred(t.Context(), e.storage, "hotel-ber", &bound); err != nil {
+		t.Fatal(err)
+	}
+	e.idp.push(upstream(http.StatusServiceUnavailable, ""), upstream(http.StatusServiceUnavailable, "")) // failure memory: a backoff
+	e.readErr("hotel-ber")
+
+	cfg := *mustConfig(t, e.b, e.storage)
+	cfg.IdentityURL = evilURL
+	now := e.clock.Now()
+	f := e.b.blocking("hotel-ber", &bound, &cfg, now)
+	if f == nil || f.kind != failOtherApp || !strings.Contains(f.err.Error(), evilURL) {
+		t.Fatalf("blocking with another app's config: %+v", f)
+	}
+	if _, ok := e.b.nextAttempt("hotel-ber", &bound, &cfg, now); ok {
+		t.Error("background work would come back while the config names another app")
+	}
+	if err := mayRevoke(&bound, &cfg); err == nil || !strings.Contains(err.Error(), "not revoked") {
+		t.Errorf("mayRevoke with another app's config: %v", err)
+	}
+	own := mustConfig(t, e.b, e.storage)
+	if f := e.b.blocking("hotel-ber", &bound, own, now); f == nil || f.kind != failBackoff {
+		t.Errorf("with the bound config the failure memory holds again: %+v", f)
+	}
+	if err := mayRevoke(&bound, own); err != nil {
+		t.Errorf("mayRevoke with the bound config: %v", err)
+	}
+}

@@ -48,7 +48,7 @@ func (b *backend) readCreds(ctx context.Context, s logical.Storage, name string)
 	if !b.canWrite() {
 		return nil, logical.ErrReadOnly
 	}
-	if f := b.blocking(name, cred, now); f != nil {
+	if f := b.blocking(name, cred, cfg, now); f != nil {
 		return b.answerFailure(name, cred, f, cred.Token.valid(cfg, now), now)
 	}
 	return b.awaitToken(ctx, s, name, st, cred, cfg, now)

@@ -80,11 +80,12 @@ const (
 	faultUnreadable            // handled, answered 200 with garbage
 	fault429                   // rate limited, Retry-After
 	fault503                   // apaleo down, nothing handled
+	faultMAC                   // handled (a refresh token rotated), answered 200 with token_type mac
 )
 
 var simFaultNames = map[simFault]string{faultNone: "none", faultGatewayFirst: "gateway-502-before", faultGatewayAfter: "gateway-502-after",
 	faultDropFirst: "drop-before", faultDropAfter: "drop-after", faultRefused: "connection-refused", faultSlow: "slow",
-	faultUnreadable: "unreadable-200", fault429: "429", fault503: "503"}
+	faultUnreadable: "unreadable-200", fault429: "429", fault503: "503", faultMAC: "mac-200"}
 
 // simTrouble is a span in which an app's server misbehaved (any fault), for the
 // invariant on readers that should not wait.
@@ -473,6 +474,9 @@ func (s *simIDP) tokenLocked(node int, req *http.Request, form url.Values) simAn
 		if a.status == 200 {
 			return lose(simAnswer{status: 200, body: `{"access_token":`, delay: s.latency()})
 		}
+	case faultMAC:
+		// Read but refused by the plugin: its rotated refresh token must be kept.
+		a.body = strings.Replace(a.body, `"token_type":"Bearer"`, `"token_type":"mac"`, 1)
 	case faultSlow:
 		a.delay += time.Duration(1+s.rng.IntN(40)) * time.Second
 		s.addTrouble(app.id, "slow", now, now.Add(a.delay))

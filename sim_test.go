@@ -194,7 +194,7 @@ func drawSchedule(seed uint64) *simSchedule {
 	case 3:
 		sc.faultRate = 0.3
 	}
-	all := []simFault{faultGatewayFirst, faultGatewayAfter, faultDropFirst, faultDropAfter, faultRefused, faultSlow, faultUnreadable, fault429}
+	all := []simFault{faultGatewayFirst, faultGatewayAfter, faultDropFirst, faultDropAfter, faultRefused, faultSlow, faultUnreadable, fault429, faultMAC}
 	for _, f := range all {
 		if r.IntN(3) == 0 {
 			sc.faultKinds = append(sc.faultKinds, f)

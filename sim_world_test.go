@@ -203,7 +203,7 @@ func (w *simWorld) setup() bool {
 		case a.grant == grantAuthorizationCode:
 			w.must(logical.CreateOperation, "creds/"+c.name, map[string]any{"config": a.name, "refresh_token": w.idp.issueRefresh(a.name, c.name)})
 		case c.name != a.name:
-			w.must(logical.CreateOperation, "creds/"+c.name, map[string]any{"config": a.name, "scopes": "reservations.read"})
+			w.must(logical.CreateOperation, "config/"+a.name+"/narrowed/"+c.name, map[string]any{"scopes": "reservations.read"})
 		}
 	}
 	return !w.failed()

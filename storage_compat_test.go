@@ -63,7 +63,9 @@ func readGolden(t *testing.T, version string) []goldenEntry {
 	return entries
 }
 
-// goldenVersions lists the released versions that have golden entries.
+// goldenVersions lists the versions that have golden entries: the releases, and commits
+// of the history whose storage an upgrade meets (a7ba2b2: narrowed credentials made
+// through creds/).
 func goldenVersions(t *testing.T) []string {
 	t.Helper()
 	dirs, err := os.ReadDir(goldenDir)
@@ -72,12 +74,14 @@ func goldenVersions(t *testing.T) []string {
 	}
 	var vs []string
 	for _, d := range dirs {
-		if d.IsDir() && strings.HasPrefix(d.Name(), "v") { // not generate/
+		if d.IsDir() && d.Name() != "generate" {
 			vs = append(vs, d.Name())
 		}
 	}
-	if !slices.Contains(vs, "v0.1.0") {
-		t.Fatalf("%s has no v0.1.0 entries", goldenDir)
+	for _, want := range []string{"v0.1.0", "a7ba2b2"} {
+		if !slices.Contains(vs, want) {
+			t.Fatalf("%s has no %s entries", goldenDir, want)
+		}
 	}
 	return vs
 }
@@ -254,5 +258,103 @@ func TestStorageCompat_Read(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStorageCompat_Narrowed starts the current backend on the storage commit a7ba2b2
+// wrote (testdata/golden/a7ba2b2, by that commit's own code: a narrowed credential
+// created through creds/, the way it was made before config/<config>/narrowed/): the
+// credential reads its cached token at creds/, shows at the config's narrowed path, keeps
+// the config from being deleted, and is deleted by either path.
+func TestStorageCompat_Narrowed(t *testing.T) {
+	golden := readGolden(t, "a7ba2b2")
+	var stored map[string]any
+	for _, e := range golden {
+		if e.key == credsPrefix+"muc-reports" {
+			if err := json.Unmarshal(e.value, &stored); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if stored == nil || stored["kind"] != "narrowed" {
+		t.Fatalf("the a7ba2b2 golden entries hold no narrowed creds/muc-reports: %v", stored)
+	}
+	for _, deleteAt := range []string{"creds/muc-reports", "config/hotel-muc/narrowed/muc-reports"} {
+		t.Run(deleteAt, func(t *testing.T) {
+			e := newEngineEnv(t)
+			for _, g := range golden {
+				if err := e.storage.Put(t.Context(), &logical.StorageEntry{Key: g.key, Value: g.value}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tok := e.mustDo(logical.ReadOperation, "creds/muc-reports", nil).Data
+			if want := stored["token"].(map[string]any)["access_token"]; tok["access_token"] != want || tok["config"] != "hotel-muc" {
+				t.Fatalf("creds/muc-reports answered %v, want the stored token of config hotel-muc", tok)
+			}
+			if n := e.idp.total(); n != 0 {
+				t.Fatalf("reading the stored narrowed credential sent %d token requests", n)
+			}
+			got := e.mustDo(logical.ReadOperation, "config/hotel-muc/narrowed/muc-reports", nil).Data
+			if got["config"] != "hotel-muc" || !slices.Equal(got["scopes"].([]string), []string{"reservations.read"}) {
+				t.Fatalf("config/hotel-muc/narrowed/muc-reports = %v", got)
+			}
+			if keys := e.mustDo(logical.ListOperation, "config/hotel-muc/narrowed/", nil).Data["keys"]; !slices.Equal(keys.([]string), []string{"muc-reports"}) {
+				t.Fatalf("LIST config/hotel-muc/narrowed/ = %v", keys)
+			}
+			if keys := e.mustDo(logical.ListOperation, "creds/", nil).Data["keys"]; !slices.Contains(keys.([]string), "muc-reports") {
+				t.Fatalf("LIST creds/ = %v", keys)
+			}
+			if resp, err := e.do(logical.DeleteOperation, "config/hotel-muc", nil); !strings.Contains(errText(resp, err), "muc-reports") {
+				t.Fatalf("config/hotel-muc deleted while the narrowed credential uses it: %v %v", resp, err)
+			}
+			e.mustDo(logical.DeleteOperation, deleteAt, nil)
+			if c, _ := readCred(t.Context(), e.storage, "muc-reports"); c != nil {
+				t.Fatalf("DELETE %s left creds/muc-reports: %+v", deleteAt, c)
+			}
+			if resp, _ := e.do(logical.ReadOperation, "config/hotel-muc/narrowed/muc-reports", nil); resp != nil {
+				t.Fatalf("the deleted narrowed credential still reads: %v", resp.Data)
+			}
+			e.mustDo(logical.DeleteOperation, "config/hotel-muc", nil)
+		})
+	}
+}
+
+// TestStorageCompat_PendingIndexed: pending entries stored before the index existed
+// (v0.1.0's golden one, and a live one written the same way) are indexed once by the
+// first cleanup: the expired one is deleted, the live one still completes once, and
+// after its expiry the cleanup removes it from the listing alone.
+func TestStorageCompat_PendingIndexed(t *testing.T) {
+	e := newEngineEnv(t)
+	var legacy string
+	for _, g := range readGolden(t, "v0.1.0") {
+		if err := e.storage.Put(t.Context(), &logical.StorageEntry{Key: g.key, Value: g.value}); err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(g.key, pendingPrefix) {
+			legacy = g.key
+		}
+	}
+	live := &pendingAuthorization{Name: "hotel-live", Config: "connect", Verifier: "v", RedirectURI: "https://vault.example/v1/apaleo/callback", ExpiresAt: e.clock.Now().Add(pendingTTL)}
+	if err := writeJSON(t.Context(), e.storage, pendingKey("old-state"), live); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.b.cleanPending(t.Context(), e.storage); err != nil {
+		t.Fatal(err)
+	}
+	if entry, _ := e.storage.Get(t.Context(), legacy); entry != nil {
+		t.Fatalf("the expired v0.1.0 pending entry %s was kept", legacy)
+	}
+	p, err := e.b.takePending(t.Context(), e.storage, "old-state")
+	if err != nil || p.Name != "hotel-live" {
+		t.Fatalf("the live entry stored without an index: %v %v", p, err)
+	}
+	e.b.exchanges.done(p.Name, p.exchange)
+	e.clock.Add(pendingTTL + time.Second)
+	reads := &getCounter{Storage: e.storage}
+	if err := e.b.cleanPending(t.Context(), reads); err != nil {
+		t.Fatal(err)
+	}
+	if keys, _ := logical.CollectKeys(t.Context(), e.storage); countPrefix(keys, "pending") != 0 || reads.gets(pendingPrefix) != 0 {
+		t.Fatalf("after the cleanup: %q, %d pending entries read", keys, reads.gets(pendingPrefix))
 	}
 }

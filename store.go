@@ -225,6 +225,7 @@ const (
 	failRetryAfter                        // 429: the server's Retry-After
 	failUntilConfig                       // refused client or scopes: until config/<name> is written
 	failUntilAuthorize                    // refused refresh token: until authorize/<name>
+	failOtherApp                          // the config names another app than the token's: never stored, asked each time
 )
 
 const (
@@ -248,7 +249,7 @@ type failure struct {
 // blocks reports whether the failure still forbids a token request at now.
 func (f *failure) blocks(now time.Time) bool {
 	switch f.kind {
-	case failUntilConfig, failUntilAuthorize:
+	case failUntilConfig, failUntilAuthorize, failOtherApp:
 		return true
 	}
 	return now.Before(f.next)
@@ -261,6 +262,8 @@ func (f *failure) nextAttemptText(name string) string {
 		return fmt.Sprintf("no new token request until config/%s is written again", f.config)
 	case failUntilAuthorize:
 		return fmt.Sprintf("no new token request until the credential is authorized again with authorize/%s", name)
+	case failOtherApp:
+		return fmt.Sprintf("no token request until config/%s names the app that issued the refresh token, or authorize/%s binds it to the new one", f.config, name)
 	}
 	return "next attempt at " + f.next.UTC().Format(time.RFC3339)
 }

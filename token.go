@@ -40,7 +40,7 @@ func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name, trigg
 	if !b.needsToken(cred, cfg, trigger, now) {
 		return &fetchOutcome{cred: cred}, nil
 	}
-	if f := b.blocking(name, cred, now); f != nil {
+	if f := b.blocking(name, cred, cfg, now); f != nil {
 		return nil, f.answer(name)
 	}
 
@@ -48,6 +48,7 @@ func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name, trigg
 	defer b.inflight.Add(-1)
 	res, err := b.requestToken(ctx, name, cred, cfg, trigger)
 	if err != nil {
+		cred = b.keepRotated(ctx, s, name, cred, err)
 		return nil, b.rememberFailure(ctx, s, name, cred, cfg, err)
 	}
 	b.setFailure(name, nil)
@@ -174,7 +175,7 @@ func (b *backend) refresh(ctx context.Context, srv identityServer, refreshToken 
 func (b *backend) rememberFailure(ctx context.Context, s logical.Storage, name string, cred *credential, cfg *apaleoConfig, err error) error {
 	var be *budgetError
 	if errors.As(err, &be) {
-		if f := b.blocking(name, cred, b.now()); be.held != nil && f != nil {
+		if f := b.blocking(name, cred, cfg, b.now()); be.held != nil && f != nil {
 			return f.answer(name) // the app's hold, said the way every read of it says it
 		}
 		return be
@@ -188,7 +189,7 @@ func (b *backend) rememberFailure(ctx context.Context, s logical.Storage, name s
 	explained := explainUpstream(name, cred, cfg, err)
 	if ue.Status == http.StatusTooManyRequests {
 		b.Logger().Error("token request failed", "name", name, "config", cred.Config, "error", explained)
-		if f := b.blocking(name, cred, now); f != nil {
+		if f := b.blocking(name, cred, cfg, now); f != nil {
 			return f.answer(name)
 		}
 		return explained
@@ -256,6 +257,26 @@ func (b *backend) storeRefusal(ctx context.Context, s logical.Storage, name stri
 	}
 }
 
+// keepRotated stores the refresh token that a refused token answer carried (a token_type
+// or expires_in the checks refuse): apaleo answered, so the refresh token sent may be
+// spent and the one in the answer is the credential's now. The cached access token is
+// kept; only the answer's was refused.
+func (b *backend) keepRotated(ctx context.Context, s logical.Storage, name string, cred *credential, err error) *credential {
+	var ue *upstreamError
+	if cred.Kind != kindAuthorized || !errors.As(err, &ue) || ue.rotated == "" || ue.rotated == cred.RefreshToken {
+		return cred
+	}
+	next := *cred
+	next.RefreshToken = ue.rotated
+	if perr := b.putCred(ctx, s, name, &next); perr != nil {
+		b.setUnsaved(name, &next)
+		b.Logger().Error("storing the rotated refresh token of a refused token answer failed; it is held in memory and stored at the next chance", "name", name, "error", perr)
+		return &next
+	}
+	b.Logger().Warn("token answer refused; the rotated refresh token it carried is stored", "name", name, "config", cred.Config, "error", err)
+	return &next
+}
+
 // storeToken stores the new token and a rotated refresh token before it is served.
 func (b *backend) storeToken(ctx context.Context, s logical.Storage, name string, cred *credential, cfg *apaleoConfig, res *tokenResult) (*fetchOutcome, error) {
 	next := *cred
@@ -269,6 +290,9 @@ func (b *backend) storeToken(ctx context.Context, s logical.Storage, name string
 	}
 	if next.AccountCode == "" {
 		next.AccountCode = res.AccountCode
+	}
+	if next.Kind == kindAuthorized && !next.bound() {
+		next.bindTo(cfg) // an entry of an earlier version: the app that just answered
 	}
 	rotated := next.RefreshToken != cred.RefreshToken
 	if err := b.putCred(ctx, s, name, &next); err != nil {

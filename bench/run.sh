@@ -45,6 +45,9 @@
 #                      of the release binary; write profile.md and profiles/ instead [0]
 #   BENCH_PLUGIN_ENV   more environment for the plugin process, K=V separated by spaces
 #                      (e.g. GOGC=100, GOMEMLIMIT=96MiB) [none]
+#   BENCH_BASELINE_PLUGIN  a second build of the plugin (an earlier commit's bin/) mounted at
+#                      apaleo-base with the same config, read as a fourth throughput target
+#                      (`base`), so before and after are measured side by side [none]
 #   PLUGIN_VERSION     version the plugin was built with [build/plugin-version, which
 #                      make build writes]
 set -euo pipefail
@@ -193,6 +196,13 @@ vault plugin register -sha256="$(sha "$WORK/plugins/vault-plugin-secrets-apaleo"
 vault plugin register -sha256="$(sha "$WORK/plugins/floorplugin")" secret floorplugin >/dev/null
 vault secrets enable -path=apaleo vault-plugin-secrets-apaleo >/dev/null
 vault secrets enable -path=floor floorplugin >/dev/null
+BASELINE=${BENCH_BASELINE_PLUGIN:-}
+if [[ -n $BASELINE ]]; then
+	cp "$BASELINE" "$WORK/plugins/vault-plugin-secrets-apaleo-base"
+	vault plugin register -sha256="$(sha "$WORK/plugins/vault-plugin-secrets-apaleo-base")" \
+		-env=SSL_CERT_FILE="$CA" secret vault-plugin-secrets-apaleo-base >/dev/null
+	vault secrets enable -path=apaleo-base vault-plugin-secrets-apaleo-base >/dev/null
+fi
 if [[ $FLEET == 1 ]]; then
 	# The same binary under a second name: Vault runs it as a process of its own, so the
 	# fleet's RSS is the fleet's alone.
@@ -204,6 +214,13 @@ fi
 vault write apaleo/config/hotel-muc client_id="$CLIENT_ID" client_secret="$CLIENT_SECRET" \
 	identity_url="$IDP_URL" ca_certificate=@"$CA" scopes="reservations.read setup.read" \
 	max_token_requests_per_second=0 >/dev/null
+RW_TARGETS=creds=apaleo/creds/hotel-muc,floor=floor/creds/hotel-muc,kv=secret/data/bench
+if [[ -n $BASELINE ]]; then
+	vault write apaleo-base/config/hotel-muc client_id="$CLIENT_ID" client_secret="$CLIENT_SECRET" \
+		identity_url="$IDP_URL" ca_certificate=@"$CA" scopes="reservations.read setup.read" \
+		max_token_requests_per_second=0 >/dev/null
+	RW_TARGETS+=,base=apaleo-base/creds/hotel-muc
+fi
 # No budget: the cold reads send a token request each, faster than the default 10 per
 # second, and would measure the budget's waits (about 90 ms a read) instead of the path.
 COMMON=(-addr "$VAULT_ADDR" -token root -idp "$IDP_URL" -idp-ca "$CA")
@@ -235,7 +252,7 @@ if [[ $SCALE_ONLY != 1 ]]; then
 # --- 1. throughput
 log "read throughput: readers $READERS, $ROUNDS rounds of $ROUND_TIME per target"
 "$LOAD" rw "${COMMON[@]}" -readers "$READERS" -rounds "$ROUNDS" -round-time "$ROUND_TIME" \
-	-json "$JSON_DIR/rw.json" >>"$SECTIONS"
+	-targets "$RW_TARGETS" -json "$JSON_DIR/rw.json" >>"$SECTIONS"
 
 if [[ $PROFILE == 1 ]]; then
 	log "CPU profile of the plugin: 64 readers on creds for 10 s"

@@ -32,7 +32,7 @@ func TestAgentConsumers(t *testing.T) {
 	v := startDevVaultWith(t, "vault-agent", "info", nil)
 	v.enablePlugin(t)
 	auditLog := filepath.Join(v.dir, "audit.log")
-	v.must(t, "audit", "enable", "file", "file_path="+auditLog)
+	v.enableFileAudit(t, auditLog)
 	callback := v.Addr + "/v1/" + mount + "/callback"
 	secApp, secCC := randomSecret(t, "agent-app"), randomSecret(t, "agent-cc")
 	idp := startIdentity(t, "identity-agent", ttl,

@@ -19,7 +19,7 @@ func TestAgentRenewable120s(t *testing.T) {
 	const tokenTTL = 120 * time.Second
 	v := startDevVaultWith(t, "vault-agent120", "info", nil)
 	auditLog := filepath.Join(v.dir, "audit.log")
-	v.must(t, "audit", "enable", "file", "file_path="+auditLog)
+	v.enableFileAudit(t, auditLog)
 	sec := randomSecret(t, "muc")
 	idp := startIdentity(t, "identity-120", tokenTTL, "hotel-muc:"+sec+":MUC:account.read")
 	v.enablePlugin(t)

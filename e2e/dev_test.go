@@ -43,7 +43,7 @@ func TestDev(t *testing.T) {
 		"hotel-muc:"+e.secMuc+":MUC:account.read,reservations.read",
 		"connect-app:"+e.secApp+":BER:reservations.read,account.read:"+callback)
 	e.auditLog = filepath.Join(e.vault.dir, "audit.log")
-	e.vault.must(t, "audit", "enable", "file", "file_path="+e.auditLog)
+	e.vault.enableFileAudit(t, e.auditLog)
 
 	if !t.Run("plugin_registered", func(t *testing.T) { testPluginRegistered(t, e) }) {
 		t.FailNow()

@@ -162,3 +162,54 @@ func exchangeFlow(t *testing.T, v *vault, idp *identity, name, config string) (c
 	}
 	return code
 }
+
+// TestFlows_SupersededLink: a name has one live pending authorization. The account admin
+// opens the first of two links made for hotel-ber: apaleo redirects to Vault's callback,
+// which answers a 409 page saying a newer authorization replaced it, and the identity
+// server counts no code exchange for it; the newest link connects the hotel. Deleting
+// creds/hotel-ber ends a third link: its callback exchanges nothing either.
+func TestFlows_SupersededLink(t *testing.T) {
+	t.Parallel()
+	v := startDevVault(t)
+	v.enablePlugin(t)
+	callback := v.Addr + "/v1/" + mount + "/callback"
+	secret := randomSecret(t, "app")
+	idp := startIdentity(t, "identity", time.Hour, "connect-app:"+secret+":BER:reservations.read:"+callback)
+	v.writeConfig(t, appConfig{name: "connect", clientID: "connect-app", secret: secret, idp: idp,
+		grant: "authorization_code", redirect: callback, scopes: "reservations.read"})
+
+	first, _ := v.authorize(t, "hotel-ber", "connect")
+	second, _ := v.authorize(t, "hotel-ber", "connect")
+	plain := &http.Client{Timeout: 30 * time.Second}
+	before := idp.stats(t)
+	firstCallback := redirectFromIdentity(t, idp, first)
+	p := getPage(t, plain, firstCallback.String())
+	if p.status != http.StatusConflict || !strings.Contains(p.body, "A newer link replaced this one") || !strings.Contains(p.body, "a newer authorization of &#34;hotel-ber&#34; replaced this one") {
+		t.Errorf("the superseded link's callback: %d, want a 409 page saying a newer authorization replaced it:\n%s", p.status, p.body)
+	}
+	if got := idp.stats(t).ByGrant["authorization_code"]; got != before.ByGrant["authorization_code"] {
+		t.Errorf("the superseded link's code was exchanged: %d exchanges", got-before.ByGrant["authorization_code"])
+	}
+	if r := v.run("read", mount+"/creds/hotel-ber"); r.Err == nil {
+		t.Errorf("the superseded link stored creds/hotel-ber: %s", r.Stdout)
+	}
+	if p := getPage(t, plain, redirectFromIdentity(t, idp, second).String()); p.status != http.StatusOK || !strings.Contains(p.body, "hotel-ber") {
+		t.Fatalf("the newest link's callback: %d\n%s", p.status, p.body)
+	}
+	if got := idp.stats(t).ByGrant["authorization_code"]; got != before.ByGrant["authorization_code"]+1 {
+		t.Errorf("%d code exchanges for the newest link, want 1", got-before.ByGrant["authorization_code"])
+	}
+
+	third, _ := v.authorize(t, "hotel-ber", "connect")
+	v.must(t, "delete", mount+"/creds/hotel-ber")
+	mid := idp.stats(t)
+	if p := getPage(t, plain, redirectFromIdentity(t, idp, third).String()); p.status < 400 || p.status >= 500 {
+		t.Errorf("a link of a deleted credential: %d, want a 4xx page:\n%s", p.status, p.body)
+	}
+	if got := idp.stats(t).ByGrant["authorization_code"]; got != mid.ByGrant["authorization_code"] {
+		t.Errorf("a link of a deleted credential exchanged its code")
+	}
+	if r := v.run("read", mount+"/creds/hotel-ber"); r.Err == nil {
+		t.Errorf("a link of a deleted credential stored creds/hotel-ber: %s", r.Stdout)
+	}
+}

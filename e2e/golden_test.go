@@ -17,19 +17,33 @@ import (
 // which runs the released version's own backend from its recorded commit) and fails when
 // its output and the committed testdata/golden/<version>/ differ by a file or a byte: the
 // entries storage_compat_test.go reads are what that release writes, not a hand edit.
+// a7ba2b2 is the commit before narrowing moved to config/<config>/narrowed/, with a
+// narrowed credential made through creds/.
 func TestGoldenGenerator(t *testing.T) {
 	t.Parallel()
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, g := range []struct {
+		version string
+		args    []string
+	}{{releasedVersion, nil}, {"a7ba2b2", []string{"-golden-narrowed"}}} {
+		t.Run(g.version, func(t *testing.T) {
+			t.Parallel()
+			checkGolden(t, root, g.version, g.args)
+		})
+	}
+}
+
+func checkGolden(t *testing.T, root, version string, args []string) {
 	out := t.TempDir()
-	cmd := exec.Command(filepath.Join(root, "testdata", "golden", "generate", "generate.sh"), releasedVersion, out)
+	cmd := exec.Command(filepath.Join(root, "testdata", "golden", "generate", "generate.sh"), append([]string{version, out}, args...)...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("generate.sh %s: %v\n%s", releasedVersion, err, b)
+		t.Fatalf("generate.sh %s: %v\n%s", version, err, b)
 	}
-	committed := readTree(t, filepath.Join(root, "testdata", "golden", releasedVersion))
+	committed := readTree(t, filepath.Join(root, "testdata", "golden", version))
 	generated := readTree(t, out)
 	if len(generated) == 0 {
 		t.Fatal("the generator wrote no entries")
@@ -45,11 +59,11 @@ func TestGoldenGenerator(t *testing.T) {
 		g, inGenerated := generated[name]
 		switch {
 		case !inGenerated:
-			t.Errorf("testdata/golden/%s/%s is committed but the generator does not write it", releasedVersion, name)
+			t.Errorf("testdata/golden/%s/%s is committed but the generator does not write it", version, name)
 		case !inCommitted:
-			t.Errorf("the generator writes %s, which testdata/golden/%s lacks", name, releasedVersion)
+			t.Errorf("the generator writes %s, which testdata/golden/%s lacks", name, version)
 		case !bytes.Equal(c, g):
-			t.Errorf("testdata/golden/%s/%s differs from the generator's output:\ncommitted: %s\ngenerated: %s", releasedVersion, name, c, g)
+			t.Errorf("testdata/golden/%s/%s differs from the generator's output:\ncommitted: %s\ngenerated: %s", version, name, c, g)
 		}
 	}
 }

@@ -235,3 +235,51 @@ func excerpt(s string, n int) string {
 	}
 	return s[:n] + "..."
 }
+
+// TestHardeningTokenAnswerChecked: the dev identity server handles a refresh (so it
+// rotates the refresh token) and answers token_type "mac", then expires_in 0: each read
+// answers 502 naming the field, the rotated refresh token is kept, and the spent one never
+// goes again (the server's own count of the most sends of one refresh token stays 1). An
+// expires_in of 9300000000 is cached as 24 h.
+func TestHardeningTokenAnswerChecked(t *testing.T) {
+	t.Parallel()
+	v := startDevVaultWith(t, "vault-answers", "debug", nil)
+	const redirect = "https://app.example/cb"
+	sec := randomSecret(t, "app")
+	// Tokens of 3 s are never fresh (min_ttl's floor is 5 s): every read refreshes.
+	idp := startIdentity(t, "identity", 3*time.Second, "connect-ans:"+sec+":BER:reservations.read:"+redirect)
+	v.enablePlugin(t)
+	v.writeConfig(t, appConfig{name: "connect", clientID: "connect-ans", secret: sec, idp: idp,
+		grant: "authorization_code", redirect: redirect, scopes: "reservations.read"})
+	v.must(t, "write", mount+"/config/connect", "refresh_ahead=false", "idle_refresh_interval=0")
+	exchangeFlow(t, v, idp, "hotel-ber", "connect")
+
+	for _, c := range []struct{ set, field string }{
+		{`{"token_type":"mac"}`, "token_type"},
+		{`{"expires_in":0}`, "expires_in 0"},
+	} {
+		idp.injectFault(t, `{"set":`+c.set+`}`)
+		status, body, err := v.api(http.MethodGet, mount+"/creds/hotel-ber", nil)
+		if err != nil || status != http.StatusBadGateway || !strings.Contains(string(body), c.field) {
+			t.Errorf("answer %s: %d %v %s; want 502 naming %s", c.set, status, err, body, c.field)
+		}
+		time.Sleep(backoffWait) // failure memory's first backoff
+		if s := v.read(t, mount+"/creds/hotel-ber"); s.str("access_token") == "" {
+			t.Fatalf("read after the refused answer %s: %v", c.set, s.Data)
+		}
+	}
+	if st := idp.stats(t); st.RefreshTokenMostSent != 1 || st.Errors["invalid_grant"] != 0 {
+		t.Errorf("a refresh token was sent %d times (%d invalid_grant): the rotated one of a refused answer was not kept",
+			st.RefreshTokenMostSent, st.Errors["invalid_grant"])
+	}
+
+	idp.injectFault(t, `{"set":{"expires_in":9300000000}}`)
+	s := v.read(t, mount+"/creds/hotel-ber")
+	exp, err := time.Parse(time.RFC3339, s.str("expires_at"))
+	if err != nil || time.Until(exp) > 24*time.Hour || time.Until(exp) < 23*time.Hour {
+		t.Errorf("expires_in 9300000000: expires_at %q, want 24 h from now", s.str("expires_at"))
+	}
+}
+
+// backoffWait outlasts failure memory's first backoff (5 s, plus up to a quarter of jitter).
+const backoffWait = 6500 * time.Millisecond

@@ -3,7 +3,8 @@
 // Package e2e drives the plugin end to end: a real Vault server and CLI (build/vault),
 // the plugin binary registered in Vault's plugin catalog, and the dev identity server
 // standing in for identity.apaleo.com. Run it with `make test-e2e`, or
-// `go test -tags e2e ./e2e/` after `make build dev-identity vault`.
+// `go test -tags e2e ./e2e/` after `make build dev-identity vault`. The server may be
+// any Vault-compatible binary: OpenBao's bao runs the same tests (see serverFlavour).
 //
 // The harness, by concern: harness_test.go (TestMain, the binaries, log directories,
 // ports), proc_test.go (child processes), identity_test.go (the dev identity server),
@@ -13,7 +14,8 @@
 //
 // Environment:
 //
-//	VAULT_BIN         the vault binary (default ../build/vault)
+//	VAULT_BIN         the server and CLI binary (default ../build/vault): Vault's vault or
+//	                  OpenBao's bao, told apart by its `version` output
 //	E2E_LOG_DIR       keep every process log under this directory (default: a temp dir,
 //	                  removed after the test; the tail of each log is printed on failure)
 //	E2E_SKIP_BROWSER  1: skip the browser test (TestBrowser_AdminConnectsHotel) where no
@@ -44,6 +46,21 @@ const (
 // bins are the absolute paths of the binaries under test, found (or built) by TestMain.
 var bins struct {
 	vault, plugin, identity string
+}
+
+// serverFlavour says which server bins.vault is. The tests drive both the same way
+// except where OpenBao refuses what Vault allows (see vault.enableFileAudit).
+type serverFlavour string
+
+const (
+	flavourVault   serverFlavour = "Vault"
+	flavourOpenBao serverFlavour = "OpenBao"
+)
+
+// server is what `bins.vault version` said, read once by TestMain.
+var server struct {
+	flavour serverFlavour
+	version string // the whole first line, "Vault v1.21.1 (...)" or "OpenBao v2.6.2 (...)"
 }
 
 // pluginVersion is the version bins.plugin reports, under which the tests register it:
@@ -83,6 +100,9 @@ func findBinaries(tmp string) error {
 	if _, err := os.Stat(bins.vault); err != nil {
 		return fmt.Errorf("no vault binary at %s (run `make vault`, or set VAULT_BIN): %w", bins.vault, err)
 	}
+	if err := detectServer(); err != nil {
+		return err
+	}
 	build := func(name, pkg string, ldflags string) (string, error) {
 		if p := filepath.Join(root, "bin", name); fileExists(p) {
 			return p, nil
@@ -110,6 +130,28 @@ func findBinaries(tmp string) error {
 	if bins.identity, err = build("apaleo-dev-identity", "./cmd/apaleo-dev-identity", ""); err != nil {
 		return err
 	}
+	return nil
+}
+
+// detectServer runs `bins.vault version` and sets server from its first line, which
+// each server starts with its own name. An unknown server is an error rather than a
+// guess: its differences would show as failures far from the cause.
+func detectServer() error {
+	out, err := exec.Command(bins.vault, "version").Output()
+	if err != nil {
+		return fmt.Errorf("%s version: %w", bins.vault, err)
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	server.version = line
+	switch {
+	case strings.HasPrefix(line, "Vault "):
+		server.flavour = flavourVault
+	case strings.HasPrefix(line, "OpenBao "):
+		server.flavour = flavourOpenBao
+	default:
+		return fmt.Errorf("%s version says %q: neither Vault nor OpenBao", bins.vault, line)
+	}
+	fmt.Fprintf(os.Stderr, "e2e: server %s (%s)\n", line, bins.vault)
 	return nil
 }
 
@@ -152,11 +194,14 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// baseEnv is the test's environment without VAULT_* variables, with HOME replaced.
+// baseEnv is the test's environment without VAULT_* and BAO_* variables, with HOME
+// replaced. OpenBao reads VAULT_ADDR and the like when the BAO_ name is unset, so the
+// VAULT_* variables the tests set reach either server; a BAO_ADDR of the caller's
+// would win over them.
 func baseEnv(home string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "VAULT_") || strings.HasPrefix(kv, "HOME=") {
+		if strings.HasPrefix(kv, "VAULT_") || strings.HasPrefix(kv, "BAO_") || strings.HasPrefix(kv, "HOME=") {
 			continue
 		}
 		env = append(env, kv)

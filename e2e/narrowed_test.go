@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -32,8 +33,8 @@ func TestNarrowed(t *testing.T) {
 		scopes: "account.read reservations.read reservations.manage"})
 	v.must(t, "write", mount+"/config/hotel-muc", "max_token_requests_per_second=1")
 
-	reports := v.write(t, mount+"/creds/muc-reports", "config=hotel-muc", "scopes=reservations.read")
-	v.write(t, mount+"/creds/muc-audit", "config=hotel-muc", "scopes=reservations.read,reservations.manage")
+	reports := v.write(t, mount+"/config/hotel-muc/narrowed/muc-reports", "scopes=reservations.read")
+	v.write(t, mount+"/config/hotel-muc/narrowed/muc-audit", "scopes=reservations.read,reservations.manage")
 	if got := reports.list("scopes"); !slices.Equal(got, []string{"reservations.read"}) || reports.str("config") != "hotel-muc" {
 		t.Errorf("creating creds/muc-reports answered %v", reports.Data)
 	}
@@ -43,10 +44,12 @@ func TestNarrowed(t *testing.T) {
 
 	t.Run("refused", func(t *testing.T) {
 		for _, args := range [][]string{
-			{mount + "/creds/muc-wide", "config=hotel-muc", "scopes=reservations.read,rateplans.manage"},
-			{mount + "/creds/muc-empty", "config=hotel-muc", "scopes=,"},
-			{mount + "/creds/hotel-muc", "config=hotel-muc", "scopes=reservations.read"},
-			{mount + "/creds/muc-reports", "config=hotel-muc", "scopes=account.read"},
+			{mount + "/config/hotel-muc/narrowed/muc-wide", "scopes=reservations.read,rateplans.manage"},
+			{mount + "/config/hotel-muc/narrowed/muc-empty", "scopes=,"},
+			{mount + "/config/hotel-muc/narrowed/hotel-muc", "scopes=reservations.read"},
+			{mount + "/config/hotel-muc/narrowed/muc-reports", "scopes=account.read"},
+			// creds/ no longer narrows: it names the config's path instead.
+			{mount + "/creds/muc-old-way", "config=hotel-muc", "scopes=reservations.read"},
 		} {
 			if msg := v.mustFail(t, append([]string{"write"}, args...)...); !strings.Contains(msg, "Code: 400") {
 				t.Errorf("write %v: want a 400, got:\n%s", args, msg)
@@ -59,6 +62,7 @@ func TestNarrowed(t *testing.T) {
 
 	t.Run("load", func(t *testing.T) { testNarrowedLoad(t, v, idp) })
 	t.Run("policy", func(t *testing.T) { testNarrowedPolicy(t, v) })
+	t.Run("narrow_policy", func(t *testing.T) { testNarrowPolicy(t, v, idp) })
 	t.Run("lifecycle", func(t *testing.T) { testNarrowedLifecycle(t, v, idp) })
 }
 
@@ -163,6 +167,67 @@ func testNarrowedPolicy(t *testing.T, v *vault) {
 	}
 }
 
+// testNarrowPolicy: who may narrow an app is decided by a policy on the config's own
+// path. A token allowed create, read and update on creds/team-x (an import right) gets a
+// 400 naming config/hotel-muc/narrowed/team-x and reads no token of hotel-muc's app; a
+// token allowed config/hotel-muc/narrowed/* narrows hotel-muc, and gets 403 on another
+// config's narrowed path and on config/hotel-muc itself. The identity server counts no
+// token request for any of it.
+func testNarrowPolicy(t *testing.T, v *vault, idp *identity) {
+	importer := v.policyTokenHCL(t, "team-x-import", `path "`+mount+`/creds/team-x" { capabilities = ["create", "read", "update"] }`)
+	narrower := v.policyTokenHCL(t, "muc-narrow", `path "`+mount+`/config/hotel-muc/narrowed/*" { capabilities = ["create", "read", "delete", "list"] }`+"\n"+
+		`path "`+mount+`/config/hotel-muc/narrowed" { capabilities = ["list"] }`)
+	before := idp.stats(t).TokenRequests
+	status, body, err := v.apiAs(importer, http.MethodPost, mount+"/creds/team-x", map[string]any{"config": "hotel-muc", "scopes": "reservations.read"})
+	if err != nil || status != http.StatusBadRequest || !strings.Contains(string(body), "config/hotel-muc/narrowed/team-x") {
+		t.Errorf("creds/team-x config=hotel-muc with an import policy: %d %v %s, want a 400 naming config/hotel-muc/narrowed/team-x", status, err, body)
+	}
+	if status, body, _ := v.apiAs(importer, http.MethodGet, mount+"/creds/team-x", nil); status == http.StatusOK {
+		t.Errorf("the import policy read a token at creds/team-x: %s", body)
+	}
+	status, body, err = v.apiAs(narrower, http.MethodPost, mount+"/config/hotel-muc/narrowed/team-y", map[string]any{"scopes": "reservations.read"})
+	if err != nil || status != http.StatusOK {
+		t.Errorf("narrowing hotel-muc with its narrow policy: %d %v %s", status, err, body)
+	}
+	status, body, _ = v.apiAs(narrower, http.MethodGet, mount+"/config/hotel-muc/narrowed/team-y", nil)
+	if status != http.StatusOK || !strings.Contains(string(body), `"reservations.read"`) {
+		t.Errorf("reading config/hotel-muc/narrowed/team-y: %d %s", status, body)
+	}
+	status, body, _ = v.apiAs(narrower, "LIST", mount+"/config/hotel-muc/narrowed", nil)
+	if status != http.StatusOK || !strings.Contains(string(body), `"team-y"`) || !strings.Contains(string(body), `"muc-reports"`) {
+		t.Errorf("listing config/hotel-muc/narrowed: %d %s", status, body)
+	}
+	for _, path := range []string{"/config/other/narrowed/team-z", "/config/hotel-muc"} {
+		if status, _, _ := v.apiAs(narrower, http.MethodPost, mount+path, map[string]any{"scopes": "reservations.read"}); status != http.StatusForbidden {
+			t.Errorf("the narrow policy of hotel-muc writing %s: %d, want 403", path, status)
+		}
+	}
+	if status, _, _ := v.apiAs(narrower, http.MethodGet, mount+"/creds/team-y", nil); status != http.StatusForbidden {
+		t.Errorf("the narrow policy read creds/team-y: %d, want 403 (reading is creds/'s policy)", status)
+	}
+	if status, _, _ := v.apiAs(narrower, http.MethodDelete, mount+"/config/hotel-muc/narrowed/team-y", nil); status != http.StatusNoContent {
+		t.Errorf("deleting config/hotel-muc/narrowed/team-y: %d", status)
+	}
+	if keys := v.list(t, mount+"/creds/"); slices.Contains(keys, "team-y") || slices.Contains(keys, "team-x") {
+		t.Errorf("creds/ after the policy checks: %q", keys)
+	}
+	if after := idp.stats(t).TokenRequests; after != before {
+		t.Errorf("the policy checks sent %d token requests", after-before)
+	}
+}
+
+// policyTokenHCL writes policy name with hcl and returns a token holding only it.
+func (v *vault) policyTokenHCL(t *testing.T, name, hcl string) string {
+	t.Helper()
+	v.must(t, "policy", "write", name, writeFile(t, filepath.Join(v.dir, name+".hcl"), hcl+"\n"))
+	var tok vaultSecret
+	v.jsonOut(t, &tok, "token", "create", "-format=json", "-policy="+name, "-ttl=1h")
+	if tok.Auth == nil || tok.Auth.ClientToken == "" {
+		t.Fatal("token create returned no token")
+	}
+	return tok.Auth.ClientToken
+}
+
 // testNarrowedLifecycle: list -detailed, config delete refused while used, delete with
 // nothing revoked at the identity server.
 func testNarrowedLifecycle(t *testing.T, v *vault, idp *identity) {
@@ -183,7 +248,7 @@ func testNarrowedLifecycle(t *testing.T, v *vault, idp *identity) {
 	}
 	before := idp.stats(t)
 	v.must(t, "delete", mount+"/creds/muc-reports")
-	v.must(t, "delete", mount+"/creds/muc-audit")
+	v.must(t, "delete", mount+"/config/hotel-muc/narrowed/muc-audit")
 	if after := idp.stats(t); after.Revocations != before.Revocations || after.TokenRequests != before.TokenRequests {
 		t.Errorf("deleting narrowed credentials called the identity server: %+v -> %+v", before, after)
 	}

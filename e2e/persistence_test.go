@@ -27,7 +27,7 @@ func TestPersistence(t *testing.T) {
 	v := startRaftVault(t)
 	v.enablePlugin(t)
 	auditLog := filepath.Join(v.dir, "audit.log")
-	v.must(t, "audit", "enable", "file", "file_path="+auditLog)
+	v.enableFileAudit(t, auditLog)
 
 	v.writeConfig(t, appConfig{name: "hotel-muc", clientID: "hotel-muc", secret: secMuc, idp: long, scopes: "account.read"})
 	v.writeConfig(t, appConfig{name: "connect", clientID: "connect-app", secret: secApp, idp: long,
@@ -80,7 +80,7 @@ func TestPersistence(t *testing.T) {
 	}
 
 	if !t.Run("plugin_reload", func(t *testing.T) {
-		v.must(t, "plugin", "reload", "-type=secret", "-plugin="+pluginName)
+		v.reloadPlugin(t)
 		check(t, 1)
 		// `vault plugin reload -mounts` of Vault 1.21.1 sends no mounts in the root
 		// namespace (it asks for /sys/plugins/reload/unknown): use the API.

@@ -60,7 +60,7 @@ func TestProxyLeaseCache(t *testing.T) {
 
 	v := startDevVaultWith(t, "vault-proxy", "info", nil)
 	auditLog := filepath.Join(v.dir, "audit.log")
-	v.must(t, "audit", "enable", "file", "file_path="+auditLog)
+	v.enableFileAudit(t, auditLog)
 	secMuc, secBer := randomSecret(t, "muc"), randomSecret(t, "ber")
 	// One identity server per config, so each phase's token count is its own.
 	idpProxy := startIdentity(t, "identity-proxy", tokenTTL, "hotel-muc:"+secMuc+":MUC:account.read")

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -81,7 +82,7 @@ func TestSecretScan(t *testing.T) {
 		"connect-app:"+secApp+":BER:reservations.read,account.read:"+callback,
 		"connect-ext:"+secExt+":EXT:reservations.read:"+extRedirect)
 	auditLog := v.dir + "/audit.log"
-	v.must(t, "audit", "enable", "file", "file_path="+auditLog)
+	v.enableFileAudit(t, auditLog)
 	v.enablePlugin(t)
 
 	var watch secretWatch
@@ -321,7 +322,14 @@ func TestSecretScan(t *testing.T) {
 		}
 		t.Error(h)
 	}
-	if exempt == 0 {
+	switch {
+	case server.flavour == flavourOpenBao:
+		// OpenBao's audit entries have no request_uri (its format predates Vault's), so
+		// no callback code is there to find: the control is that none is.
+		if bytes.Contains(audit, []byte(`"request_uri"`)) {
+			t.Error("OpenBao's audit log has a request_uri field: make the control below apply to it")
+		}
+	case exempt == 0:
 		t.Error("control: the scan found no callback code in the audit log's request_uri")
 	}
 	var respBytes int

@@ -152,6 +152,13 @@ func TestUpgrade(t *testing.T) {
 // own Makefile (scripts/build-released; the build is cached under build/released/).
 func buildReleased(t *testing.T, version string) string {
 	t.Helper()
+	return buildHistory(t, version)
+}
+
+// buildHistory is buildReleased with more environment (BUILD_COMMIT=<commit> builds that
+// commit, reporting version).
+func buildHistory(t *testing.T, version string, env ...string) string {
+	t.Helper()
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)
@@ -159,6 +166,7 @@ func buildReleased(t *testing.T, version string) string {
 	start := time.Now()
 	cmd := exec.Command(filepath.Join(root, "scripts", "build-released"), version)
 	cmd.Dir = root
+	cmd.Env = append(os.Environ(), env...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -220,4 +228,61 @@ func checkRunning(t *testing.T, v *vault, version string, cmds map[string]string
 	if m.Type != pluginName || m.PluginVersion != version || m.RunningPluginVersion != version || m.RunningSha256 != wantSum {
 		t.Errorf("vault secrets list -detailed: %s/ is %+v, want %s running %s (sha256 %s)", mount, m, pluginName, version, wantSum)
 	}
+}
+
+// preNarrowedCommit is main before narrowing moved to config/<config>/narrowed/<name>:
+// its narrowed credentials were made through creds/<name>.
+const (
+	preNarrowedCommit  = "a7ba2b2"
+	preNarrowedVersion = "v0.2.0-pre.a7ba2b2"
+)
+
+// TestUpgrade_Narrowed upgrades in place from commit a7ba2b2, built from history, on a
+// storage where that code made a narrowed credential through creds/: after the upgrade
+// the credential answers the access token cached before it (0 token requests at the
+// identity server), shows at config/hotel-muc/narrowed/, keeps config/hotel-muc from
+// being deleted, and is deleted at the new path.
+func TestUpgrade_Narrowed(t *testing.T) {
+	t.Parallel()
+	secMuc := randomSecret(t, "muc")
+	idp := startIdentity(t, "identity", time.Hour, "hotel-muc:"+secMuc+":MUC:account.read,reservations.read")
+	v := startRaftVault(t)
+	cmds := map[string]string{
+		preNarrowedVersion: installPlugin(t, v, preNarrowedVersion, buildHistory(t, preNarrowedVersion, "BUILD_COMMIT="+preNarrowedCommit)),
+		currentVersion:     installPlugin(t, v, currentVersion, buildCurrent(t, currentVersion)),
+	}
+	for version, cmd := range cmds {
+		v.must(t, "plugin", "register", "-sha256="+sha256File(t, filepath.Join(v.pluginDir, cmd)),
+			"-version="+version, "-command="+cmd, "secret", pluginName)
+	}
+	v.must(t, "secrets", "enable", "-path="+mount, "-plugin-version="+preNarrowedVersion, pluginName)
+	checkRunning(t, v, preNarrowedVersion, cmds)
+	v.writeConfig(t, appConfig{name: "hotel-muc", clientID: "hotel-muc", secret: secMuc, idp: idp, scopes: "account.read reservations.read"})
+	v.write(t, mount+"/creds/muc-reports", "config=hotel-muc", "scopes=reservations.read")
+	kept := v.read(t, mount+"/creds/muc-reports").str("access_token")
+	before := idp.stats(t).TokenRequests
+
+	v.must(t, "secrets", "tune", "-plugin-version="+currentVersion, mount+"/")
+	v.must(t, "write", "sys/plugins/reload/backend", "mounts="+mount+"/")
+	checkRunning(t, v, currentVersion, cmds)
+	if got := v.read(t, mount+"/creds/muc-reports"); got.str("access_token") != kept || got.str("config") != "hotel-muc" {
+		t.Errorf("creds/muc-reports after the upgrade: %v, want the token cached under %s", got.Data, preNarrowedVersion)
+	}
+	if n := idp.stats(t).TokenRequests - before; n != 0 {
+		t.Errorf("the upgrade and the cached read made %d token requests, want 0", n)
+	}
+	if got := v.read(t, mount+"/config/hotel-muc/narrowed/muc-reports"); got.str("config") != "hotel-muc" || fmt.Sprint(got.Data["scopes"]) != "[reservations.read]" {
+		t.Errorf("config/hotel-muc/narrowed/muc-reports after the upgrade: %v", got.Data)
+	}
+	if keys := v.list(t, mount+"/config/hotel-muc/narrowed/"); len(keys) != 1 || keys[0] != "muc-reports" {
+		t.Errorf("config/hotel-muc/narrowed/ after the upgrade: %q", keys)
+	}
+	if msg := v.mustFail(t, "delete", mount+"/config/hotel-muc"); !strings.Contains(msg, "muc-reports") {
+		t.Errorf("config/hotel-muc deleted while the narrowed credential uses it: %s", msg)
+	}
+	v.must(t, "delete", mount+"/config/hotel-muc/narrowed/muc-reports")
+	if r := v.run("read", mount+"/creds/muc-reports"); r.Err == nil {
+		t.Errorf("creds/muc-reports readable after its delete: %s", r.Stdout)
+	}
+	v.must(t, "delete", mount+"/config/hotel-muc")
 }

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ type vault struct {
 	dir       string
 	home      string
 	pluginDir string
+	config    string // the server's config file
 	args      []string
 	log       string
 	raft      bool
@@ -123,9 +125,9 @@ func startDevVaultHCL(t *testing.T, name, logLevel, moreHCL string, tr *transcri
 	port := freePort(t)
 	v.Addr = fmt.Sprintf("http://127.0.0.1:%d", port)
 	v.Token = rootToken
-	cfg := writeFile(t, filepath.Join(v.dir, "config.hcl"), fmt.Sprintf("plugin_directory = %q\ndisable_mlock = true\n", v.pluginDir)+moreHCL)
+	v.config = writeFile(t, filepath.Join(v.dir, "config.hcl"), fmt.Sprintf("plugin_directory = %q\ndisable_mlock = true\n", v.pluginDir)+moreHCL)
 	v.args = []string{"server", "-dev", "-dev-root-token-id=" + rootToken, "-dev-no-store-token",
-		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port), "-config=" + cfg, "-log-level=" + logLevel}
+		fmt.Sprintf("-dev-listen-address=127.0.0.1:%d", port), "-config=" + v.config, "-log-level=" + logLevel}
 	v.start(t)
 	v.waitHealth(t, http.StatusOK)
 	return v
@@ -157,7 +159,7 @@ func (v *vault) configureRaft(t *testing.T, nodeID string, port, cport, perfMult
 	if err := os.MkdirAll(data, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cfg := writeFile(t, filepath.Join(v.dir, "config.hcl"), fmt.Sprintf(`
+	v.config = writeFile(t, filepath.Join(v.dir, "config.hcl"), fmt.Sprintf(`
 storage "raft" {
   path                   = %q
   node_id                = %q
@@ -177,7 +179,7 @@ plugin_directory = %q
 disable_mlock    = true
 log_level        = "debug"
 `, data, nodeID, perfMultiplier, port, cport, v.Addr, cport, v.pluginDir))
-	v.args = []string{"server", "-config=" + cfg}
+	v.args = []string{"server", "-config=" + v.config}
 }
 
 // initRaft initialises a raft node with one key share and keeps its unseal key and
@@ -431,15 +433,80 @@ func (v *vault) list(t *testing.T, path string) []string {
 
 // enablePlugin registers the plugin binary with its sha256 and version and mounts it at
 // apaleo/ pinned to that version. env (K=V) is the plugin process's environment, passed
-// with `vault plugin register -env`.
+// with `vault plugin register -env`; bao's register command has no -env flag, so against
+// OpenBao a plugin with an environment is registered through the catalog API, which
+// takes the same "env" field.
 func (v *vault) enablePlugin(t *testing.T, env ...string) {
 	t.Helper()
-	args := []string{"plugin", "register", "-sha256=" + sha256File(t, filepath.Join(v.pluginDir, pluginName)), "-version=" + pluginVersion}
-	for _, kv := range env {
-		args = append(args, "-env="+kv)
+	sum := sha256File(t, filepath.Join(v.pluginDir, pluginName))
+	if len(env) > 0 && server.flavour == flavourOpenBao {
+		status, body, err := v.api(http.MethodPut, "sys/plugins/catalog/secret/"+pluginName,
+			map[string]any{"sha256": sum, "version": pluginVersion, "command": pluginName, "env": env})
+		if err != nil || status != http.StatusNoContent {
+			t.Fatalf("register %s with env: %d %s %v", pluginName, status, body, err)
+		}
+	} else {
+		args := []string{"plugin", "register", "-sha256=" + sum, "-version=" + pluginVersion}
+		for _, kv := range env {
+			args = append(args, "-env="+kv)
+		}
+		v.must(t, append(args, "secret", pluginName)...)
 	}
-	v.must(t, append(args, "secret", pluginName)...)
 	v.must(t, "secrets", "enable", "-path="+mount, "-plugin-version="+pluginVersion, pluginName)
+}
+
+// reloadPlugin restarts the plugin's processes on every mount of it, by plugin name.
+// Vault 1.21 wants the plugin type with the name; bao's reload command has no -type flag
+// (a name is unique across types there).
+func (v *vault) reloadPlugin(t *testing.T) {
+	t.Helper()
+	if server.flavour == flavourOpenBao {
+		v.must(t, "plugin", "reload", "-plugin="+pluginName)
+		return
+	}
+	v.must(t, "plugin", "reload", "-type=secret", "-plugin="+pluginName)
+}
+
+// enableFileAudit enables a file audit device at file/ writing to path, as
+// `vault audit enable file` does. OpenBao 2.x refuses audit devices created through the
+// API; it takes them from an audit stanza of the server's config file, read at start and
+// on SIGHUP. So against OpenBao the stanza goes into v.config (where a restart finds it
+// again, as Vault finds an API-made device in its storage) and the server is reloaded;
+// either way this returns once sys/audit lists the device.
+func (v *vault) enableFileAudit(t *testing.T, path string) {
+	t.Helper()
+	if server.flavour != flavourOpenBao {
+		v.must(t, "audit", "enable", "file", "file_path="+path)
+		return
+	}
+	f, err := os.OpenFile(v.config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = fmt.Fprintf(f, "\naudit \"file\" \"file\" {\n  options {\n    file_path = %q\n  }\n}\n", path)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.proc.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the file audit device from "+v.config, 30*time.Second, 50*time.Millisecond, func() (bool, error) {
+		status, body, err := v.api(http.MethodGet, "sys/audit", nil)
+		if err != nil || status != http.StatusOK {
+			return false, fmt.Errorf("sys/audit: %d %s %v", status, body, err)
+		}
+		var devices struct {
+			Data map[string]any `json:"data"`
+		}
+		if err := json.Unmarshal(body, &devices); err != nil {
+			return false, err
+		}
+		_, ok := devices.Data["file/"]
+		return ok, fmt.Errorf("sys/audit lists no file/: %s", body)
+	})
 }
 
 func sha256File(t *testing.T, path string) string {

@@ -211,7 +211,9 @@ func readLevel(c *common, targets []target, readers, rounds int, roundTime, warm
 			return nil, fmt.Errorf("%s: %d failed reads at %d readers", tr.Target, tr.Errors, readers)
 		}
 	}
-	pairs := [][2]int{{0, 1}, {0, 2}, {1, 2}}
+	// A fourth target is a baseline build of the plugin (BENCH_BASELINE_PLUGIN): the plugin
+	// against it, and it against the floor and KV v2, measured under the same noise.
+	pairs := [][2]int{{0, 1}, {0, 2}, {1, 2}, {0, 3}, {3, 1}, {3, 2}}
 	for _, p := range pairs {
 		if p[1] >= len(lr.Targets) {
 			continue

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -164,6 +165,7 @@ func TestFaultJSONRoundTrip(t *testing.T) {
 	in := []devidp.Fault{
 		{Status: 429, RetryAfter: "Wed, 21 Oct 2015 07:28:00 GMT", Body: `{"error":"x"}`, Delay: 1500 * time.Millisecond},
 		{Hang: true}, {Drop: true}, {Truncate: true, NoExpiresIn: true}, {DropAfterHandle: true},
+		{Set: map[string]json.RawMessage{"token_type": json.RawMessage(`"mac"`), "expires_in": json.RawMessage(`0`)}},
 	}
 	b, err := json.Marshal(in)
 	if err != nil {
@@ -180,7 +182,7 @@ func TestFaultJSONRoundTrip(t *testing.T) {
 		t.Fatal(out)
 	}
 	for i := range in {
-		if in[i] != out[i] {
+		if !reflect.DeepEqual(in[i], out[i]) {
 			t.Errorf("%d: %+v != %+v", i, in[i], out[i])
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -18,7 +19,7 @@ import (
 // Fault is a misbehaviour of the token endpoint. Queued faults are consumed
 // one per POST /connect/token request, first in first out. The steps run in
 // this order: Delay, then Hang or Drop or Status (first set wins), else normal
-// handling, with Truncate / NoExpiresIn / DropAfterHandle applied to its
+// handling, with Set / Truncate / NoExpiresIn / DropAfterHandle applied to its
 // answer.
 //
 // JSON form (POST /_admin/faults takes a list or one object; unknown keys are
@@ -26,7 +27,7 @@ import (
 //
 //	{"status": 503, "retry_after": "2", "body": "...", "delay": "1.5s",
 //	 "hang": true, "drop": true, "truncate": true, "no_expires_in": true,
-//	 "drop_after_handle": true}
+//	 "drop_after_handle": true, "set": {"token_type": "mac", "expires_in": 0}}
 //
 // "delay" is a Go duration string ("250ms", "2s") or a number of seconds.
 type Fault struct {
@@ -58,6 +59,10 @@ type Fault struct {
 	// rotated and a code IS used up server-side), then closes the connection
 	// without sending the answer.
 	DropAfterHandle bool
+	// Set handles the request normally (a refresh token IS rotated) and
+	// replaces these fields of a successful JSON answer: an answer a client
+	// must refuse, such as token_type "mac" or expires_in 0.
+	Set map[string]json.RawMessage
 }
 
 // String describes f for logs.
@@ -77,6 +82,9 @@ func (f Fault) String() string {
 	if f.Truncate {
 		parts = append(parts, "truncate")
 	}
+	if len(f.Set) > 0 {
+		parts = append(parts, "set")
+	}
 	if f.NoExpiresIn {
 		parts = append(parts, "no_expires_in")
 	}
@@ -90,15 +98,16 @@ func (f Fault) String() string {
 }
 
 type faultJSON struct {
-	Status          int             `json:"status,omitempty"`
-	RetryAfter      string          `json:"retry_after,omitempty"`
-	Body            string          `json:"body,omitempty"`
-	Delay           json.RawMessage `json:"delay,omitempty"`
-	Hang            bool            `json:"hang,omitempty"`
-	Drop            bool            `json:"drop,omitempty"`
-	Truncate        bool            `json:"truncate,omitempty"`
-	NoExpiresIn     bool            `json:"no_expires_in,omitempty"`
-	DropAfterHandle bool            `json:"drop_after_handle,omitempty"`
+	Status          int                        `json:"status,omitempty"`
+	RetryAfter      string                     `json:"retry_after,omitempty"`
+	Body            string                     `json:"body,omitempty"`
+	Delay           json.RawMessage            `json:"delay,omitempty"`
+	Hang            bool                       `json:"hang,omitempty"`
+	Drop            bool                       `json:"drop,omitempty"`
+	Truncate        bool                       `json:"truncate,omitempty"`
+	NoExpiresIn     bool                       `json:"no_expires_in,omitempty"`
+	DropAfterHandle bool                       `json:"drop_after_handle,omitempty"`
+	Set             map[string]json.RawMessage `json:"set,omitempty"`
 }
 
 // MarshalJSON writes the JSON form described at Fault.
@@ -106,7 +115,7 @@ func (f Fault) MarshalJSON() ([]byte, error) {
 	j := faultJSON{
 		Status: f.Status, RetryAfter: f.RetryAfter, Body: f.Body,
 		Hang: f.Hang, Drop: f.Drop, Truncate: f.Truncate,
-		NoExpiresIn: f.NoExpiresIn, DropAfterHandle: f.DropAfterHandle,
+		NoExpiresIn: f.NoExpiresIn, DropAfterHandle: f.DropAfterHandle, Set: f.Set,
 	}
 	if f.Delay != 0 {
 		j.Delay, _ = json.Marshal(f.Delay.String())
@@ -147,7 +156,7 @@ func (f *Fault) UnmarshalJSON(data []byte) error {
 	*f = Fault{
 		Status: j.Status, RetryAfter: j.RetryAfter, Body: j.Body, Delay: d,
 		Hang: j.Hang, Drop: j.Drop, Truncate: j.Truncate,
-		NoExpiresIn: j.NoExpiresIn, DropAfterHandle: j.DropAfterHandle,
+		NoExpiresIn: j.NoExpiresIn, DropAfterHandle: j.DropAfterHandle, Set: j.Set,
 	}
 	return nil
 }
@@ -298,10 +307,13 @@ func (s *Server) applyPostFault(w http.ResponseWriter, rec *recorder, f Fault) {
 		return
 	}
 	body := rec.body.Bytes()
-	if f.NoExpiresIn && rec.code == http.StatusOK {
+	if (f.NoExpiresIn || len(f.Set) > 0) && rec.code == http.StatusOK {
 		var m map[string]json.RawMessage
 		if json.Unmarshal(body, &m) == nil {
-			delete(m, "expires_in")
+			if f.NoExpiresIn {
+				delete(m, "expires_in")
+			}
+			maps.Copy(m, f.Set)
 			if b, err := json.Marshal(m); err == nil {
 				body = b
 			}

@@ -412,7 +412,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, info *reqLo
 	if s.applyPreFault(w, r, fault) {
 		return
 	}
-	if !fault.Truncate && !fault.NoExpiresIn && !fault.DropAfterHandle {
+	if !fault.Truncate && !fault.NoExpiresIn && !fault.DropAfterHandle && len(fault.Set) == 0 {
 		s.token(r.Context(), w, r, grant)
 		return
 	}

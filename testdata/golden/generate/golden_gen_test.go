@@ -23,7 +23,12 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
-var goldenOut = flag.String("golden-out", "", "directory to write the storage entries into")
+var (
+	goldenOut = flag.String("golden-out", "", "directory to write the storage entries into")
+	// goldenNarrowed also writes a narrowed credential through creds/ (the code of commit
+	// a7ba2b2, before narrowing moved to config/<config>/narrowed/<name>; v0.1.0 had none).
+	goldenNarrowed = flag.Bool("golden-narrowed", false, "also narrow config/hotel-muc through a creds/ create and read its token")
+)
 
 // goldenNow is the release's commit time; the cached tokens expire in 2086 so that a
 // later version reading them answers them from its cache, without an identity server.
@@ -113,6 +118,10 @@ func TestWriteGolden(t *testing.T) {
 	do(logical.ReadOperation, "creds/hotel-muc", nil)
 	state := do(logical.UpdateOperation, "authorize/hotel-ber", map[string]any{"config": "connect"}).Data["state"]
 	do(logical.UpdateOperation, "exchange", map[string]any{"state": state, "code": "golden-code"})
+	if *goldenNarrowed {
+		do(logical.CreateOperation, "creds/muc-reports", map[string]any{"config": "hotel-muc", "scopes": "reservations.read"})
+		do(logical.ReadOperation, "creds/muc-reports", nil)
+	}
 	// Left pending: an authorization started and not completed.
 	do(logical.UpdateOperation, "authorize/hotel-ham", map[string]any{"config": "connect", "scopes": "reservations.read"})
 
