@@ -43,7 +43,7 @@ import (
 
 var (
 	simAuthSeed  = flag.Uint64("simauth.seed", 0, "TestSimAuthCode: replay this one schedule")
-	simAuthN     = flag.Int("simauth.n", 30, "TestSimAuthCode: how many schedules to run")
+	simAuthN     = flag.Int("simauth.n", 20, "TestSimAuthCode: how many schedules to run")
 	simAuthFirst = flag.Uint64("simauth.first", 1, "TestSimAuthCode: the first seed of the run")
 	simAuthFails = flag.Int("simauth.maxfail", 5, "TestSimAuthCode: stop after this many failing schedules")
 	simAuthTwice = flag.Bool("simauth.twice", false, "TestSimAuthCode: run each schedule twice and fail where the two traces differ")
@@ -709,7 +709,7 @@ func (x *authSim) sendsNow() int {
 func (x *authSim) callNoSend(r *flowRun, state, code, what string) (bool, int) {
 	before, _ := x.lineage(r.name)
 	sends := x.sendsNow()
-	ok, status := x.redeem(r.app, state, code, "")
+	ok, status := x.redeem(r.app, state, code)
 	after, _ := x.lineage(r.name)
 	if n := x.sendsNow() - sends; n > 0 {
 		x.violate("%s: %s sent %d code exchange(s) to apaleo", r.tag, what, n)
@@ -730,7 +730,7 @@ func (x *authSim) declined(r *flowRun) {
 
 // redeem is apaleo's redirect reaching Vault: the callback, or the operator's app calling
 // exchange. With code "", the redirect carries error=access_denied.
-func (x *authSim) redeem(app, state, code, _ string) (bool, int) {
+func (x *authSim) redeem(app, state, code string) (bool, int) {
 	w := x.w
 	active, _ := w.nodesNow()
 	if !x.sc.ownApp[app] || code == "" {
@@ -799,12 +799,12 @@ func (x *authSim) complete(r *flowRun) {
 	var status int
 	if r.kind == "delete-inflight" {
 		done := make(chan struct{})
-		go func() { defer close(done); ok, status = x.redeem(r.app, r.state, r.code.code, "") }()
+		go func() { defer close(done); ok, status = x.redeem(r.app, r.state, r.code.code) }()
 		time.Sleep(time.Second)
 		x.deleteCred(r)
 		<-done
 	} else {
-		ok, status = x.redeem(r.app, r.state, r.code.code, "")
+		ok, status = x.redeem(r.app, r.state, r.code.code)
 	}
 	after, cred := x.lineage(r.name)
 	x.w.idp.mu.Lock()
@@ -843,7 +843,11 @@ func (x *authSim) succeeded(r *flowRun, after string, cred *credential) {
 	}
 	switch {
 	case r.replace || r.pin:
-		if !strings.EqualFold(cred.AccountCode, fmt.Sprint(map[bool]string{true: r.as, false: x.home[r.name]}[r.replace])) {
+		pinned := x.home[r.name] // account_code: the account the name holds, or the new one with replace
+		if r.replace {
+			pinned = r.as
+		}
+		if !strings.EqualFold(cred.AccountCode, pinned) {
 			x.violate("%s: creds/%s was stored for account %s, not the account_code given", r.tag, r.name, cred.AccountCode)
 		}
 	case r.old != nil && r.old.AccountCode != "" && !strings.EqualFold(cred.AccountCode, r.old.AccountCode):
