@@ -52,11 +52,25 @@ var (
 // simAuthRegressions are seeds that once failed: each runs in every go test.
 var simAuthRegressions = []uint64{}
 
+// simAuthOpen are seeds that fail on the code as it is, not yet understood or fixed: they
+// run with -simauth.open (go test -run 'TestSimAuthCode$' -simauth.open -v).
+//
+//	1400  app0 sent 3 token requests in one second, budget 2
+//	1713  after a restart between consent and callback, creds/h1 holds the replaced
+//	      authorization again and the new one's refresh token is live and unstored (the
+//	      old node, cleaned, finishing a slow refresh? it passes without the restart)
+var simAuthOpen = []uint64{1400, 1713}
+
+var simAuthRunOpen = flag.Bool("simauth.open", false, "TestSimAuthCode: run the open seeds (simAuthOpen)")
+
 func TestSimAuthCode(t *testing.T) {
 	var seeds []uint64
-	if *simAuthSeed != 0 {
+	switch {
+	case *simAuthSeed != 0:
 		seeds = []uint64{*simAuthSeed}
-	} else {
+	case *simAuthRunOpen:
+		seeds = simAuthOpen
+	default:
 		for i := range *simAuthN {
 			seeds = append(seeds, *simAuthFirst+uint64(i))
 		}
