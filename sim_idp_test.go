@@ -132,6 +132,9 @@ type simIDP struct {
 	taken     map[time.Time]bool // instants claimed by a timer (claim)
 	// slept: the moment a policy sleep asked for, by the instant it woke at (wake).
 	slept map[time.Time]time.Time
+	// codeGrant, where a test taught the server the authorization_code grant
+	// (sim_authcode_test.go), answers it; called under mu.
+	codeGrant func(node int, app *simApp, secret string, form url.Values, now time.Time) simAnswer
 }
 
 type simOutage struct {
@@ -535,7 +538,12 @@ func (s *simIDP) tokenLocked(node int, req *http.Request, form url.Values) simAn
 		}}
 	}
 
-	a := s.handle(node, app, grant, secret, rt, now)
+	var a simAnswer
+	if grant == "authorization_code" && s.codeGrant != nil {
+		a = s.codeGrant(node, app, secret, form, now)
+	} else {
+		a = s.handle(node, app, grant, secret, rt, now)
+	}
 	lose := func(b simAnswer) simAnswer {
 		if a.spends != nil {
 			a.spends.lost = true
