@@ -170,7 +170,11 @@ func TestHA(t *testing.T) {
 	var reads []readResult
 	step("reads_go_on_at_the_new_leader", func(t *testing.T) {
 		waitFor(t, "reads to go on at the new leader, with a refresh there", 2*haTTL+30*time.Second, 50*time.Millisecond, func() (bool, error) {
-			return rec.successesAfter(killedAt.Add(elected), 10) && len(rec.tokens("hotel-ber")) >= 3, nil
+			short := rec.successesAfter(killedAt.Add(elected), 10)
+			if n := len(rec.tokens("hotel-ber")); n < 3 {
+				short = errors.Join(short, fmt.Errorf("hotel-ber: %d access tokens seen, want 3", n))
+			}
+			return short == nil, short
 		})
 		stopReaders()
 		reads = rec.snapshot()
@@ -671,22 +675,33 @@ func (rec *readRecorder) last(name string) readResult {
 	return readResult{}
 }
 
-// successesAfter reports whether every reader (node, name) has n successful reads
-// answered after t.
-func (rec *readRecorder) successesAfter(t time.Time, n int) bool {
+// successesAfter reports the readers (node, name) without n successful reads answered
+// after t, each with its count and its latest error (nil: every reader has them).
+func (rec *readRecorder) successesAfter(t time.Time, n int) error {
 	count := map[string]int{}
-	readers := map[string]bool{}
+	lastErr := map[string]string{}
+	var readers []string
 	for _, r := range rec.snapshot() {
 		key := r.node + " " + r.name
-		readers[key] = true
-		if r.ok && r.at.After(t) {
-			count[key]++
+		if !slices.Contains(readers, key) {
+			readers = append(readers, key)
+		}
+		if r.at.After(t) {
+			if r.ok {
+				count[key]++
+			} else {
+				lastErr[key] = r.errText
+			}
 		}
 	}
-	for k := range readers {
+	if len(readers) == 0 {
+		return errors.New("no reads yet")
+	}
+	var errs []error
+	for _, k := range readers {
 		if count[k] < n {
-			return false
+			errs = append(errs, fmt.Errorf("%s: %d successful reads, want %d; latest error %q", k, count[k], n, lastErr[k]))
 		}
 	}
-	return len(readers) > 0
+	return errors.Join(errs...)
 }
