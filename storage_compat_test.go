@@ -96,6 +96,8 @@ func entryType(t *testing.T, key string) any {
 		return &credential{}
 	case strings.HasPrefix(key, pendingPrefix):
 		return &pendingAuthorization{}
+	case strings.HasPrefix(key, pendingNamePrefix):
+		return &pendingOfName{}
 	}
 	t.Fatalf("golden entry %s: no storage type for this key", key)
 	return nil
@@ -108,6 +110,13 @@ func TestStorageCompat_Decode(t *testing.T) {
 	for _, version := range goldenVersions(t) {
 		for _, e := range readGolden(t, version) {
 			t.Run(version+"/"+e.key, func(t *testing.T) {
+				if strings.HasPrefix(e.key, pendingExpiryPrefix) {
+					// The expiry index: the key is all it holds.
+					if len(e.value) != 0 {
+						t.Errorf("index entry %s holds %q, want nothing", e.key, e.value)
+					}
+					return
+				}
 				v := entryType(t, e.key)
 				entry := &logical.StorageEntry{Key: e.key, Value: e.value}
 				if err := entry.DecodeJSON(v); err != nil {
@@ -170,6 +179,9 @@ func TestStorageCompat_Read(t *testing.T) {
 			for _, e := range readGolden(t, version) {
 				if err := storage.Put(ctx, &logical.StorageEntry{Key: e.key, Value: e.value}); err != nil {
 					t.Fatal(err)
+				}
+				if strings.HasPrefix(e.key, pendingExpiryPrefix) {
+					continue // an index key, no value
 				}
 				var m map[string]any
 				if err := json.Unmarshal(e.value, &m); err != nil {
