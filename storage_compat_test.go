@@ -78,7 +78,7 @@ func goldenVersions(t *testing.T) []string {
 			vs = append(vs, d.Name())
 		}
 	}
-	for _, want := range []string{"v0.1.0", "a7ba2b2"} {
+	for _, want := range []string{"v0.1.0", "a7ba2b2", "v0.2.0"} {
 		if !slices.Contains(vs, want) {
 			t.Fatalf("%s has no %s entries", goldenDir, want)
 		}

@@ -25,10 +25,15 @@ func TestGoldenGenerator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, g := range []struct {
+	type golden struct {
 		version string
 		args    []string
-	}{{releasedVersion, nil}, {"a7ba2b2", []string{"-golden-narrowed"}}} {
+	}
+	gs := []golden{{"a7ba2b2", []string{"-golden-narrowed"}}}
+	for _, v := range releases(t) {
+		gs = append(gs, golden{v, nil})
+	}
+	for _, g := range gs {
 		t.Run(g.version, func(t *testing.T) {
 			t.Parallel()
 			checkGolden(t, root, g.version, g.args)
