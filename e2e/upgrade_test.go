@@ -17,7 +17,7 @@ import (
 // pre-release of the next version, so the catalog holds it beside the released ones.
 const (
 	releasedVersion = "v0.1.0"
-	currentVersion  = "v0.2.0-dev"
+	currentVersion  = "v0.3.0-dev"
 )
 
 // TestUpgrade upgrades the mounted plugin in place on a one-node Raft Vault, as an
