@@ -364,6 +364,10 @@ func runFaultCase(t *testing.T, c faultCase, key string, w faultWant) {
 	// server rotated would spend the refresh token.
 	fe.b.retry = roomyPolicy
 	fe.clock.Add(61 * time.Minute)
+	// A fault on every attempt opens the app's outage (5 failures in a row); the
+	// scheduler's probe, due by now, ends it: run that turn here.
+	fe.b.outageWork(fe.clock.Now())
+	fe.b.waitFlight(fe.name)
 	invalidGrants := fe.idp.Stats().Errors["invalid_grant"]
 	if w.lost {
 		fe.badRequest(logical.ReadOperation, "creds/"+fe.name, nil, "run authorize/"+fe.name)
