@@ -12,13 +12,9 @@ import (
 	"time"
 )
 
-// releasedVersion is the first release (its storage is the oldest TestGoldenGenerator
-// regenerates); currentVersion is what this tree reports in the upgrade tests: a
-// pre-release of the next version, so the catalog holds it beside the released ones.
-const (
-	releasedVersion = "v0.1.0"
-	currentVersion  = "v0.3.0-dev"
-)
+// currentVersion is what this tree reports in the upgrade tests: a pre-release of the
+// next version, so the catalog holds it beside the released ones (RELEASES, releases).
+const currentVersion = "v0.3.0-dev"
 
 // TestUpgrade upgrades the mounted plugin in place on a one-node Raft Vault, as an
 // operator would, from each release built from the project's history (RELEASES records
