@@ -168,7 +168,7 @@ func (w *simWorld) do(b *backend, op logical.Operation, path string, data map[st
 
 func (w *simWorld) doCtx(ctx context.Context, b *backend, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
 	s := w.store
-	if b == w.active {
+	if active, _ := w.nodesNow(); b == active { // a restart swaps the nodes under w.mu
 		s = simStorage{w.store, w}
 	}
 	return b.HandleRequest(ctx, &logical.Request{Operation: op, Path: path, Data: data, Storage: s})
