@@ -7,6 +7,7 @@ package apaleo
 import (
 	"context"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -66,6 +67,13 @@ type backend struct {
 	// learned is the node's SystemView with what the node may do learned once (Setup,
 	// Initialize) rather than asked per request.
 	learned *learnedSystemView
+	// standbyLeases: a lease of a read answered on a node that cannot write is
+	// registered. Vault Enterprise's performance standbys hand it to the active node.
+	// OpenBao's standbys serve reads too (with Raft storage, by default) and say they are
+	// performance standbys, but cannot: OpenBao answers such a read 500 ("failed to
+	// register lease") and does not forward it. The plugin knows OpenBao by the variable
+	// its plugin runner sets in the plugin's environment, BAO_VERSION.
+	standbyLeases bool
 
 	metrics *metrics
 
@@ -145,6 +153,7 @@ func newBackend() *backend {
 		refreshTimeout: refreshTimeout,
 		metrics:        newMetrics(),
 		random:         rand.Int64N,
+		standbyLeases:  os.Getenv("BAO_VERSION") == "",
 	}
 	b.configs = newEntryCache[apaleoConfig](&b.epoch)
 	b.creds = newEntryCache[credential](&b.epoch)

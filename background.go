@@ -400,9 +400,16 @@ func (b *backend) planRefresh(name string, st *nameState, cred *credential, cfg 
 // forwardUse reports whether a performance standby forwards this read to the active
 // node (by answering logical.ErrReadOnly, which Vault forwards): the first read of each
 // token on this node, so that the active node, where refresh-ahead runs, sees the token
-// in use and plans its refresh. Later reads of the token are served here.
+// in use and plans its refresh. Later reads of the token are served here, where the
+// node can hand the read's lease on (standbyLeases); where not (OpenBao), every read.
 func (b *backend) forwardUse(st *nameState, cred *credential, cfg *apaleoConfig) bool {
-	if b.canWrite() || !cfg.RefreshAhead {
+	if b.canWrite() {
+		return false
+	}
+	if !b.standbyLeases {
+		return true
+	}
+	if !cfg.RefreshAhead {
 		return false
 	}
 	issued := cred.Token.IssuedAt.UnixNano()

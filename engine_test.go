@@ -473,6 +473,28 @@ func TestEngine_RefreshAheadNotOnStandbys(t *testing.T) {
 	}
 }
 
+// TestEngine_OpenBaoStandbyForwardsEveryRead: an OpenBao standby says it is a
+// performance standby but cannot register a read's lease, so every read of creds/ on it
+// goes to the active node, cached tokens' included; a config read is served there.
+func TestEngine_OpenBaoStandbyForwardsEveryRead(t *testing.T) {
+	e := newEngineEnv(t)
+	e.connectConfig("connect", nil)
+	e.authorized("hotel-ber", "connect", "rt-0")
+	e.mustDo(logical.ReadOperation, "creds/hotel-ber", nil) // a token cached in storage
+	sent := e.idp.total()
+	e.b = e.newBackend(&logical.StaticSystemView{ReplicationStateVal: consts.ReplicationPerformanceStandby})
+	e.b.standbyLeases = false
+	for i := range 3 {
+		if _, err := e.do(logical.ReadOperation, "creds/hotel-ber", nil); !errors.Is(err, logical.ErrReadOnly) {
+			t.Fatalf("read %d on an OpenBao standby: %v, want it forwarded", i+1, err)
+		}
+	}
+	e.mustDo(logical.ReadOperation, "config/connect", nil)
+	if n := e.idp.total() - sent; n != 0 {
+		t.Fatalf("the standby sent %d token requests", n)
+	}
+}
+
 // TestEngine_RefreshAheadYieldsToReads: with the budget booked by reads further ahead
 // than background work may book, refresh-ahead takes nothing and plans itself again for
 // when there is room; then it runs.
