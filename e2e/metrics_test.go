@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -25,6 +26,21 @@ type promSample struct {
 }
 
 type scrape []promSample
+
+// seriesNotIn lists the series (name and labels) of s that other lacks.
+func (s scrape) seriesNotIn(other scrape) []string {
+	have := map[string]bool{}
+	for _, x := range other {
+		have[fmt.Sprint(x.name, x.labels)] = true
+	}
+	var out []string
+	for _, x := range s {
+		if k := fmt.Sprint(x.name, x.labels); !have[k] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
 
 // sum adds the samples of name whose labels include want (nil: all of them).
 func (s scrape) sum(name string, want map[string]string) float64 {
@@ -353,7 +369,8 @@ func TestMetrics(t *testing.T) {
 	unzipped := parseScrape(t, zipped.body)
 	idp.admin(t, "stats", &st)
 	if n := unzipped.sum(requestsTotal, nil); n != float64(st.TokenRequests) || len(unzipped) != len(got) {
-		t.Errorf("gzipped scrape: %d samples, %v token requests; want %d samples and the identity server's %d", len(unzipped), n, len(got), st.TokenRequests)
+		t.Errorf("gzipped scrape: %d samples, %v token requests; want %d samples and the identity server's %d; series only in the gzipped one %v, only in the plain one %v",
+			len(unzipped), n, len(got), st.TokenRequests, unzipped.seriesNotIn(got), got.seriesNotIn(unzipped))
 	}
 	if ct := zipped.contentType; ct != last.contentType {
 		t.Errorf("gzipped scrape's content type %q, want %q", ct, last.contentType)
