@@ -592,3 +592,38 @@ func fleetPlot(file string, curves []plotter.XYs, arrivals []time.Time, end time
 	}
 	return p.Save(30*vg.Centimeter, 14*vg.Centimeter, file)
 }
+
+// TestFleetReaderRetries pins the fleet's failure model to the clients' documented
+// defaults: Agent's 13 reads over 5 min 4 s then a restart within a second, VSO's waits
+// from 2.5-7.5 s growing to 30-90 s.
+func TestFleetReaderRetries(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	failed := simRead{err: fmt.Errorf("503")}
+	agent := &fleetReader{class: 1}
+	var ladder time.Duration
+	for range 12 {
+		ladder += agent.next(failed, rng)
+	}
+	if want := 303750 * time.Millisecond; ladder != want {
+		t.Errorf("Agent's 12 retries took %s, consul-template's defaults take %s", ladder, want)
+	}
+	if d := agent.next(failed, rng); d <= 750*time.Millisecond || d > time.Second {
+		t.Errorf("Agent's first restart after %s, want 0.75-1 s", d)
+	}
+	if d := agent.next(failed, rng); d != 250*time.Millisecond {
+		t.Errorf("the restarted runner's first retry after %s, want 250ms", d)
+	}
+	vso := &fleetReader{class: 2}
+	if d := vso.next(failed, rng); d < 2500*time.Millisecond || d > 7500*time.Millisecond {
+		t.Errorf("VSO's first retry after %s, want 2.5-7.5 s", d)
+	}
+	for range 20 {
+		vso.next(failed, rng)
+	}
+	if d := vso.next(failed, rng); d < 30*time.Second || d > 90*time.Second {
+		t.Errorf("VSO's retry after 20 failures after %s, want 30-90 s", d)
+	}
+	if d := (&fleetReader{class: 0}).next(failed, rng); d != time.Minute {
+		t.Errorf("the loop reads again after %s, want a minute", d)
+	}
+}
