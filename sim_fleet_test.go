@@ -627,3 +627,25 @@ func TestFleetReaderRetries(t *testing.T) {
 		t.Errorf("the loop reads again after %s, want a minute", d)
 	}
 }
+
+// TestRecoveryOrderCheck: the fleet's recovery check flags a name whose reader read after
+// the moment its rank says it must have its token and was refused, and one never served;
+// it passes a reader that comes back late and is served then.
+func TestRecoveryOrderCheck(t *testing.T) {
+	end := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	back := end.Add(time.Second)
+	arrivals := []time.Time{end.Add(-time.Minute), back}
+	s := func(d time.Duration) time.Time { return end.Add(d) }
+	reads := [][]fleetRead{
+		{{s(-10 * time.Second), false}, {s(5 * time.Second), true}},                          // rank 0, served at once
+		{{s(-20 * time.Second), false}, {s(4 * time.Minute), true}},                          // rank 1, back late, served
+		{{s(-30 * time.Second), false}, {s(time.Minute), false}, {s(2 * time.Minute), true}}, // rank 2, refused after its bound
+		{{s(-40 * time.Second), false}},                                                      // rank 3, never served
+		{{s(-50 * time.Second), true}},                                                       // not waiting
+	}
+	served := []time.Time{s(5 * time.Second), s(4 * time.Minute), s(2 * time.Minute), {}, {}}
+	bad := recoveryOrder(arrivals, reads, served, end, 10)
+	if len(bad) != 2 || !strings.Contains(bad[0], "hotel-00002") || !strings.Contains(bad[1], "hotel-00003") {
+		t.Errorf("recoveryOrder found %q, want hotel-00002 refused after its bound and hotel-00003 never served", bad)
+	}
+}
