@@ -226,6 +226,7 @@ func runFleet(t *testing.T, hotels int, flaky bool) {
 	}
 	fmt.Fprintf(&report, "%d hotels, budget 10/s, apaleo down %s after %s: %d token requests reached apaleo (%d before the outage, %d during it, %d after); at most %d in any one second\n",
 		hotels, outage, warm, len(arrivals), phase(w.start.Add(-time.Nanosecond), outageStart), phase(outageStart, outageEnd), phase(outageEnd, outageEnd.Add(after)), busiest)
+	fmt.Fprintf(&report, "%s", fleetWaiting(around, class, outageEnd))
 	var curves []plotter.XYs
 	for c, cl := range fleetClasses {
 		var waits []time.Duration
@@ -391,6 +392,35 @@ func recoveryOrder(arrivals []time.Time, reads [][]fleetRead, served []time.Time
 		}
 	}
 	return bad
+}
+
+// fleetWaiting says, by reader class, how often the names were read in the 2 minutes
+// before apaleo returned (end) and how many were read in the last of them: what "most
+// recently read first" has to tell them apart by.
+func fleetWaiting(reads [][]fleetRead, class []int, end time.Time) string {
+	var out strings.Builder
+	for c, cl := range fleetClasses {
+		var names, n, lastMinute int
+		for i, rs := range reads {
+			if class[i] != c {
+				continue
+			}
+			names++
+			recent := false
+			for _, r := range rs {
+				if r.at.Before(end) {
+					n++
+					recent = recent || !r.at.Before(end.Add(-time.Minute))
+				}
+			}
+			if recent {
+				lastMinute++
+			}
+		}
+		fmt.Fprintf(&out, "  %-12s %5d hotels: %.2f reads a minute each in the 2 minutes before the return, %d read in the last minute\n",
+			cl.name, names, float64(n)/2/float64(max(names, 1)), lastMinute)
+	}
+	return out.String()
 }
 
 // fleetRequests counts the app's token requests the plugin sent so far (every HTTP
