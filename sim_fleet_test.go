@@ -86,7 +86,7 @@ func runFleet(t *testing.T, hotels int, flaky bool) {
 	// from the start. Issued over the hour instead, their refreshes crowd into cohorts
 	// that keep their phase for hours (each period's jitter is 2.5 minutes), and any one
 	// hour counts a different share of them: the healthy hour the flaky one is compared
-	// with had 13,120 refreshes, the flaky hour's schedule about 15,400.
+	// with had 13,120 new tokens, the flaky hour's schedule about 15,400.
 	sample := &cachedToken{IssuedAt: w.start, ExpiresAt: w.start.Add(time.Hour)}
 	from, to := refreshWindow(sample, cfg)
 	period := from.Add(to.Sub(from) / 2).Sub(w.start)
