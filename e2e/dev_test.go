@@ -300,6 +300,8 @@ func testAuthCodeCallback(t *testing.T, e *devEnv) {
 	before := e.short.stats(t)
 	b := e.short.browser(t, true)
 	page := getPage(t, b.Client, authURL.String())
+	callbackAt := time.Now()           // the code exchange was done by then
+	const aheadOpens = 3 * time.Second // refresh-ahead's window opens 3.3 s after the exchange
 	var cb *url.URL
 	for _, u := range b.visited {
 		if strings.HasPrefix(u.String(), callback+"?") {
@@ -324,12 +326,16 @@ func testAuthCodeCallback(t *testing.T, e *devEnv) {
 		t.Errorf("identity stats %+v -> %+v, want one authorization and one code exchange", before, after)
 	}
 
-	// The first access token came with the code: reading it makes no request.
+	// The first access token came with the code: reading it makes no request. The read
+	// puts the token in use, so refresh-ahead gets the next one once its window opens
+	// (refreshWindow: 3.3 s into a 10 s token with min_ttl 5 s); on a loaded machine the
+	// read and the count may come after that, and then one refresh is refresh-ahead's.
 	s := v.read(t, mount+"/creds/hotel-ber")
 	checkToken(t, s, tokenWant{name: "hotel-ber", config: "connect", clientID: "connect-app", account: "BER",
 		scopes: []string{"reservations.read", "account.read"}, minLease: 1, maxLease: int(shortTTL.Seconds())})
-	if got := e.short.stats(t); got.TokenRequests != after.TokenRequests {
-		t.Errorf("first creds read made %d token requests, want 0", got.TokenRequests-after.TokenRequests)
+	if n := e.short.stats(t).TokenRequests - after.TokenRequests; n != 0 && (time.Since(callbackAt) < aheadOpens || n > 1) {
+		t.Errorf("first creds read: %d token requests %s after the code exchange, want 0 (1 from refresh-ahead after %s)",
+			n, time.Since(callbackAt).Round(time.Millisecond), aheadOpens)
 	}
 	if keys := v.list(t, mount+"/creds/"); !slices.Contains(keys, "hotel-ber") {
 		t.Errorf("creds/ list = %q, want hotel-ber", keys)
@@ -351,18 +357,26 @@ func testAuthCodeCallback(t *testing.T, e *devEnv) {
 	if r := v.run("read", mount+"/creds/hotel-denied"); r.Err == nil {
 		t.Errorf("creds/hotel-denied exists after a refused authorization: %s", r.Stdout)
 	}
-	if s2 := v.read(t, mount+"/creds/hotel-ber"); s2.str("access_token") != s.str("access_token") {
-		t.Error("the replayed callback changed creds/hotel-ber")
+	// The replayed callback exchanged nothing, and creds/hotel-ber is as it was (its access
+	// token may be refresh-ahead's by now: the window opens 3.3 s into the token).
+	if got := e.short.stats(t); got.ByGrant["authorization_code"] != after.ByGrant["authorization_code"] {
+		t.Errorf("the replayed and refused callbacks made %d code exchanges, want 0",
+			got.ByGrant["authorization_code"]-after.ByGrant["authorization_code"])
 	}
+	checkToken(t, v.read(t, mount+"/creds/hotel-ber"), tokenWant{name: "hotel-ber", config: "connect", clientID: "connect-app",
+		account: "BER", scopes: []string{"reservations.read", "account.read"}, minLease: 1, maxLease: int(shortTTL.Seconds())})
 
 	// Later reads refresh (refresh token grant); the rotated refresh token is stored, so
-	// the next refresh works too.
+	// the next refresh works too. Each new token is refresh-ahead's or the read's; between
+	// the read that sees it and the count, refresh-ahead may already have fetched the next
+	// (its window opens 3.3 s into each token, and a loaded machine takes that long for a
+	// vault read and a count): one more, never two.
 	tok := s.str("access_token")
 	for i := 1; i <= 2; i++ {
 		tok = waitNewToken(t, v, "hotel-ber", tok, shortTTL+10*time.Second)
 		got := e.short.stats(t)
-		if n := got.ByGrant["refresh_token"] - after.ByGrant["refresh_token"]; n != i {
-			t.Errorf("after refresh %d: %d refresh_token requests, want %d", i, n, i)
+		if n := got.ByGrant["refresh_token"] - after.ByGrant["refresh_token"]; n < i || n > i+1 {
+			t.Errorf("after refresh %d: %d refresh_token requests, want %d (%d with refresh-ahead's next)", i, n, i, i+1)
 		}
 		if n := got.Errors["invalid_grant"]; n != 0 {
 			t.Errorf("after refresh %d: %d invalid_grant errors at the identity server", i, n)
