@@ -296,6 +296,7 @@ func drawSchedule(seed uint64) *simSchedule {
 		sc.events = append(sc.events, simEvent{at: at(), kind: "restart"})
 	}
 	drawFaults(sc, rand.New(rand.NewPCG(seed, 0xfa17)))
+	drawVaultFaults(sc, rand.New(rand.NewPCG(seed, 0x5704)))
 	sort.Slice(sc.events, func(i, j int) bool { return sc.events[i].at < sc.events[j].at })
 	return sc
 }
@@ -422,6 +423,7 @@ func runSim(t *testing.T, seed uint64, o simOptions) *simResult {
 	w := &simWorld{t: t, sc: sc, store: &logical.InmemStorage{}, start: time.Now(), rng: rand.New(rand.NewPCG(seed, 1)),
 		dropped: map[string][]time.Time{}, secrets: map[string]int{}, scopes: map[string]int{}}
 	w.idp = newSimIDP(seed, sc.sliding)
+	w.store = simVaultStorage{w.store, w}
 	w.idp.keepLines = o.keepLines
 	var logBuf strings.Builder
 	if o.log {
