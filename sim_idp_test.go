@@ -632,7 +632,7 @@ func (s *simIDP) checkArrival(node int, app *simApp, grant string, rt *simRefres
 		return
 	}
 	if rt.answered {
-		s.violate("creds/%s: a refresh token apaleo had answered was presented again", rt.cred)
+		s.violate("creds/%s: a refresh token apaleo had answered was presented again (%s)", rt.cred, strings.Join(rt.history, "; "))
 	}
 	if now.Before(rt.outstanding) {
 		s.violate("creds/%s: a refresh token was sent while an earlier send of it was still unanswered (its answer due in %s)", rt.cred, rt.outstanding.Sub(now).Round(time.Millisecond))

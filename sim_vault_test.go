@@ -66,8 +66,11 @@ func drawVaultFaults(sc *simSchedule, r *rand.Rand) {
 	}
 	if r.IntN(3) == 0 {
 		for range 1 + r.IntN(2) {
-			add = append(add, simEvent{at: at(), kind: "odd-answers", app: sc.apps[r.IntN(len(sc.apps))].name,
-				dur: between(10*time.Minute, 3*time.Hour), form: []string{"type", "zero", "long"}[r.IntN(3)]})
+			// Over by the schedule's end, where apaleo heals (finish).
+			e := simEvent{at: at(), kind: "odd-answers", app: sc.apps[r.IntN(len(sc.apps))].name,
+				dur: between(10*time.Minute, 3*time.Hour), form: []string{"type", "zero", "long"}[r.IntN(3)]}
+			e.dur = min(e.dur, sc.duration-e.at)
+			add = append(add, e)
 		}
 	}
 	if r.IntN(4) == 0 {
