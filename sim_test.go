@@ -50,7 +50,8 @@ var (
 //	1170, 1296, 1796    a reader of a re-authorized credential (the simulator's own rule)
 //	10208, 10831, 11358 a 429 with a shorter Retry-After let its request through another's hold
 //	10855, 11954        a scope write cleared a lost answer's failure memory: sent at once again
-var simRegressions = []uint64{1170, 1296, 1796, 10208, 10831, 11358, 10855, 11954}
+//	1718                a refusal storage would not take was forgotten: sent again after a restart
+var simRegressions = []uint64{1170, 1296, 1796, 10208, 10831, 11358, 10855, 11954, 1718}
 
 func TestSim(t *testing.T) {
 	seeds := []uint64{}
