@@ -359,7 +359,7 @@ func (w *simWorld) reader(ctx context.Context, c simCredSpec) {
 			if r.err == nil {
 				// Agent renews the lease, then reads again at 80-90 % of the token's life;
 				// VSO re-reads at 67-77 % of the lease it got.
-				base, life := r.issued, app.lifetime
+				base, life := r.issued, r.expires.Sub(r.issued) // the app's lifetime, or the plugin's cap of a longer one
 				if c.reader == "vso" {
 					base, life = r.at, r.expires.Sub(r.at)
 				}
