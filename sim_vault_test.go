@@ -222,9 +222,13 @@ func (w *simWorld) checkServed(name string, resp *logical.Response, expires time
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rec, ok := s.vs().issued[at]
+	// TestSim's worlds (on simVaultStorage) hold only tokens the server issued; the fleet's
+	// (sim_fleet_test.go) start with tokens written to storage.
+	_, everyToken := w.store.(simVaultStorage)
 	switch {
-	case !ok:
+	case !ok && everyToken:
 		s.violate("creds/%s: a read was answered an access token the server never issued", name)
+	case !ok:
 	case !strings.EqualFold(rec.tokenType, "bearer"):
 		s.violate("creds/%s: a read was answered an access token apaleo answered as token_type %q", name, rec.tokenType)
 	case !now.Before(rec.expires):
