@@ -663,3 +663,37 @@ func (s *attemptSpy) ClientCredentials(ctx context.Context, scopes []string, p r
 	s.attempts.Store(int64(p.Attempts))
 	return s.identityServer.ClientCredentials(ctx, scopes, p)
 }
+
+// TestEngine_RefusalHeldWhenStorageFails: apaleo refuses the refresh token and storing
+// the refusal fails. The refusal is held in memory as unsaved and stored at the next
+// chance, so that after a restart the refused token is not sent again (the simulator's
+// storage faults found it: seed 1718).
+func TestEngine_RefusalHeldWhenStorageFails(t *testing.T) {
+	e, flaky := newFlakyEngineEnv(t)
+
+	e.clock.Add(61 * time.Minute)
+	flaky.failPuts.Store(true)
+	e.idp.push(upstream(400, "invalid_grant"))
+	if status, msg := e.readErr("hotel-ber"); status != 400 || !strings.Contains(msg, "run authorize/hotel-ber") {
+		t.Fatalf("%d %s", status, msg)
+	}
+	if held := e.b.unsavedOf("hotel-ber"); held == nil || held.Refused == nil {
+		t.Fatalf("the refusal is not held in memory: %+v", held)
+	}
+	if got, _ := readCred(t.Context(), flaky.Storage, "hotel-ber"); got.Refused != nil {
+		t.Fatal("storage holds the refusal although writes fail")
+	}
+	flaky.failPuts.Store(false)
+	e.b.saveUnsaved(t.Context(), e.storage)
+	if got, _ := readCred(t.Context(), flaky.Storage, "hotel-ber"); got.Refused == nil || e.b.unsavedOf("hotel-ber") != nil {
+		t.Fatalf("after a good store: stored refusal %v, unsaved %v", got.Refused, e.b.unsavedOf("hotel-ber"))
+	}
+
+	e.b = e.newBackend(nil) // a restart
+	if status, _ := e.readErr("hotel-ber"); status != 400 {
+		t.Fatalf("after the restart: %d", status)
+	}
+	if n := e.idp.count("refresh_token"); n != 1 {
+		t.Fatalf("%d refresh requests, want 1: the refused token was sent again", n)
+	}
+}

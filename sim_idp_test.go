@@ -3,6 +3,7 @@ package apaleo
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash"
 	"hash/fnv"
@@ -135,6 +136,7 @@ type simIDP struct {
 	// codeGrant, where a test taught the server the authorization_code grant
 	// (sim_authcode_test.go), answers it; called under mu.
 	codeGrant func(node int, app *simApp, secret string, form url.Values, now time.Time) simAnswer
+	vault     simVault // Vault's own faults (sim_vault_test.go)
 }
 
 type simOutage struct {
@@ -271,6 +273,9 @@ func (t simTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			t.s.mu.Unlock()
 			return nil, req.Context().Err()
 		}
+	}
+	if t.s.lostToRestart(t.node, a) {
+		return nil, errors.New("the plugin restarted")
 	}
 	if a.err != nil {
 		return nil, a.err
@@ -482,13 +487,13 @@ func (s *simIDP) tokenLocked(node int, req *http.Request, form url.Values) simAn
 	h := fnv.New64a()
 	h.Write([]byte(id + "|" + form.Encode()))
 	s.rng = rand.New(rand.NewPCG(s.seed^h.Sum64(), uint64(now.UnixNano())))
-	app := s.apps[id]
+	app := s.apps[s.appKey(req, id)]
 	if app == nil {
 		return simAnswer{status: 400, body: `{"error":"invalid_client"}`}
 	}
 	grant := form.Get("grant_type")
 	rt := s.tokens[form.Get("refresh_token")]
-	fault := s.faultFor(app, now)
+	fault := s.vaultFault(node, app, rt, s.faultFor(app, now))
 	s.record("%d|%d|%s|%s|%d\n", now.UnixNano(), node, id, form.Encode(), fault)
 	if fault == faultRefused {
 		// No connection: nothing reached apaleo.
@@ -571,7 +576,7 @@ func (s *simIDP) tokenLocked(node int, req *http.Request, form url.Values) simAn
 		}
 		s.addTrouble(app.id, "slow", now, now.Add(a.delay))
 	}
-	return a
+	return s.vaultAnswer(app, rt, a, now)
 }
 
 func (s *simIDP) latency() time.Duration {
@@ -627,7 +632,7 @@ func (s *simIDP) checkArrival(node int, app *simApp, grant string, rt *simRefres
 		return
 	}
 	if rt.answered {
-		s.violate("creds/%s: a refresh token apaleo had answered was presented again", rt.cred)
+		s.violate("creds/%s: a refresh token apaleo had answered was presented again (%s)", rt.cred, strings.Join(rt.history, "; "))
 	}
 	if now.Before(rt.outstanding) {
 		s.violate("creds/%s: a refresh token was sent while an earlier send of it was still unanswered (its answer due in %s)", rt.cred, rt.outstanding.Sub(now).Round(time.Millisecond))

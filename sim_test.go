@@ -50,7 +50,8 @@ var (
 //	1170, 1296, 1796    a reader of a re-authorized credential (the simulator's own rule)
 //	10208, 10831, 11358 a 429 with a shorter Retry-After let its request through another's hold
 //	10855, 11954        a scope write cleared a lost answer's failure memory: sent at once again
-var simRegressions = []uint64{1170, 1296, 1796, 10208, 10831, 11358, 10855, 11954}
+//	1718                a refusal storage would not take was forgotten: sent again after a restart
+var simRegressions = []uint64{1170, 1296, 1796, 10208, 10831, 11358, 10855, 11954, 1718}
 
 func TestSim(t *testing.T) {
 	seeds := []uint64{}
@@ -296,6 +297,7 @@ func drawSchedule(seed uint64) *simSchedule {
 		sc.events = append(sc.events, simEvent{at: at(), kind: "restart"})
 	}
 	drawFaults(sc, rand.New(rand.NewPCG(seed, 0xfa17)))
+	drawVaultFaults(sc, rand.New(rand.NewPCG(seed, 0x5704)))
 	sort.Slice(sc.events, func(i, j int) bool { return sc.events[i].at < sc.events[j].at })
 	return sc
 }
@@ -422,6 +424,7 @@ func runSim(t *testing.T, seed uint64, o simOptions) *simResult {
 	w := &simWorld{t: t, sc: sc, store: &logical.InmemStorage{}, start: time.Now(), rng: rand.New(rand.NewPCG(seed, 1)),
 		dropped: map[string][]time.Time{}, secrets: map[string]int{}, scopes: map[string]int{}}
 	w.idp = newSimIDP(seed, sc.sliding)
+	w.store = simVaultStorage{w.store, w}
 	w.idp.keepLines = o.keepLines
 	var logBuf strings.Builder
 	if o.log {

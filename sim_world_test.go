@@ -163,7 +163,7 @@ func (w *simWorld) turnstile() func(context.Context, time.Time) error {
 }
 
 func (w *simWorld) do(b *backend, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
-	return w.doCtx(context.Background(), b, op, path, data)
+	return w.doCtx(simOperator(context.Background()), b, op, path, data)
 }
 
 func (w *simWorld) doCtx(ctx context.Context, b *backend, op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
@@ -305,6 +305,7 @@ func (w *simWorld) readCtx(ctx context.Context, name string, rng *rand.Rand) sim
 			r.err = perr
 		}
 		r.expires = exp
+		r.issued = w.checkServed(name, resp, exp)
 	}
 	return r
 }
@@ -338,7 +339,7 @@ func (w *simWorld) reader(ctx context.Context, c simCredSpec) {
 		rctx, cancel := w.readerContext(c.name)
 		r := w.readCtx(rctx, c.name, rng)
 		cancel()
-		if !r.expires.IsZero() {
+		if !r.expires.IsZero() && r.issued.IsZero() {
 			r.issued = r.expires.Add(-app.lifetime)
 		}
 		w.checkRead(c, app, prev, &r)
@@ -358,7 +359,7 @@ func (w *simWorld) reader(ctx context.Context, c simCredSpec) {
 			if r.err == nil {
 				// Agent renews the lease, then reads again at 80-90 % of the token's life;
 				// VSO re-reads at 67-77 % of the lease it got.
-				base, life := r.issued, app.lifetime
+				base, life := r.issued, r.expires.Sub(r.issued) // the app's lifetime, or the plugin's cap of a longer one
 				if c.reader == "vso" {
 					base, life = r.at, r.expires.Sub(r.at)
 				}
@@ -454,6 +455,9 @@ func (w *simWorld) checkRead(c simCredSpec, app simAppSpec, prev, r *simRead) {
 
 // apply carries out one event of the schedule.
 func (w *simWorld) apply(e simEvent) {
+	if w.applyVault(e) {
+		return
+	}
 	now := time.Now()
 	s := w.idp
 	switch e.kind {
@@ -565,6 +569,7 @@ func (w *simWorld) apply(e simEvent) {
 		s.configWritten(a.name)
 	case "restart":
 		// Vault restarts the plugin: a new backend on the same storage, and the standby's too.
+		w.vaultQuiesce()
 		w.mu.Lock()
 		old, oldStandby := w.active, w.standby
 		w.restarts = append(w.restarts, now)

@@ -251,12 +251,15 @@ func (b *backend) newFailure(name string, cred *credential, cfg *apaleoConfig, u
 }
 
 // storeRefusal stores a refused refresh token with the credential, so that no node,
-// after a restart or a leader change, sends it again.
+// after a restart or a leader change, sends it again. Where storage refuses the write,
+// the refusal is held in memory as unsaved (as a rotated refresh token is) and stored at
+// the next chance: the periodic pass, or the next change of the credential.
 func (b *backend) storeRefusal(ctx context.Context, s logical.Storage, name string, cred *credential, f *failure) {
 	next := *cred
 	next.Refused = &refusal{At: f.at.UTC(), Error: f.err.Error()}
 	if err := b.putCred(ctx, s, name, &next); err != nil {
-		b.Logger().Warn("storing that the refresh token was refused failed; this node remembers it until a restart", "name", name, "error", err)
+		b.setUnsaved(name, &next)
+		b.Logger().Error("storing that the refresh token was refused failed; it is held in memory and stored at the next chance", "name", name, "error", err)
 	}
 }
 
