@@ -296,6 +296,7 @@ func drawSchedule(seed uint64) *simSchedule {
 		sc.events = append(sc.events, simEvent{at: at(), kind: "restart"})
 	}
 	drawFaults(sc, rand.New(rand.NewPCG(seed, 0xfa17)))
+	drawLoad(sc, rand.New(rand.NewPCG(seed, 0x10ad))) // sim_load_test.go
 	sort.Slice(sc.events, func(i, j int) bool { return sc.events[i].at < sc.events[j].at })
 	return sc
 }
@@ -423,6 +424,7 @@ func runSim(t *testing.T, seed uint64, o simOptions) *simResult {
 		dropped: map[string][]time.Time{}, secrets: map[string]int{}, scopes: map[string]int{}}
 	w.idp = newSimIDP(seed, sc.sliding)
 	w.idp.keepLines = o.keepLines
+	w.idp.load = newSimLoad(w) // sim_load_test.go
 	var logBuf strings.Builder
 	if o.log {
 		w.log = &syncWriter{w: &logBuf}

@@ -286,6 +286,7 @@ func (w *simWorld) readCtx(ctx context.Context, name string, rng *rand.Rand) sim
 		node = standby
 	}
 	r := simRead{at: time.Now()}
+	defer w.idp.load.noteRead(name, &r)() // sim_load_test.go
 	resp, err := w.doCtx(ctx, node, logical.ReadOperation, "creds/"+name, nil)
 	if errors.Is(err, logical.ErrReadOnly) {
 		resp, err = w.doCtx(ctx, active, logical.ReadOperation, "creds/"+name, nil)
@@ -585,6 +586,8 @@ func (w *simWorld) apply(e simEvent) {
 		w.active, w.standby = a, sb
 		w.restarts = append(w.restarts, time.Now())
 		w.mu.Unlock()
+	default:
+		w.applyLoad(e) // sim_load_test.go
 	}
 }
 
