@@ -40,6 +40,7 @@ import (
 //     token (k >= 3: the first two may be one request's) comes at least 5 s * 2^(k-3)
 //     (capped at 5 min) after the failure before it;
 //   - no refresh token idles longer than idle_refresh_interval while apaleo is healthy;
+//   - (at the readers) no read is answered a token past its expiry;
 //   - every token request of a credential is explained: by a read of it (under way, or
 //     begun within a request's bound), by refresh-ahead of a token a read was served or
 //     that was read since it was issued, by keep-alive, or by an outage's probes and
@@ -195,6 +196,11 @@ func (l *simLoad) noteRead(name string, r *simRead) func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		rs.open--
+		// At the reader: a read is never answered a token past its expiry (expires_at
+		// says whole seconds: a second's grace).
+		if end := r.at.Add(r.took); !r.expires.IsZero() && r.err == nil && r.expires.Add(time.Second).Before(end) {
+			s.violate("creds/%s: a read was answered a token that expired %s before the answer", name, end.Sub(r.expires).Round(time.Millisecond))
+		}
 		if !r.expires.IsZero() {
 			rs.served = append(rs.served, r.expires)
 			if len(rs.served) > 8 {
@@ -433,8 +439,8 @@ func (l *simLoad) checkArrival(node int, app *simApp, secret string, rt *simRefr
 		if valid {
 			what = "valid, never read"
 		}
-		s.violate("creds/%s: a token request no read (the last %s ago), refresh-ahead of a token in use, keep-alive or outage explains (its token %s, got %s ago) %v %v %v",
-			rt.cred, ago(now, rs.last), what, now.Sub(got.at).Round(time.Second), rs.served, got, rs.last)
+		s.violate("creds/%s: a token request no read (the last %s ago), refresh-ahead of a token in use, keep-alive or outage explains (its token %s, got %s ago)",
+			rt.cred, ago(now, rs.last), what, now.Sub(got.at).Round(time.Second))
 	}
 }
 
