@@ -439,7 +439,7 @@ func (l *simLoad) checkArrival(node int, app *simApp, secret string, rt *simRefr
 		if valid {
 			what = "valid, never read"
 		}
-		s.violate("creds/%s: a token request no read (the last %s ago), refresh-ahead of a token in use, keep-alive or outage explains (its token %s, got %s ago)",
+		s.violate("creds/%s: a token request no read (the last: %s), refresh-ahead of a token in use, keep-alive or outage explains (its token %s, got %s ago)",
 			rt.cred, ago(now, rs.last), what, now.Sub(got.at).Round(time.Second))
 	}
 }
@@ -448,7 +448,7 @@ func ago(now, t time.Time) string {
 	if t.IsZero() {
 		return "never"
 	}
-	return now.Sub(t).Round(time.Second).String()
+	return now.Sub(t).Round(time.Second).String() + " ago"
 }
 
 // loadRNG is the rng of one load event: the seed's, the event's kind and moment.
