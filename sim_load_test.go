@@ -56,7 +56,7 @@ func init() { simFaultNames[faultTimeoutAfter] = "timeout-after" }
 const (
 	crowdShare          = 25
 	crowdMin, crowdMax  = 200, 400
-	readBound           = 40 * time.Second // a read's flight sends within the retry policy's 30 s of the read (and a restart after a background refusal)
+	readBound           = 32 * time.Second // a read's flight sends within the retry policy's 30 s of the read (and a second after a background refusal)
 	recoveryBound       = 15 * time.Minute // after apaleo answers a down config again, the names it held back are served
 	downAfter           = outageAfter - 1  // failures in a row the server counts as the config going down (one fewer than the plugin: lenient)
 	keepAliveTolerance  = time.Minute
@@ -123,6 +123,7 @@ type simLoad struct {
 	runs     map[simNodeRT]*simRun
 	down     map[simNodeApp]*simDown
 	flaky    map[string]time.Time // credential: its requests fail until then
+	windows  []*simWindow
 	falling  map[string]*simFalling
 }
 
@@ -162,6 +163,14 @@ type simDown struct {
 	back  time.Time
 }
 
+// simWindow is a read's bound after a burst of readers of one name began: what each
+// node sent for the name meanwhile.
+type simWindow struct {
+	cred  string
+	from  time.Time
+	sends map[int]int
+}
+
 type simFalling struct {
 	ra, step time.Duration
 }
@@ -191,6 +200,10 @@ func (l *simLoad) noteRead(name string, r *simRead) func() {
 	rs := l.readsOf(name)
 	rs.last = time.Now()
 	rs.open++
+	rs.started = append(rs.started, rs.last)
+	for len(rs.started) > 0 && rs.last.Sub(rs.started[0]) > 2*readBound {
+		rs.started = rs.started[1:]
+	}
 	s.mu.Unlock()
 	return func() {
 		s.mu.Lock()
@@ -416,8 +429,29 @@ func (l *simLoad) checkArrival(node int, app *simApp, secret string, rt *simRefr
 		}
 	}
 
-	// Every request is explained.
+	// A burst's readers join one flight (of the name's token dropped: no background work
+	// of it), which sends at most twice: a reader queued behind it makes no request of
+	// its own. Excused where another read of the name began within a read's bound of
+	// the burst, and in an outage.
 	rs := l.readsOf(rt.cred)
+	for _, win := range l.windows {
+		if win.cred != rt.cred || now.Sub(win.from) > readBound || now.Before(win.from) {
+			continue
+		}
+		win.sends[node]++
+		others := 0
+		for _, at := range rs.started {
+			if at.After(win.from.Add(-readBound)) && at.Before(win.from) || at.After(win.from.Add(time.Millisecond)) {
+				others++ // not one of the burst's readers (they begin a nanosecond apart)
+			}
+		}
+		if win.sends[node] > maxRefreshSends && others == 0 && !l.downOrRecovering(node, app.id, now) {
+			s.violate("creds/%s: %d token requests within %s of a burst of readers of it that one flight serves (at most %d sends): a reader queued behind the flight sent its own",
+				rt.cred, win.sends[node], now.Sub(win.from).Round(time.Millisecond), maxRefreshSends)
+		}
+	}
+
+	// Every request is explained.
 	if rs.open > 0 || !rs.last.IsZero() && now.Sub(rs.last) < readBound {
 		return // a read's (joined or its own)
 	}
@@ -465,7 +499,7 @@ func (w *simWorld) applyLoad(e simEvent) {
 	now := time.Now()
 	switch e.kind {
 	case "load-burst":
-		w.readBursts(r, []string{e.cred}, nil)
+		w.readBursts(r, []string{e.cred}, nil, true)
 	case "load-crowd":
 		w.apply(simEvent{kind: "scopes", app: e.app})
 		var all, bursts []string
@@ -477,7 +511,27 @@ func (w *simWorld) applyLoad(e simEvent) {
 		for range 3 + r.IntN(4) {
 			bursts = append(bursts, all[r.IntN(len(all))])
 		}
-		w.readBursts(r, bursts, all)
+		// The cold reads at once, with apaleo answering 429 for a while (a Retry-After of a
+		// few seconds), and bursts on a few names, a few seconds apart while the budget
+		// drains: each burst's readers join one flight, which sends a refresh token at
+		// most twice (maxRefreshSends) within a read's bound.
+		s.mu.Lock()
+		ra, d := time.Duration(2+r.IntN(7))*time.Second, time.Duration(20+r.IntN(41))*time.Second
+		s.bursts[e.app] = simBurst{until: now.Add(d), retryAfter: ra, delay: 200 * time.Millisecond}
+		s.addTrouble(e.app, "429", now, now.Add(d+ra))
+		s.mu.Unlock()
+		var wg sync.WaitGroup
+		wg.Go(func() { w.readBursts(r, nil, all, false) })
+		time.Sleep(time.Nanosecond)
+		rb := rand.New(rand.NewPCG(w.sc.seed, r.Uint64()))
+		for _, n := range bursts {
+			<-w.after(time.Duration(3000+rb.IntN(12000)) * time.Millisecond)
+			s.mu.Lock()
+			s.load.windows = append(s.load.windows, &simWindow{cred: n, from: time.Now(), sends: map[int]int{}})
+			s.mu.Unlock()
+			w.readBursts(rb, []string{n}, nil, false)
+		}
+		wg.Wait()
 	case "load-falling":
 		// Cold reads of the app meet a 429 burst whose every answer says a shorter
 		// Retry-After than the one before.
@@ -493,7 +547,7 @@ func (w *simWorld) applyLoad(e simEvent) {
 				all = append(all, c.name)
 			}
 		}
-		w.readBursts(r, nil, all)
+		w.readBursts(r, nil, all, false)
 	case "load-flaky":
 		s.mu.Lock()
 		s.load.flaky[e.cred] = now.Add(e.dur)
@@ -534,9 +588,9 @@ func (w *simWorld) readOnce(name string, d time.Duration, rng *rand.Rand) simRea
 }
 
 // readBursts reads every name of all once and each name of bursts with 3-8 readers,
-// all at once (a nanosecond apart, in a seeded order); a burst's reader that gets an
-// error reads again 1-5 s later, up to three times.
-func (w *simWorld) readBursts(r *rand.Rand, bursts, all []string) {
+// all at once (a nanosecond apart, in a seeded order); with retry, a burst's reader that
+// gets an error reads again 1-5 s later, up to three times.
+func (w *simWorld) readBursts(r *rand.Rand, bursts, all []string, retry bool) {
 	type reader struct {
 		name  string
 		retry bool
@@ -547,7 +601,7 @@ func (w *simWorld) readBursts(r *rand.Rand, bursts, all []string) {
 	}
 	for _, n := range bursts {
 		for range 3 + r.IntN(6) {
-			rs = append(rs, reader{name: n, retry: true})
+			rs = append(rs, reader{name: n, retry: retry})
 		}
 	}
 	r.Shuffle(len(rs), func(i, j int) { rs[i], rs[j] = rs[j], rs[i] })
