@@ -417,8 +417,14 @@ func (l *simLoad) checkArrival(node int, app *simApp, secret string, rt *simRefr
 	// is healthy. Excused where apaleo's trouble (a fault, an outage, a 429, a refused
 	// client) fell in the keep-alive's last tenth or after it, since failure memory and
 	// the hold move the attempt then.
-	if idle := now.Sub(got.at); spec.idle > 0 && idle > spec.idle+keepAliveTolerance {
-		from := got.at.Add(spec.idle - spec.idle/10 - backoffMax)
+	// The refresh token's idle time runs from the token it brought, or from its making
+	// (an import's, before its first token).
+	used := got.at
+	if rt.created.After(used) {
+		used = rt.created
+	}
+	if idle := now.Sub(used); spec.idle > 0 && idle > spec.idle+keepAliveTolerance {
+		from := used.Add(spec.idle - spec.idle/10 - backoffMax)
 		troubled := false
 		for _, tr := range s.trouble[app.id] {
 			troubled = troubled || !tr.to.Before(from)
