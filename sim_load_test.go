@@ -631,17 +631,23 @@ func (w *simWorld) readBursts(r *rand.Rand, bursts, all []string, retry bool) {
 	wg.Wait()
 }
 
-// sleepOffset shifts a policy sleep of a config by up to a microsecond, by a hash of the
-// seed and the config: where the scheduler (background.go) starts the work of several
-// configs at one instant (two apps recovering at once), their sleeps until one moment
-// ask for their instants in the Go scheduler's order, and the first to ask would wake
-// first (claim); shifted, each config's wake is the seed's wherever it asks.
-func (w *simWorld) sleepOffset(ctx context.Context) time.Duration {
+// wakeOf is the instant a policy sleep until t wakes at (simIDP.wake), shifted by up to
+// a microsecond by a hash of the seed and the sleep's config: where the scheduler
+// (background.go) starts the work of several configs at one instant (two apps
+// recovering at once), their sleeps until one moment ask for their instants in the Go
+// scheduler's order, and the first to ask would wake first (claim); shifted, each
+// config's wake is the seed's wherever it asks. The server still judges the budget by
+// the moment asked for (sentAt).
+func (w *simWorld) wakeOf(ctx context.Context, t time.Time) time.Time {
 	g, ok := ctx.Value(attemptGuardKey{}).(*attemptGate)
 	if !ok {
-		return 0
+		return w.idp.wake(t)
 	}
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%d|%s", w.sc.seed, g.config)
-	return time.Duration(h.Sum64() % 1000)
+	wake := w.idp.wake(t.Add(time.Duration(h.Sum64() % 1000)))
+	w.idp.mu.Lock()
+	w.idp.slept[wake] = t
+	w.idp.mu.Unlock()
+	return wake
 }

@@ -150,7 +150,7 @@ func (w *simWorld) turnstile() func(context.Context, time.Time) error {
 		if t.Before(now) {
 			return nil
 		}
-		wake := w.idp.wake(t.Add(w.sleepOffset(ctx))) // sim_load_test.go
+		wake := w.wakeOf(ctx, t) // sim_load_test.go
 		timer := time.NewTimer(wake.Sub(now))
 		defer timer.Stop()
 		select {
