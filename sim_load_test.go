@@ -527,9 +527,9 @@ func (w *simWorld) applyLoad(e simEvent) {
 		s.addTrouble(e.app, "429", now, now.Add(d+ra))
 		s.mu.Unlock()
 		var wg sync.WaitGroup
-		wg.Go(func() { w.readBursts(r, nil, all, false) })
+		ra0, rb := rand.New(rand.NewPCG(w.sc.seed, r.Uint64())), rand.New(rand.NewPCG(w.sc.seed, r.Uint64()))
+		wg.Go(func() { w.readBursts(ra0, nil, all, false) })
 		<-w.after(time.Nanosecond)
-		rb := rand.New(rand.NewPCG(w.sc.seed, r.Uint64()))
 		for _, n := range bursts {
 			<-w.after(time.Duration(3000+rb.IntN(12000)) * time.Millisecond)
 			s.mu.Lock()
