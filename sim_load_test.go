@@ -143,7 +143,6 @@ type simReads struct {
 	last    time.Time
 	open    int
 	served  []time.Time // expires_at of tokens reads were answered
-	hungUp  int
 	started []time.Time
 }
 
