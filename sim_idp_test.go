@@ -133,6 +133,8 @@ type simIDP struct {
 	taken     map[time.Time]bool // instants claimed by a timer (claim)
 	// slept: the moment a policy sleep asked for, by the instant it woke at (wake).
 	slept map[time.Time]time.Time
+	// load is sim_load_test.go's: its faults and invariants (nil: none).
+	load *simLoad
 	// codeGrant, where a test taught the server the authorization_code grant
 	// (sim_authcode_test.go), answers it; called under mu.
 	codeGrant func(node int, app *simApp, secret string, form url.Values, now time.Time) simAnswer
@@ -256,6 +258,7 @@ func (t simTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	body, _ := io.ReadAll(req.Body)
 	form, _ := url.ParseQuery(string(body))
 	a := t.s.arrive(simArrival{node: t.node, req: req, form: form, key: form.Encode()})
+	defer t.s.load.seen(t.node, req, &a) // sim_load_test.go: what the plugin got, and when
 	if a.err == nil || a.delay > 0 {
 		timer := time.NewTimer(time.Until(a.deliverAt))
 		select {
@@ -493,13 +496,14 @@ func (s *simIDP) tokenLocked(node int, req *http.Request, form url.Values) simAn
 	}
 	grant := form.Get("grant_type")
 	rt := s.tokens[form.Get("refresh_token")]
-	fault := s.vaultFault(node, app, rt, s.faultFor(app, now))
+	fault := s.vaultFault(node, app, rt, s.load.nameFault(app, rt, s.faultFor(app, now), now)) // sim_vault_test.go, sim_load_test.go
 	s.record("%d|%d|%s|%s|%d\n", now.UnixNano(), node, id, form.Encode(), fault)
 	if fault == faultRefused {
 		// No connection: nothing reached apaleo.
 		return simAnswer{err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}
 	}
 	s.checkArrival(node, app, grant, rt, now)
+	s.load.checkArrival(node, app, secret, rt, now) // sim_load_test.go
 	app.arrivals = append(app.arrivals, now)
 	sent := s.sentAt(now)
 	app.sent = slices.Insert(app.sent, sort.Search(len(app.sent), func(i int) bool { return app.sent[i].After(sent) }), sent)
@@ -531,6 +535,7 @@ func (s *simIDP) tokenLocked(node int, req *http.Request, form url.Values) simAn
 				form = forms[s.rng.IntN(len(forms)-1)] // a random 429 is never long
 			}
 		}
+		ra = s.load.retryAfter(app, ra) // sim_load_test.go: falling Retry-After
 		d := b.delay + s.latency()
 		return simAnswer{status: 429, body: `{"error":"slow_down"}`, retryAfter: ra, retryAfterForm: form, delay: d, onDeliver: func() {
 			t := time.Now()
@@ -567,6 +572,8 @@ func (s *simIDP) tokenLocked(node int, req *http.Request, form url.Values) simAn
 	case faultMAC:
 		// Read but refused by the plugin: its rotated refresh token must be kept.
 		a.body = strings.Replace(a.body, `"token_type":"Bearer"`, `"token_type":"mac"`, 1)
+	case faultTimeoutAfter: // sim_load_test.go
+		return lose(s.load.timeoutAfter(app, now))
 	case faultSlow:
 		a.delay += time.Duration(1+s.rng.IntN(40)) * time.Second
 		if s.rng.IntN(4) == 0 {

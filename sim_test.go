@@ -298,6 +298,7 @@ func drawSchedule(seed uint64) *simSchedule {
 	}
 	drawFaults(sc, rand.New(rand.NewPCG(seed, 0xfa17)))
 	drawVaultFaults(sc, rand.New(rand.NewPCG(seed, 0x5704)))
+	drawLoad(sc, rand.New(rand.NewPCG(seed, 0x10ad))) // sim_load_test.go
 	sort.Slice(sc.events, func(i, j int) bool { return sc.events[i].at < sc.events[j].at })
 	return sc
 }
@@ -426,6 +427,7 @@ func runSim(t *testing.T, seed uint64, o simOptions) *simResult {
 	w.idp = newSimIDP(seed, sc.sliding)
 	w.store = simVaultStorage{w.store, w}
 	w.idp.keepLines = o.keepLines
+	w.idp.load = newSimLoad(w) // sim_load_test.go
 	var logBuf strings.Builder
 	if o.log {
 		w.log = &syncWriter{w: &logBuf}

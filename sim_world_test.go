@@ -150,7 +150,7 @@ func (w *simWorld) turnstile() func(context.Context, time.Time) error {
 		if t.Before(now) {
 			return nil
 		}
-		wake := w.idp.wake(t)
+		wake := w.wakeOf(ctx, t) // sim_load_test.go
 		timer := time.NewTimer(wake.Sub(now))
 		defer timer.Stop()
 		select {
@@ -286,6 +286,7 @@ func (w *simWorld) readCtx(ctx context.Context, name string, rng *rand.Rand) sim
 		node = standby
 	}
 	r := simRead{at: time.Now()}
+	defer w.idp.load.noteRead(name, &r)() // sim_load_test.go
 	resp, err := w.doCtx(ctx, node, logical.ReadOperation, "creds/"+name, nil)
 	if errors.Is(err, logical.ErrReadOnly) {
 		resp, err = w.doCtx(ctx, active, logical.ReadOperation, "creds/"+name, nil)
@@ -590,6 +591,8 @@ func (w *simWorld) apply(e simEvent) {
 		w.active, w.standby = a, sb
 		w.restarts = append(w.restarts, time.Now())
 		w.mu.Unlock()
+	default:
+		w.applyLoad(e) // sim_load_test.go
 	}
 }
 
