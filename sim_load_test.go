@@ -2,6 +2,7 @@ package apaleo
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -285,6 +286,30 @@ func (l *simLoad) timeoutAfter(app *simApp, now time.Time) simAnswer {
 	return simAnswer{err: &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}, delay: d}
 }
 
+// acceptedToken says whether the plugin keeps the token answer a carries (a Bearer token
+// whose expires_in is above 0, as client.go checks: sim_vault_test.go's odd answers send
+// others) and for how long it caches it (capped at a day).
+func acceptedToken(a *simAnswer) (time.Duration, bool) {
+	if a.err != nil || a.status != 200 {
+		return 0, false
+	}
+	var m struct {
+		Type    string       `json:"token_type"`
+		Expires *json.Number `json:"expires_in"`
+	}
+	if json.Unmarshal([]byte(a.body), &m) != nil || !strings.EqualFold(m.Type, "bearer") {
+		return 0, false
+	}
+	if m.Expires == nil {
+		return defaultTokenLifetime, true
+	}
+	secs, err := m.Expires.Float64()
+	if err != nil || secs <= 0 {
+		return 0, false
+	}
+	return min(time.Duration(secs*float64(time.Second)), maxTokenLifetime), true
+}
+
 // seen notes what a request's sender got, at the moment it got it (the answer, an error,
 // or its own time-out): the plugin's view, from outside.
 func (l *simLoad) seen(node int, req *http.Request, a *simAnswer) {
@@ -301,7 +326,8 @@ func (l *simLoad) seen(node int, req *http.Request, a *simAnswer) {
 	if !gaveUp && errors.As(a.err, &ne) && ne.Timeout() {
 		timeout = true
 	}
-	bearer := !gaveUp && a.err == nil && a.status == 200 && strings.Contains(a.body, `"token_type":"Bearer"`)
+	life, bearer := acceptedToken(a)
+	bearer = bearer && !gaveUp
 	// The config's health as the plugin's outage rule counts it (outageSign).
 	failed := timeout || gaveUp || a.err != nil || a.status >= 500 || a.status == 200 && !bearer && !strings.Contains(a.body, `"token_type"`)
 	answered := !failed && !gaveUp
@@ -336,7 +362,7 @@ func (l *simLoad) seen(node int, req *http.Request, a *simAnswer) {
 		// The plugin dates a token from its request's start (newTokenResult): the
 		// moment it reached the server, every answer taking a delay and a millisecond.
 		sent := a.deliverAt.Add(-a.delay - time.Millisecond)
-		l.tok[rt.cred] = simGot{at: sent, expires: sent.Add(s.apps[rt.app].lifetime)}
+		l.tok[rt.cred] = simGot{at: sent, expires: sent.Add(life)}
 		delete(l.runs, k)
 		return
 	}
