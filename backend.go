@@ -49,7 +49,7 @@ type backend struct {
 	budgets   budgets
 	// inflight counts token requests under way, for Clean to wait for;
 	// backgroundRunning the background work under way (the request and its aftermath).
-	inflight          atomic.Int64
+	inflight          flightCount
 	backgroundRunning atomic.Int64
 	// swept is when periodic last planned the keep-alive of every authorized credential.
 	swept time.Time
@@ -231,16 +231,64 @@ const cleanWait = 5 * time.Second
 
 func (b *backend) clean(ctx context.Context) {
 	b.refresher.shutdown()
-	for deadline := time.Now().Add(cleanWait); b.inflight.Load() > 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Logger().Warn("token requests still under way at shutdown; their answers may be lost", "waited", cleanWait)
-			break
-		}
+	if !b.inflight.wait(cleanWait) {
+		b.Logger().Warn("token requests still under way at shutdown; their answers may be lost", "waited", cleanWait)
 	}
 	if b.storage != nil && b.canWrite() {
 		b.saveUnsaved(ctx, b.storage)
 	}
 	b.transports.closeIdle()
+}
+
+// flightCount counts token requests under way. Clean waits until none is, and returns
+// the moment the last one ends (not at the next tick of a poll).
+type flightCount struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0; made when it leaves 0
+}
+
+func (c *flightCount) add() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == 0 {
+		c.zero = make(chan struct{})
+	}
+	c.n++
+}
+
+func (c *flightCount) done() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n--; c.n == 0 {
+		close(c.zero)
+	}
+}
+
+// Load is how many are under way.
+func (c *flightCount) Load() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return int64(c.n)
+}
+
+// wait waits until none is under way, at most d; it reports whether none is.
+func (c *flightCount) wait(d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		c.mu.Lock()
+		n, zero := c.n, c.zero
+		c.mu.Unlock()
+		if n == 0 {
+			return true
+		}
+		select {
+		case <-zero: // and look again: another may have started since
+		case <-timer.C:
+			return false
+		}
+	}
 }
 
 // identity returns an identity-server client for a config's settings. It is made for each

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -450,4 +451,35 @@ func TestBackend_Restart(t *testing.T) {
 	if first.Data["access_token"] != second.Data["access_token"] {
 		t.Fatal("restart did not reuse the stored token")
 	}
+}
+
+// TestFlightCount: Clean's wait for the token requests under way returns the moment the
+// last one ends, waits again for one that started meanwhile, and gives up at its bound.
+func TestFlightCount(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var c flightCount
+		if !c.wait(time.Second) {
+			t.Fatal("wait with none under way: false")
+		}
+		c.add()
+		c.add()
+		start := time.Now()
+		go func() {
+			time.Sleep(303 * time.Millisecond)
+			c.done()
+			c.add() // another starts as one ends
+			c.done()
+			time.Sleep(404 * time.Millisecond)
+			c.done()
+		}()
+		if !c.wait(5*time.Second) || time.Since(start) != 707*time.Millisecond {
+			t.Fatalf("wait returned after %v, want the moment the last ended (707ms)", time.Since(start))
+		}
+		c.add()
+		start = time.Now()
+		if c.wait(2*time.Second) || time.Since(start) != 2*time.Second || c.Load() != 1 {
+			t.Fatalf("wait with one stuck: returned after %v (want false after 2s), %d under way", time.Since(start), c.Load())
+		}
+		c.done()
+	})
 }

@@ -44,8 +44,8 @@ func (b *backend) fetchToken(ctx context.Context, s logical.Storage, name, trigg
 		return nil, f.answer(name)
 	}
 
-	b.inflight.Add(1)
-	defer b.inflight.Add(-1)
+	b.inflight.add()
+	defer b.inflight.done()
 	res, err := b.requestToken(ctx, name, cred, cfg, trigger)
 	if err != nil {
 		cred = b.keepRotated(ctx, s, name, cred, err)
