@@ -68,12 +68,7 @@ const (
 func drawLoad(sc *simSchedule, r *rand.Rand) {
 	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(r.Int64N(int64(hi-lo)+1)) }
 	at := func() time.Duration { return between(time.Hour, sc.duration-time.Hour) }
-	var authorized []simCredSpec
-	for _, c := range sc.creds {
-		if sc.app(c.app).grant == grantAuthorizationCode {
-			authorized = append(authorized, c)
-		}
-	}
+	authorized := sc.authorized() // before the crowd's: its names get no bursts of their own
 	if r.IntN(crowdShare) == 0 {
 		a := simAppSpec{name: "crowd", grant: grantAuthorizationCode, budget: []float64{2, 5}[r.IntN(2)],
 			lifetime: time.Hour, idle: sc.apps[0].idle}
@@ -333,29 +328,25 @@ func (l *simLoad) seen(node int, req *http.Request, a *simAnswer) {
 	bearer = bearer && !gaveUp
 	// The config's health as the plugin's outage rule counts it (outageSign).
 	failed := timeout || gaveUp || a.err != nil || a.status >= 500 || a.status == 200 && !bearer && !strings.Contains(a.body, `"token_type"`)
-	answered := !failed && !gaveUp
 	rt := a.rt
-	if rt != nil {
-		key := simNodeApp{node, rt.app}
-		d := l.down[key]
-		if d == nil {
-			d = &simDown{}
-			l.down[key] = d
-		}
-		switch {
-		case failed:
-			if d.fails++; d.fails >= downAfter {
-				d.down = true
-			}
-		case answered:
-			d.fails = 0
-			if d.down {
-				d.down, d.back = false, now
-			}
-		}
-	}
 	if rt == nil {
 		return
+	}
+	key := simNodeApp{node, rt.app}
+	d := l.down[key]
+	if d == nil {
+		d = &simDown{}
+		l.down[key] = d
+	}
+	if failed {
+		if d.fails++; d.fails >= downAfter {
+			d.down = true
+		}
+	} else {
+		d.fails = 0 // answered
+		if d.down {
+			d.down, d.back = false, now
+		}
 	}
 	k := simNodeRT{node, rt}
 	if timeout {
@@ -380,7 +371,7 @@ func (l *simLoad) seen(node int, req *http.Request, a *simAnswer) {
 		delete(l.runs, k) // refused: nothing more is sent
 	case failed || a.status == 200:
 		run.lastFail = now
-		if d := l.down[simNodeApp{node, rt.app}]; d != nil && d.down {
+		if d.down {
 			run.excused = true
 		}
 	}
@@ -542,12 +533,7 @@ func (w *simWorld) applyLoad(e simEvent) {
 		w.readBursts(r, []string{e.cred}, nil, true)
 	case "load-crowd":
 		w.apply(simEvent{kind: "scopes", app: e.app})
-		var all, bursts []string
-		for _, c := range w.sc.creds {
-			if c.app == e.app {
-				all = append(all, c.name)
-			}
-		}
+		all, bursts := w.sc.credNames(e.app), []string(nil)
 		for range 3 + r.IntN(4) {
 			bursts = append(bursts, all[r.IntN(len(all))])
 		}
@@ -581,13 +567,7 @@ func (w *simWorld) applyLoad(e simEvent) {
 		s.load.falling[e.app] = &simFalling{ra: e.ra, step: time.Duration(1+r.IntN(3)) * time.Second}
 		s.addTrouble(e.app, "429", now, now.Add(e.dur+e.ra))
 		s.mu.Unlock()
-		var all []string
-		for _, c := range w.sc.creds {
-			if c.app == e.app {
-				all = append(all, c.name)
-			}
-		}
-		w.readBursts(r, nil, all, false)
+		w.readBursts(r, nil, w.sc.credNames(e.app), false)
 	case "load-flaky":
 		s.mu.Lock()
 		s.load.flaky[e.cred] = now.Add(e.dur)

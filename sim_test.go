@@ -330,6 +330,28 @@ func (sc *simSchedule) app(name string) simAppSpec {
 	panic(name)
 }
 
+// authorized is sc's credentials of authorization_code apps, in schedule order.
+func (sc *simSchedule) authorized() []simCredSpec {
+	var out []simCredSpec
+	for _, c := range sc.creds {
+		if sc.app(c.app).grant == grantAuthorizationCode {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// credNames is the names of app's credentials, in schedule order.
+func (sc *simSchedule) credNames(app string) []string {
+	var out []string
+	for _, c := range sc.creds {
+		if c.app == app {
+			out = append(out, c.name)
+		}
+	}
+	return out
+}
+
 // TestSimReplay: a seed replays exactly: two runs of it send the same requests in the
 // same order at the same virtual moments, with the same faults and answers. make
 // sim-replay checks every schedule so (-sim.twice); Retry-After as an HTTP date

@@ -76,12 +76,7 @@ func drawVaultFaults(sc *simSchedule, r *rand.Rand) {
 	if r.IntN(4) == 0 {
 		add = append(add, simEvent{at: at(), kind: "restart-wire"})
 	}
-	var authorized []simCredSpec
-	for _, c := range sc.creds {
-		if sc.app(c.app).grant == grantAuthorizationCode {
-			authorized = append(authorized, c)
-		}
-	}
+	authorized := sc.authorized()
 	if len(authorized) > 0 && r.IntN(4) == 0 {
 		c := authorized[r.IntN(len(authorized))]
 		add = append(add, simEvent{at: at(), kind: "lost-write", app: c.app, cred: c.name})
